@@ -1,0 +1,1 @@
+"""kiln's pipeline: training, ONNX export, the artifact store, image builds, rollout, flows."""

@@ -1,0 +1,32 @@
+"""kiln's command line: each command parses its options, calls one library function, prints."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from flows.errors import KilnError
+
+app = typer.Typer(
+    name="kiln",
+    help="Ship scikit-learn models as immutable serving images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except KilnError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The inference server baked into every model image. Imports nothing from `flows`."""
