@@ -1,0 +1,1 @@
+"""Typer command functions, one module per area; flows/cli.py registers them."""
