@@ -1,0 +1,436 @@
+"""The versioned artifact store: the pipeline's checkpoint.
+
+Layout under the root (a local folder or any fsspec URL):
+
+    versions/<id>/model.onnx        the ONNX model
+    versions/<id>/labels.json       {"0": "setosa", ...}
+    versions/<id>/metadata.json     written last: a version exists once this file does
+    versions/<id>/images/<digest>   one empty marker per pushed image (name = registry ref, quoted)
+    pins/<id>                       a pinned version (kept by retention)
+    deployments/<target>.json       what runs on a target, and the version before it
+
+Version ids are the first 12 hex digits of the sha256 of the model and its labels, so the
+same model stored twice is one version. Writes never expose half a version: on a local
+folder a version is staged beside its final place and renamed in (atomic), elsewhere the
+files are written with metadata.json last and readers ignore a folder without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from flows.errors import IntegrityError, StoreError, VersionNotFound
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+LABELS_FILE = "labels.json"
+METADATA_FILE = "metadata.json"
+VERSION_ID_LENGTH = 12
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def encode_labels(labels: Mapping[int | str, str]) -> bytes:
+    """labels.json bytes in one canonical form, so equal labels hash equally."""
+    items = sorted(((int(k), str(v)) for k, v in labels.items()), key=lambda kv: kv[0])
+    return json.dumps({str(k): v for k, v in items}, indent=2).encode() + b"\n"
+
+
+def version_id(model_bytes: bytes, labels_bytes: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in (model_bytes, labels_bytes):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()[:VERSION_ID_LENGTH]
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A version read back from the store, its files verified against their sha256."""
+
+    version: str
+    model_bytes: bytes
+    labels: dict[str, str]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    created: str
+    metrics: dict[str, Any]
+    pinned: bool
+    images: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What runs on one target, and what ran before it (the rollback target)."""
+
+    target: str
+    current: str
+    image: str
+    previous: str | None
+    previous_image: str | None
+    updated: str
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: list[VersionInfo]
+    kept: list[VersionInfo]
+    dry_run: bool
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class ArtifactStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.url = str(root)
+        fs, path = fsspec.core.url_to_fs(self.url)
+        self.fs: fsspec.AbstractFileSystem = fs
+        self.root = path.rstrip("/")
+        self._local = isinstance(fs, LocalFileSystem)
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def _path(self, *parts: str) -> str:
+        return "/".join((self.root, *parts))
+
+    def _version_dir(self, version: str) -> str:
+        if not version or "/" in version or version.startswith("."):
+            raise VersionNotFound(f"invalid version id {version!r}")
+        return self._path("versions", version)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.url!r})"
+
+    # -- writing a version -----------------------------------------------------------------
+
+    def put(
+        self, model_bytes: bytes, labels: Mapping[int | str, str], metadata: Mapping[str, Any]
+    ) -> str:
+        """Store a model; returns its version id. Storing the same model again is a no-op."""
+        labels_bytes = encode_labels(labels)
+        version = version_id(model_bytes, labels_bytes)
+        if self.exists(version):
+            log.info("version %s is already stored", version)
+            return version
+        full_metadata = {
+            **metadata,
+            "version": version,
+            "created": _now(),
+            "model_sha256": sha256_hex(model_bytes),
+            "labels_sha256": sha256_hex(labels_bytes),
+        }
+        files = {
+            MODEL_FILE: model_bytes,
+            LABELS_FILE: labels_bytes,
+            METADATA_FILE: json.dumps(full_metadata, indent=2, sort_keys=True).encode() + b"\n",
+        }
+        if self._local:
+            self._publish_local(version, files)
+        else:
+            self._publish_remote(version, files)
+        log.info("stored version %s", version)
+        return version
+
+    def _publish_local(self, version: str, files: dict[str, bytes]) -> None:
+        versions = Path(self._path("versions"))
+        versions.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=versions))
+        try:
+            for name, data in files.items():
+                with open(staging / name, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            try:
+                os.rename(staging, versions / version)
+            except OSError:
+                # Another writer published the same version first: same content, nothing lost.
+                if not self.exists(version):
+                    raise
+            _fsync_dir(versions)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _publish_remote(self, version: str, files: dict[str, bytes]) -> None:
+        directory = self._version_dir(version)
+        self.fs.makedirs(directory, exist_ok=True)
+        for name in (MODEL_FILE, LABELS_FILE, METADATA_FILE):  # metadata last: the commit
+            self.fs.pipe_file(f"{directory}/{name}", files[name])
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def exists(self, version: str) -> bool:
+        return self.fs.exists(f"{self._version_dir(version)}/{METADATA_FILE}")
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        """A version's metadata.json, without reading or verifying the model."""
+        try:
+            raw = self.fs.cat_file(f"{self._version_dir(version)}/{METADATA_FILE}")
+        except FileNotFoundError:
+            raise VersionNotFound(f"no version {version!r} in store {self.url}") from None
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise IntegrityError(f"version {version}: metadata.json is not JSON: {err}") from err
+
+    def get(self, version: str) -> StoredModel:
+        """Read a version and verify every file against the sha256 recorded for it."""
+        version = self.resolve(version)
+        metadata = self.metadata(version)
+        directory = self._version_dir(version)
+        model = self._read_verified(directory, MODEL_FILE, metadata["model_sha256"], version)
+        labels = self._read_verified(directory, LABELS_FILE, metadata["labels_sha256"], version)
+        return StoredModel(version, model, json.loads(labels), metadata)
+
+    def _read_verified(self, directory: str, name: str, expected: str, version: str) -> bytes:
+        try:
+            data = self.fs.cat_file(f"{directory}/{name}")
+        except FileNotFoundError:
+            raise IntegrityError(f"version {version}: {name} is missing") from None
+        actual = sha256_hex(data)
+        if actual != expected:
+            raise IntegrityError(
+                f"version {version}: {name} has sha256 {actual[:16]}..., "
+                f"expected {expected[:16]}... (the file was changed after it was stored)"
+            )
+        return data
+
+    def export_version(self, version: str, dest: str | os.PathLike[str]) -> Path:
+        """Write a verified copy of a version's three files into a local folder."""
+        stored = self.get(version)
+        out = Path(dest)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MODEL_FILE).write_bytes(stored.model_bytes)
+        (out / LABELS_FILE).write_bytes(encode_labels(stored.labels))
+        metadata = json.dumps(stored.metadata, indent=2, sort_keys=True) + "\n"
+        (out / METADATA_FILE).write_text(metadata)
+        return out
+
+    def resolve(self, version: str) -> str:
+        """Accept a full id, a unique prefix of one, or 'latest'."""
+        if version == "latest":
+            versions = self.list_versions()
+            if not versions:
+                raise VersionNotFound(f"store {self.url} holds no versions yet")
+            return versions[0].version
+        if self.exists(version):
+            return version
+        matches = [v for v in self._version_ids() if v.startswith(version)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise VersionNotFound(f"version prefix {version!r} is ambiguous: {', '.join(matches)}")
+        raise VersionNotFound(f"no version {version!r} in store {self.url}")
+
+    def _version_ids(self) -> list[str]:
+        base = self._path("versions")
+        if not self.fs.exists(base):
+            return []
+        names = [_basename(p) for p in self.fs.ls(base, detail=False)]
+        return [n for n in names if not n.startswith(".") and self.exists(n)]
+
+    def list_versions(self) -> list[VersionInfo]:
+        """Every complete version, newest first."""
+        pinned = set(self.pinned())
+        infos = []
+        for version in self._version_ids():
+            meta = self.metadata(version)
+            infos.append(
+                VersionInfo(
+                    version=version,
+                    created=meta.get("created", ""),
+                    metrics=meta.get("metrics", {}),
+                    pinned=version in pinned,
+                    images=self.image_refs(version),
+                )
+            )
+        return sorted(infos, key=lambda i: (i.created, i.version), reverse=True)
+
+    # -- images ----------------------------------------------------------------------------
+
+    def record_image(self, version: str, image_ref: str) -> None:
+        """Remember an image pushed for this version (`registry/repo@sha256:...`)."""
+        directory = self._version_dir(self.resolve(version))
+        self.fs.makedirs(f"{directory}/images", exist_ok=True)
+        self.fs.pipe_file(f"{directory}/images/{quote(image_ref, safe='')}", b"")
+
+    def image_refs(self, version: str) -> list[str]:
+        directory = f"{self._version_dir(version)}/images"
+        if not self.fs.exists(directory):
+            return []
+        return sorted(unquote(_basename(p)) for p in self.fs.ls(directory, detail=False))
+
+    # -- pins ------------------------------------------------------------------------------
+
+    def pin(self, version: str) -> str:
+        version = self.resolve(version)
+        self.fs.makedirs(self._path("pins"), exist_ok=True)
+        self.fs.pipe_file(self._path("pins", version), b"")
+        return version
+
+    def unpin(self, version: str) -> str:
+        version = self.resolve(version)
+        path = self._path("pins", version)
+        if self.fs.exists(path):
+            self.fs.rm_file(path)
+        return version
+
+    def pinned(self) -> list[str]:
+        base = self._path("pins")
+        if not self.fs.exists(base):
+            return []
+        return sorted(_basename(p) for p in self.fs.ls(base, detail=False))
+
+    # -- deployments -----------------------------------------------------------------------
+
+    def deployment(self, target: str) -> Deployment | None:
+        path = self._deployment_path(target)
+        if not self.fs.exists(path):
+            return None
+        return Deployment(**json.loads(self.fs.cat_file(path)))
+
+    def deployments(self) -> list[Deployment]:
+        base = self._path("deployments")
+        if not self.fs.exists(base):
+            return []
+        targets = [_basename(p).removesuffix(".json") for p in self.fs.ls(base, detail=False)]
+        found = [self.deployment(t) for t in sorted(targets) if not t.startswith(".")]
+        return [d for d in found if d is not None]
+
+    def record_deployment(self, target: str, version: str, image: str) -> Deployment:
+        """Record that `version` now runs on `target`; what ran before becomes the previous."""
+        version = self.resolve(version)
+        before = self.deployment(target)
+        if before is not None and before.current == version:
+            previous, previous_image = before.previous, before.previous_image
+        elif before is not None:
+            previous, previous_image = before.current, before.image
+        else:
+            previous, previous_image = None, None
+        deployment = Deployment(target, version, image, previous, previous_image, _now())
+        self.restore_deployment(target, deployment)
+        return deployment
+
+    def restore_deployment(self, target: str, deployment: Deployment | None) -> None:
+        """Write a deployment record back as it was (None removes it)."""
+        path = self._deployment_path(target)
+        if deployment is None:
+            if self.fs.exists(path):
+                self.fs.rm_file(path)
+            return
+        data = json.dumps(deployment.__dict__, indent=2, sort_keys=True).encode() + b"\n"
+        self._write_atomic(path, data)
+
+    def _deployment_path(self, target: str) -> str:
+        if not target or not all(c.isalnum() or c in "-_." for c in target) or target[0] == ".":
+            raise StoreError(f"invalid target name {target!r}")
+        return self._path("deployments", f"{target}.json")
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        parent = path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        if not self._local:
+            self.fs.pipe_file(path, data)  # object stores replace a whole object at once
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # -- retention -------------------------------------------------------------------------
+
+    def protected(self) -> set[str]:
+        """Versions retention never removes: pinned, deployed, and rollback targets."""
+        keep = set(self.pinned())
+        for d in self.deployments():
+            keep.add(d.current)
+            if d.previous:
+                keep.add(d.previous)
+        return keep
+
+    def prune(self, keep: int, dry_run: bool = False) -> PruneResult:
+        """Remove all but the newest `keep` versions, sparing protected ones."""
+        if keep < 1:
+            raise StoreError(f"keep must be at least 1, got {keep}")
+        versions = self.list_versions()
+        protected = self.protected()
+        kept, removed = [], []
+        for index, info in enumerate(versions):
+            (kept if index < keep or info.version in protected else removed).append(info)
+        if not dry_run:
+            for info in removed:
+                self._remove_version(info.version)
+        return PruneResult(removed=removed, kept=kept, dry_run=dry_run)
+
+    def _remove_version(self, version: str) -> None:
+        directory = self._version_dir(version)
+        if self._local:
+            # Rename out of sight first so the version disappears whole, then delete.
+            trash = Path(self._path("versions", f".trash-{version}-{uuid.uuid4().hex[:8]}"))
+            os.rename(directory, trash)
+            shutil.rmtree(trash)
+        else:
+            self.fs.rm_file(f"{directory}/{METADATA_FILE}")  # uncommit first
+            self.fs.rm(directory, recursive=True)
+        log.info("pruned version %s", version)
+
+    def clean_staging(self, older_than_seconds: float = 3600) -> list[str]:
+        """Remove what writers that died mid-write left behind (never visible as versions).
+
+        Only leftovers older than `older_than_seconds` go, so a writer still at work is spared.
+        """
+        base = Path(self._path("versions"))
+        if not self._local or not base.exists():
+            return []
+        cutoff = time.time() - older_than_seconds
+        stale = [
+            p
+            for p in base.iterdir()
+            if p.name.startswith((".staging-", ".trash-")) and p.stat().st_mtime < cutoff
+        ]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+        return [str(p) for p in stale]
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
