@@ -7,6 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
+from flows.commands import models as model_commands
 from flows.errors import KilnError
 
 app = typer.Typer(
@@ -19,12 +20,18 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+app.command("train")(model_commands.train)
+app.add_typer(model_commands.models_app, name="models")
+app.command("pin")(model_commands.pin)
+app.command("unpin")(model_commands.unpin)
+app.command("prune")(model_commands.prune)
+
 
 def main() -> None:
     try:
         app()
     except KilnError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
