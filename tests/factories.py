@@ -1,0 +1,24 @@
+"""Shared test helpers: small datasets and trained, exported models."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from flows.data import Dataset, load_iris_dataset
+from flows.export import export_onnx
+from flows.train import TrainParams, TrainResult, train_model
+
+
+@lru_cache(maxsize=4)
+def iris_trained(seed: int = 42) -> tuple[Dataset, TrainResult, bytes]:
+    """Iris, a model trained on it and its ONNX bytes (cached: tests must not mutate them)."""
+    data = load_iris_dataset()
+    result = train_model(data, TrainParams(seed=seed))
+    return data, result, export_onnx(result.model, data.n_features)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    lines = [",".join(header)] + [",".join(str(c) for c in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,74 @@
+"""The model commands through the real `kiln` entry point, in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from flows.store import ArtifactStore
+from tests.factories import write_csv
+
+
+def kiln(*args: str, store) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KILN_STORE": str(store)}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_train_list_show_pin_prune(tmp_path):
+    store = tmp_path / "store"
+    trained = kiln("train", store=store)
+    assert trained.returncode == 0, trained.stderr
+    version = ArtifactStore(store).list_versions()[0].version
+    assert f"stored version {version}" in trained.stdout
+    assert "accuracy" in trained.stdout
+
+    listed = json.loads(kiln("models", "--json", store=store).stdout)
+    assert [row["version"] for row in listed] == [version]
+    shown = json.loads(kiln("models", "show", version[:6], store=store).stdout)
+    assert shown["labels"]["0"] == "setosa" and shown["data_source"] == "iris"
+
+    assert kiln("pin", version, store=store).returncode == 0
+    assert json.loads(kiln("models", "--json", store=store).stdout)[0]["pinned"] is True
+    pruned = kiln("prune", "--keep", "1", "--dry-run", store=store)
+    assert "would remove 0 version(s)" in pruned.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("models", "show", "nope"), "error: no version 'nope'"),
+        (("train", "--min-score", "0.999"), "error: quality gate: accuracy = "),
+        (("train", "--gamma", "lots"), "error: gamma must be 'scale', 'auto' or a number"),
+    ],
+)
+def test_errors_are_one_line_and_exit_non_zero(tmp_path, args, message):
+    result = kiln(*args, store=tmp_path / "store")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert ArtifactStore(tmp_path / "store").list_versions() == []
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "message"),
+    [
+        (["a", "b"], [[1, 2], [3, 4]], "no label column 'label'"),
+        (["a", "label"], [[1, "x"], ["five", "y"]], "'five' is not a number"),
+        (["a", "label"], [[1, "x"], [2, "x"]], "needs at least two classes"),
+    ],
+)
+def test_bad_csv_stores_nothing(tmp_path, header, rows, message):
+    path = write_csv(tmp_path / "bad.csv", header, rows)
+    result = kiln("train", "--data", str(path), store=tmp_path / "store")
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert ArtifactStore(tmp_path / "store").list_versions() == []
