@@ -1,0 +1,65 @@
+"""Time train + export + store, per step, on iris and on a synthetic set.
+
+    python bench/bench_train.py                   # iris (median of 5) and synthetic:45000x20
+    python bench/bench_train.py --rows 10000      # a smaller synthetic set
+
+The synthetic default is sized so training takes about 30 s on a 2-core machine; the
+orchestration benchmark uses the same size to show what resuming from the store skips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flows.checkpoint import build_metadata, store_model
+from flows.data import load_data
+from flows.export import check_parity, export_onnx
+from flows.store import ArtifactStore
+from flows.train import TrainParams, train_model
+
+STEPS = ("load", "train", "export", "parity", "store")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def run_once(spec: str, store: ArtifactStore) -> dict[str, float]:
+    params = TrainParams()
+    data, t_load = timed(lambda: load_data(spec))
+    result, t_train = timed(lambda: train_model(data, params))
+    onnx_bytes, t_export = timed(lambda: export_onnx(result.model, data.n_features))
+    parity, t_parity = timed(lambda: check_parity(onnx_bytes, result.model, result.X_holdout))
+    metadata = build_metadata(data, params, result.metrics, parity, result.X_holdout[:1].tolist())
+    _, t_store = timed(lambda: store_model(store, onnx_bytes, data, metadata))
+    return dict(zip(STEPS, (t_load, t_train, t_export, t_parity, t_store), strict=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=45000, help="synthetic rows")
+    parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=5, help="iris repetitions (median)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as root:
+        iris_runs = [run_once("iris", ArtifactStore(f"{root}/i{i}")) for i in range(args.repeat)]
+        iris = {step: statistics.median(run[step] for run in iris_runs) for step in STEPS}
+        spec = f"synthetic:{args.rows}x{args.features}"
+        synthetic = run_once(spec, ArtifactStore(f"{root}/synthetic"))
+
+    print(f"{'dataset':<24}" + "".join(f"{s:>10}" for s in STEPS) + f"{'total':>10}")
+    for name, row in ((f"iris (median of {args.repeat})", iris), (spec, synthetic)):
+        cells = "".join(f"{row[s]:>9.3f}s" for s in STEPS)
+        print(f"{name:<24}{cells}{sum(row.values()):>9.3f}s")
+
+
+if __name__ == "__main__":
+    main()
