@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from flows.commands import models as model_commands
+from flows.commands import rollout as rollout_commands
 from flows.errors import KilnError
 
 app = typer.Typer(
@@ -25,6 +26,9 @@ app.add_typer(model_commands.models_app, name="models")
 app.command("pin")(model_commands.pin)
 app.command("unpin")(model_commands.unpin)
 app.command("prune")(model_commands.prune)
+app.command("deploy")(rollout_commands.deploy)
+app.command("rollback")(rollout_commands.rollback)
+app.command("status")(rollout_commands.status)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from flows.errors import KilnError, RolloutError
 if TYPE_CHECKING:
     from flows.kube import KubeCluster
     from flows.local_target import LocalEngine
+    from flows.settings import KilnSettings
     from flows.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,9 @@ def smoke_test(call: Caller, version: str, sample_input: Any) -> None:
     except ValueError as err:
         raise SmokeTestFailed(f"POST /predict answered non-JSON: {_snippet(reply.body)}") from err
     rows = request.get("data") if isinstance(request, dict) else None
-    predictions = answer.get("predictions") if isinstance(answer, dict) else None
+    predictions = None
+    if isinstance(answer, dict):  # kiln's server says "prediction": one entry per row
+        predictions = answer.get("prediction", answer.get("predictions"))
     counted = isinstance(predictions, list) and len(predictions) == len(rows or [])
     if isinstance(rows, list) and not counted:
         raise SmokeTestFailed(
@@ -271,3 +274,81 @@ def previous_of(store: ArtifactStore, target: str) -> tuple[str, str]:
             f"rolling back {target}: only {record.current} was ever deployed, no previous version"
         )
     return record.previous, record.previous_image
+
+
+# -- wiring: one factory per target, from settings ----------------------------------------------
+
+
+def kube_cluster(settings: KilnSettings) -> KubeCluster:
+    from flows.kube import KubeCluster, make_api_client
+
+    return KubeCluster(make_api_client(context=settings.k8s_context), settings.k8s_namespace)
+
+
+def local_engine(settings: KilnSettings) -> LocalEngine:
+    from flows.engine import docker_client
+    from flows.local_target import LocalEngine
+
+    return LocalEngine(docker_client(), port=settings.local_port)
+
+
+def roll_out(
+    store: ArtifactStore,
+    version: str,
+    target: str,
+    settings: KilnSettings,
+    *,
+    image: str | None = None,
+    rolled_back: bool = False,
+) -> RolloutResult:
+    """Ship a stored version to `target` (local or kubernetes), built from `settings`."""
+    if target == KUBERNETES:
+        return roll_out_kubernetes(
+            store, version, kube_cluster(settings), image=image, rolled_back=rolled_back
+        )
+    if target == LOCAL:
+        return roll_out_local(
+            store, version, local_engine(settings), image=image, rolled_back=rolled_back
+        )
+    raise RolloutError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
+
+
+def roll_back(store: ArtifactStore, target: str, settings: KilnSettings) -> RolloutResult:
+    """Ship the version that ran on `target` before the current one, with its image."""
+    version, image = previous_of(store, target)
+    log.info("rolling %s back to %s (%s)", target, version, image)
+    return roll_out(store, version, target, settings, image=image, rolled_back=True)
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """What the store recorded for a target and what the target itself says runs there."""
+
+    target: str
+    recorded: Any  # flows.store.Deployment | None
+    live: list[str]  # one line per thing running: version, image, where
+    error: str | None = None
+
+
+def target_status(store: ArtifactStore, target: str, settings: KilnSettings) -> TargetStatus:
+    recorded = store.deployment(target)
+    try:
+        if target == LOCAL:
+            engine = local_engine(settings)
+            live = [
+                f"{c.version} {c.image} {c.role} {c.status} {c.endpoint} ({c.name})"
+                for c in engine.containers()
+            ]
+        else:
+            cluster = kube_cluster(settings)
+            deployment = cluster.live_deployment()
+            live = []
+            if deployment is not None:
+                live.append(
+                    f"{deployment.version} {deployment.image} "
+                    f"Deployment {cluster.namespace}/{cluster.name} "
+                    f"replicas {deployment.replicas}"
+                )
+    except Exception as err:  # an unreachable engine or cluster is a status, not a crash
+        return TargetStatus(target, recorded, [], f"{type(err).__name__}: {err}")
+    return TargetStatus(target, recorded, live)

@@ -252,9 +252,8 @@ class EmulatedCluster:
         if method == "POST" and path == "/predict":
             if fault.predict_status != 200:
                 return fault.predict_status, {"detail": "emulated server error"}
-            rows = json.loads(body or b"{}").get("data") or json.loads(body or b"{}").get(
-                "instances", [])
-            return 200, {"version": version, "predictions": ["setosa" for _ in rows]}
+            rows = json.loads(body or b"{}").get("data", [])
+            return 200, {"prediction": [[1.0, 0.0] for _ in rows]}
         return 404, {"detail": "Not Found"}
 
 

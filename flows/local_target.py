@@ -1,0 +1,279 @@
+"""The local target: serving images run on the container engine behind 127.0.0.1 ports.
+
+The stable endpoint is http://127.0.0.1:<settings.local_port>; the container that owns
+that port is the current version. A rollout:
+
+1. starts the new version as a *candidate* container on a free port,
+2. waits until its /ready answers 200, and smoke-tests it there (/metadata, /predict),
+3. on failure: removes the candidate and raises; the current container was never touched,
+4. on success, switches: creates the new version's container on the stable port, stops the
+   old one (gunicorn drains in about a second), starts the new one, waits for /ready,
+   checks /metadata; only then removes the old container and the candidate. If the new
+   one does not come up on the stable port, the old container (stopped, not removed) is
+   started again.
+
+The trade-off: the stable port refuses connections for the stop-and-start in step 4
+(the old stop plus the new server's start-up; a few seconds here). Every check that can
+fail on the new image's merits has already passed on the candidate by then. Both
+gap-free alternatives cost more than a local target is worth: a reverse proxy owning the
+stable port is one more long-lived process to supervise, and letting two containers share
+the port with SO_REUSEPORT needs host networking. Kubernetes is the target for rollouts
+with no gap at all.
+
+Containers carry labels (io.kiln.*), so the engine itself says what runs where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows.errors import RolloutError
+from flows.rollout import Caller, Reply
+
+log = logging.getLogger(__name__)
+
+LABEL_TARGET = "io.kiln.target"
+LABEL_VERSION = "io.kiln.version"
+LABEL_IMAGE = "io.kiln.image"
+LABEL_ROLE = "io.kiln.role"
+LABEL_PORT = "io.kiln.port"
+CONTAINER_PORT = "8000/tcp"
+CURRENT, CANDIDATE = "current", "candidate"
+
+
+@dataclass(frozen=True)
+class LocalContainer:
+    name: str
+    version: str
+    image: str
+    role: str
+    port: int
+    status: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def http_caller(base_url: str, timeout: float = 5.0) -> Caller:
+    """(method, path, json body) -> Reply over plain HTTP; connection errors raise OSError."""
+
+    def call(method: str, path: str, body: Any) -> Reply:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            base_url + path, data=data, method=method,
+            headers={"Content-Type": "application/json"} if data else {},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return Reply(response.status, response.read())
+        except urllib.error.HTTPError as err:
+            return Reply(err.code, err.read())
+
+    return call
+
+
+@dataclass
+class LocalEngine:
+    """kiln's containers on one engine (a docker SDK client: dockerd or podman's socket)."""
+
+    docker: Any  # docker.DockerClient
+    port: int = 8000
+    name_prefix: str = "kiln"
+    candidate_port: Callable[[], int] = free_port
+    poll_interval: float = 0.2
+    stop_timeout: int = 10
+    environment: dict[str, str] = field(default_factory=lambda: {"WEB_CONCURRENCY": "1"})
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    # -- what runs -------------------------------------------------------------------------
+
+    def containers(self) -> list[LocalContainer]:
+        found = self.docker.containers.list(
+            all=True, filters={"label": [f"{LABEL_TARGET}={self.name_prefix}"]}
+        )
+        out = []
+        for container in found:
+            labels = container.labels or {}
+            out.append(
+                LocalContainer(
+                    name=container.name,
+                    version=labels.get(LABEL_VERSION, "?"),
+                    image=labels.get(LABEL_IMAGE, "?"),
+                    role=labels.get(LABEL_ROLE, "?"),
+                    port=int(labels.get(LABEL_PORT, "0")),
+                    status=container.status,
+                )
+            )
+        return sorted(out, key=lambda c: (c.role, c.name))
+
+    def current(self) -> LocalContainer | None:
+        running = [c for c in self.containers() if c.role == CURRENT and c.status == "running"]
+        return running[0] if running else None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- the rollout -----------------------------------------------------------------------
+
+    def roll_out(
+        self, version: str, image: str, smoke: Callable[[Caller], None], timeout: float = 120.0
+    ) -> str:
+        """Run `image` as `version` on the stable port, or raise with the old one serving."""
+        before = self.current()
+        if before is not None and before.version == version and before.image == image:
+            log.info("%s already serves %s on %s: checking it", before.name, version, self.endpoint)
+            self._check(before.name, self.endpoint, smoke, timeout)
+            return self.endpoint
+        self._ensure_image(image)
+        short = version[:12]
+        candidate_name = f"{self.name_prefix}-{short}-candidate"
+        self._remove(candidate_name)
+        port = self.candidate_port()
+        log.info("starting candidate %s (%s) on 127.0.0.1:%d", candidate_name, image, port)
+        self._run(candidate_name, image, version, CANDIDATE, port, start=True)
+        try:
+            self._check(candidate_name, f"http://127.0.0.1:{port}", smoke, timeout)
+        except RolloutError as err:
+            self._remove(candidate_name)
+            still = f"; {before.version} keeps serving on {self.endpoint}" if before else ""
+            raise RolloutError(f"rolling out {version} locally: {err}{still}") from err
+        self._switch(version, image, candidate_name, before, smoke, timeout)
+        return self.endpoint
+
+    def _switch(self, version: str, image: str, candidate_name: str,
+                before: LocalContainer | None, smoke: Callable[[Caller], None],
+                timeout: float) -> None:
+        name = f"{self.name_prefix}-{version[:12]}"
+        if before is not None and before.name == name:  # same version, another image
+            name = f"{name}-{int(time.time())}"
+        self._remove(name)
+        new = self._run(name, image, version, CURRENT, self.port, start=False)
+        old = self.docker.containers.get(before.name) if before else None
+        # The candidate passed its checks; free its resources before the switch.
+        self._remove(candidate_name)
+        if old is not None:
+            log.info("switching %s: stopping %s (%s)", self.endpoint, old.name, before.version)
+            old.stop(timeout=self.stop_timeout)
+        try:
+            new.start()
+            self._check(name, self.endpoint, smoke, timeout)
+        except Exception as err:
+            self._remove(name)
+            restored = ""
+            if old is not None and before is not None:
+                old.start()
+                try:
+                    self._wait_ready(old.name, self.endpoint, timeout)
+                    restored = f"; {before.version} serves again"
+                except RolloutError as again:
+                    restored = f"; restarting {before.version} failed too: {again}"
+            raise RolloutError(
+                f"rolling out {version} locally: on {self.endpoint}: {err}{restored}"
+            ) from err
+        if old is not None:
+            old.remove(force=True)
+        log.info("%s now serves %s (%s)", self.endpoint, version, image)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _check(self, name: str, base_url: str, smoke: Callable[[Caller], None],
+               timeout: float) -> None:
+        self._wait_ready(name, base_url, timeout)
+        try:
+            smoke(http_caller(base_url))
+        except Exception as err:
+            raise RolloutError(f"smoke test on {base_url}: {err}") from err
+
+    def _wait_ready(self, name: str, base_url: str, timeout: float) -> None:
+        call = http_caller(base_url, timeout=2.0)
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while True:
+            container = self.docker.containers.get(name)
+            if container.status in ("exited", "dead"):
+                logs = container.logs(tail=15).decode(errors="replace").strip()
+                raise RolloutError(
+                    f"container {name} exited with code "
+                    f"{container.attrs.get('State', {}).get('ExitCode')} before it was ready; "
+                    f"its last lines:\n{logs}"
+                )
+            try:
+                reply = call("GET", "/ready", None)
+                if reply.status == 200:
+                    return
+                last = f"/ready answered {reply.status}"
+            except OSError as err:
+                last = str(err)
+            if time.monotonic() >= deadline:
+                raise RolloutError(f"container {name} not ready after {timeout:g}s: {last}")
+            self.sleep(self.poll_interval)
+
+    def _run(self, name: str, image: str, version: str, role: str, port: int,
+             start: bool) -> Any:
+        kwargs: dict[str, Any] = dict(
+            image=image,
+            name=name,
+            labels={
+                LABEL_TARGET: self.name_prefix, LABEL_VERSION: version, LABEL_IMAGE: image,
+                LABEL_ROLE: role, LABEL_PORT: str(port),
+            },
+            ports={CONTAINER_PORT: ("127.0.0.1", port)},
+            environment=dict(self.environment),
+            detach=True,
+            # the same confinement as the Kubernetes pod
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=16m"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+        )
+        try:
+            if start:
+                return self.docker.containers.run(**kwargs)
+            kwargs.pop("detach")
+            return self.docker.containers.create(**kwargs)
+        except Exception as err:  # docker.errors.APIError and friends
+            raise RolloutError(f"starting container {name} from {image}: {err}") from err
+
+    def _ensure_image(self, image: str) -> None:
+        import docker.errors
+
+        try:
+            self.docker.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as err:
+            log.debug("looking up %s: %s", image, err)
+        log.info("pulling %s", image)
+        try:
+            self.docker.images.pull(image)
+        except docker.errors.APIError as err:
+            raise RolloutError(f"pulling {image}: {err}") from err
+
+    def _remove(self, name: str) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.NotFound):
+            self.docker.containers.get(name).remove(force=True)
+
+    def stop_all(self) -> None:
+        """Remove every kiln container on this engine (tests, `kiln undeploy`)."""
+        for container in self.containers():
+            self._remove(container.name)
