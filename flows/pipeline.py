@@ -1,0 +1,165 @@
+"""The Prefect flows: each pipeline step is a thin task around a plain function.
+
+Training and export are cached on the data's content hash, the parameters and the code
+(never on a file path), and their results are persisted, so a re-run or a retry after a
+failed build, push or rollout finds them `Cached` and goes straight to the stored model.
+No transaction spans training and the later steps: a failed build never discards them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
+
+from flows import data as data_module
+from flows import export as export_module
+from flows import train as train_module
+from flows.checkpoint import build_metadata, library_versions, store_model
+from flows.data import Dataset, load_data
+from flows.export import ParityReport, check_parity, export_onnx
+from flows.reports import publish_model_card, publish_version_table
+from flows.settings import get_settings
+from flows.store import ArtifactStore
+from flows.train import TrainParams, TrainResult, check_quality, train_model
+from flows.training import parse_gamma
+
+
+def code_fingerprint() -> str:
+    """What the cached steps' output depends on besides data and parameters."""
+    digest = hashlib.sha256()
+    for module in (data_module, train_module, export_module):
+        digest.update(inspect.getsource(module).encode())
+    digest.update(json.dumps(library_versions(), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    data: Dataset = parameters["data"]
+    params: TrainParams = parameters["params"]
+    payload = json.dumps(
+        [context.task.name, data.content_hash, asdict(params), code_fingerprint()], sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    onnx_bytes: bytes
+    parity: ParityReport
+
+
+# -- tasks --------------------------------------------------------------------------------
+
+
+@task(name="load-data")
+def load_data_task(spec: str, label_column: str) -> Dataset:
+    data = load_data(spec, label_column)
+    get_run_logger().info(
+        "loaded %s: %d rows x %d features, content hash %s",
+        data.source,
+        data.n_rows,
+        data.n_features,
+        data.content_hash[:12],
+    )
+    return data
+
+
+@task(name="train", cache_key_fn=training_cache_key, persist_result=True)
+def train_task(data: Dataset, params: TrainParams) -> TrainResult:
+    result = train_model(data, params)
+    get_run_logger().info(
+        "trained: accuracy %.4f, f1_macro %.4f",
+        result.metrics["accuracy"],
+        result.metrics["f1_macro"],
+    )
+    return result
+
+
+@task(name="quality-gate")
+def quality_gate_task(metrics: dict[str, Any], metric: str, threshold: float) -> None:
+    check_quality(metrics, metric, threshold)
+
+
+@task(name="export-onnx", cache_key_fn=training_cache_key, persist_result=True)
+def export_task(data: Dataset, params: TrainParams, result: TrainResult) -> ExportResult:
+    onnx_bytes = export_onnx(result.model, data.n_features)
+    parity = check_parity(onnx_bytes, result.model, result.X_holdout)
+    get_run_logger().info(
+        "exported %d bytes; parity max |diff| %.2g over %d rows",
+        len(onnx_bytes),
+        parity.max_abs_diff,
+        parity.rows,
+    )
+    return ExportResult(onnx_bytes, parity)
+
+
+@task(
+    name="store-model",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=1),
+    retry_jitter_factor=0.5,
+)
+def store_task(
+    store_url: str, data: Dataset, params: TrainParams, result: TrainResult, exported: ExportResult
+) -> str:
+    sample = result.X_holdout[:1].tolist()
+    metadata = build_metadata(data, params, result.metrics, exported.parity, sample)
+    version = store_model(ArtifactStore(store_url), exported.onnx_bytes, data, metadata)
+    get_run_logger().info("stored version %s in %s", version, store_url)
+    return version
+
+
+# -- flows --------------------------------------------------------------------------------
+
+
+def train_and_store_steps(
+    store_url: str,
+    data: str,
+    label_column: str,
+    params: TrainParams,
+    gate_metric: str,
+    gate_threshold: float,
+) -> tuple[str, TrainResult, ExportResult, Dataset]:
+    dataset = load_data_task(data, label_column)
+    result = train_task(dataset, params)
+    quality_gate_task(result.metrics, gate_metric, gate_threshold)
+    exported = export_task(dataset, params, result)
+    version = store_task(store_url, dataset, params, result, exported)
+    return version, result, exported, dataset
+
+
+@flow(name="kiln-train", log_prints=True)
+def train_flow(
+    data: str = "iris",
+    label_column: str = "label",
+    C: float = 1.0,  # noqa: N803 (scikit-learn's name for it)
+    kernel: str = "rbf",
+    gamma: str = "scale",
+    seed: int = 42,
+    gate_metric: str | None = None,
+    gate_threshold: float | None = None,
+    store: str | None = None,
+) -> dict[str, Any]:
+    """Train, gate, export and store a model; returns its version and metrics."""
+    settings = get_settings()
+    store_url = store or settings.store
+    params = TrainParams(C=C, kernel=kernel, gamma=parse_gamma(gamma), seed=seed)
+    version, result, exported, dataset = train_and_store_steps(
+        store_url,
+        data,
+        label_column,
+        params,
+        gate_metric or settings.gate_metric,
+        settings.gate_threshold if gate_threshold is None else gate_threshold,
+    )
+    the_store = ArtifactStore(store_url)
+    publish_model_card(the_store, version, parity=exported.parity.as_dict())
+    publish_version_table(the_store)
+    return {"version": version, "data_hash": dataset.content_hash, "metrics": result.metrics}

@@ -1,0 +1,91 @@
+"""Session-wide set-up shared by every suite.
+
+Prefect reads its settings when it is first imported, so the fresh PREFECT_HOME and the
+address of this session's own Prefect server are set here, before any test module loads.
+The server itself starts only when a test asks for the `prefect_server` fixture.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="kiln-prefect-home-"))
+_PREFECT_PORT = free_port()
+os.environ.update(
+    {
+        "PREFECT_HOME": str(_PREFECT_HOME),
+        "PREFECT_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+    }
+)
+
+
+def _flush_prefect_logs() -> None:
+    """Send buffered run logs before the server goes, so none are lost at teardown."""
+    if "prefect" in sys.modules:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real Prefect API server (SQLite in the session's PREFECT_HOME) on loopback."""
+    api = os.environ["PREFECT_API_URL"]
+    log = open(_PREFECT_HOME / "server.log", "wb")  # noqa: SIM115 (open for the session)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(_PREFECT_PORT),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                output = (_PREFECT_HOME / "server.log").read_text()
+                raise RuntimeError(f"prefect server exited: {output}")
+            try:
+                if httpx.get(f"{api}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise RuntimeError("prefect server did not answer within 90 s")
+        yield api
+    finally:
+        _flush_prefect_logs()
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()

@@ -1,0 +1,80 @@
+"""The Prefect flows against this session's real Prefect server."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
+
+from flows.errors import QualityGateError
+from flows.pipeline import train_flow
+from flows.store import ArtifactStore
+from tests.factories import write_csv
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def task_states(flow_run_id) -> dict[str, list[str]]:
+    """Task name -> the state names of its runs within one flow run."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+        )
+    states: dict[str, list[str]] = {}
+    for run in runs:
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+    return states
+
+
+def run(**parameters):
+    state = train_flow(**parameters, gate_threshold=0.8, return_state=True)
+    return state, task_states(state.state_details.flow_run_id)
+
+
+def iris_csv(path, scale: float = 1.0):
+    from flows.data import load_iris_dataset
+
+    data = load_iris_dataset()
+    rows = [
+        [*(v * scale for v in x), data.class_names[y]] for x, y in zip(data.X, data.y, strict=True)
+    ]
+    return write_csv(path, [*data.feature_names, "species"], rows)
+
+
+def test_second_run_with_same_inputs_is_cached(tmp_path):
+    store = str(tmp_path / "store")
+    csv = iris_csv(tmp_path / "iris.csv")
+    first_state, first = run(data=str(csv), label_column="species", store=store, seed=3)
+    assert first_state.is_completed()
+    assert first["train"] == ["Completed"] and first["export-onnx"] == ["Completed"]
+    second_state, second = run(data=str(csv), label_column="species", store=store, seed=3)
+    assert second["train"] == ["Cached"] and second["export-onnx"] == ["Cached"]
+    assert first_state.result()["version"] == second_state.result()["version"]
+    assert len(ArtifactStore(store).list_versions()) == 1
+
+
+def test_changed_data_or_parameter_retrains(tmp_path):
+    store = str(tmp_path / "store")
+    csv = iris_csv(tmp_path / "iris.csv")
+    _, base = run(data=str(csv), label_column="species", store=store, seed=5)
+    _, param_changed = run(data=str(csv), label_column="species", store=store, seed=5, C=2.0)
+    iris_csv(csv, scale=1.01)  # same path, new content
+    _, data_changed = run(data=str(csv), label_column="species", store=store, seed=5)
+    assert base["train"] == ["Completed"]
+    assert param_changed["train"] == ["Completed"]
+    assert data_changed["train"] == ["Completed"]
+    assert len(ArtifactStore(store).list_versions()) == 3
+
+
+def test_quality_gate_fails_the_run_before_anything_is_stored(tmp_path):
+    store = str(tmp_path / "store")
+    state = train_flow(store=store, gate_threshold=0.999, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(QualityGateError, match="accuracy = .* is below the threshold 0.9990"):
+        state.result()
+    states = task_states(state.state_details.flow_run_id)
+    assert states["quality-gate"] == ["Failed"]
+    assert "export-onnx" not in states and "store-model" not in states
+    assert ArtifactStore(store).list_versions() == []
