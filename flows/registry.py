@@ -1,0 +1,287 @@
+"""Talking to an OCI registry: a thin layer over python-dxf with bounded retries.
+
+python-dxf (a maintained Docker/OCI distribution client) does the protocol: blob pushes,
+cross-repository mounts, manifests by tag or digest, deletes. This module adds what kiln
+needs around it: one client per registry and repository, retries with backoff when the
+registry cannot be reached, errors that say what was being done, and retention (deleting
+the manifests of pruned versions by digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+from dxf import DXF
+from dxf.exceptions import DXFMountFailed
+
+from flows.errors import BuildError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+ACCEPT = {"Accept": ", ".join(MANIFEST_TYPES)}
+
+
+class RegistryError(BuildError):
+    """The registry refused a request or could not be reached."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff, for a registry that is briefly away."""
+
+    attempts: int = 4
+    first_delay: float = 0.5
+    factor: float = 2.0
+
+    def delays(self) -> Iterable[float]:
+        delay = self.first_delay
+        for _ in range(self.attempts - 1):
+            yield delay
+            delay *= self.factor
+
+
+def is_transient(err: BaseException) -> bool:
+    if isinstance(err, requests.ConnectionError | requests.Timeout):
+        return True
+    response = getattr(err, "response", None)
+    return response is not None and response.status_code in {429, 502, 503, 504}
+
+
+def with_retries(what: str, fn: Callable[[], T], policy: RetryPolicy, sleep=time.sleep) -> T:
+    """Call fn; retry transient failures per policy; raise RegistryError naming `what`."""
+    delays = iter(policy.delays())
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except RegistryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure becomes a RegistryError
+            delay = next(delays, None) if is_transient(err) else None
+            if delay is None:
+                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                raise RegistryError(f"{what}{tries}: {_describe(err)}") from err
+            log.warning("%s failed (%s); retrying in %.1fs", what, _describe(err), delay)
+            sleep(delay)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, requests.ConnectionError):
+        return "registry unreachable (connection refused or reset); is it running?"
+    response = getattr(err, "response", None)
+    if response is not None:
+        body = (response.text or "").strip().replace("\n", " ")[:300]
+        return f"HTTP {response.status_code} {body}".strip()
+    return f"{type(err).__name__}: {err}"
+
+
+def split_reference(ref: str) -> tuple[str, str, str]:
+    """'host:port/repo/name:tag' or '...@sha256:..' -> (host, repository, tag-or-digest)."""
+    if "@" in ref:
+        name, reference = ref.split("@", 1)
+    else:
+        slash = ref.rfind("/")
+        colon = ref.rfind(":")
+        if colon > slash:
+            name, reference = ref[:colon], ref[colon + 1 :]
+        else:
+            name, reference = ref, "latest"
+    host, _, repository = name.partition("/")
+    if not repository:
+        raise ValueError(f"image reference {ref!r} names no registry host")
+    return host, repository, reference
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Registry:
+    """One registry (host:port). Plain HTTP for loopback hosts, HTTPS elsewhere."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        insecure: bool | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.insecure = _is_loopback(host) if insecure is None else insecure
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self._clients: dict[str, DXF] = {}
+        self.bytes_pushed = 0
+
+    def __repr__(self) -> str:
+        return f"Registry({self.host!r})"
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.__exit__(None, None, None)
+        self._clients.clear()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _client(self, repository: str) -> DXF:
+        client = self._clients.get(repository)
+        if client is None:
+            client = DXF(self.host, repository, insecure=self.insecure, timeout=self.timeout)
+            client.__enter__()  # keeps one HTTP session (connection reuse)
+            self._clients[repository] = client
+        return client
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return with_retries(f"{what} on {self.host}", fn, self.retry)
+
+    # -- manifests -----------------------------------------------------------------------
+
+    def manifest(self, repository: str, reference: str) -> tuple[dict[str, Any], str, bytes]:
+        """(manifest, digest, raw bytes) for a tag or digest; RegistryError if absent."""
+
+        def get() -> tuple[dict[str, Any], str, bytes]:
+            r = self._client(repository)._request("get", "manifests/" + reference, headers=ACCEPT)
+            raw = r.content
+            digest = r.headers.get("Docker-Content-Digest") or sha256_digest(raw)
+            return json.loads(raw), digest, raw
+
+        return self._call(f"reading manifest {repository}:{reference}", get)
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest a tag or digest resolves to, or None when it is not there."""
+
+        def head() -> str | None:
+            try:
+                r = self._client(repository)._request(
+                    "head", "manifests/" + reference, headers=ACCEPT
+                )
+            except requests.HTTPError as err:
+                if err.response is not None and err.response.status_code == 404:
+                    return None
+                raise
+            return r.headers.get("Docker-Content-Digest")
+
+        return self._call(f"looking up {repository}:{reference}", head)
+
+    def put_manifest(self, repository: str, tag: str, raw: bytes, media_type: str) -> str:
+        def put() -> str:
+            self._client(repository)._request(
+                "put", "manifests/" + tag, data=raw, headers={"Content-Type": media_type}
+            )
+            return sha256_digest(raw)
+
+        digest = self._call(f"pushing manifest {repository}:{tag}", put)
+        self.bytes_pushed += len(raw)
+        return digest
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete by digest (the registry refuses tags); False when it was already gone."""
+        if not digest.startswith("sha256:"):
+            raise ValueError(f"delete needs a digest, got {digest!r}")
+
+        def delete() -> bool:
+            try:
+                self._client(repository)._request("delete", "manifests/" + digest)
+            except requests.HTTPError as err:
+                if err.response is not None and err.response.status_code == 404:
+                    return False
+                raise
+            return True
+
+        return self._call(f"deleting {repository}@{digest}", delete)
+
+    def tags(self, repository: str) -> list[str]:
+        def list_tags() -> list[str]:
+            try:
+                return list(self._client(repository).list_aliases())
+            except requests.HTTPError as err:
+                if err.response is not None and err.response.status_code == 404:
+                    return []
+                raise
+
+        return self._call(f"listing tags of {repository}", list_tags)
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        def pull() -> bytes:
+            return b"".join(self._client(repository).pull_blob(digest))
+
+        return self._call(f"reading blob {repository}@{digest[:19]}", pull)
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        def head() -> bool:
+            try:
+                self._client(repository).blob_size(digest)
+            except requests.HTTPError as err:
+                if err.response is not None and err.response.status_code == 404:
+                    return False
+                raise
+            return True
+
+        return self._call(f"looking up blob {repository}@{digest[:19]}", head)
+
+    def push_blob(self, repository: str, data: bytes, digest: str | None = None) -> str:
+        """Upload bytes unless the repository already has them; counts what was sent."""
+        digest = digest or sha256_digest(data)
+        if self.has_blob(repository, digest):
+            return digest
+
+        def push() -> str:
+            return self._client(repository).push_blob(
+                data=data, digest=digest, check_exists=False
+            )
+
+        self._call(f"pushing blob {repository}@{digest[:19]}", push)
+        self.bytes_pushed += len(data)
+        return digest
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> None:
+        """Make a blob of `source` available in `repository` without sending it."""
+        if repository == source or self.has_blob(repository, digest):
+            return
+
+        def mount() -> None:
+            try:
+                self._client(repository).mount_blob(source, digest)
+            except DXFMountFailed as err:
+                raise RegistryError(
+                    f"mounting {source}@{digest[:19]} into {repository} on {self.host}: "
+                    "the registry refused the cross-repository mount"
+                ) from err
+
+        self._call(f"mounting {digest[:19]} from {source} into {repository}", mount)
+
+    def ping(self) -> None:
+        def get() -> None:
+            DXF(self.host, None, insecure=self.insecure, timeout=self.timeout).api_version_check()
+
+        self._call("reaching the registry", get)
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return name in {"localhost", "[::1]"} or name.startswith("127.")
+
+
+def manifest_blobs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config and layer descriptors a manifest references."""
+    return [manifest["config"], *manifest.get("layers", [])]
