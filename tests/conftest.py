@@ -42,9 +42,9 @@ os.environ.update(
 def _flush_prefect_logs() -> None:
     """Send buffered run logs before the server goes, so none are lost at teardown."""
     if "prefect" in sys.modules:
-        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()
+        APILogWorker.drain_all(timeout=5)
 
 
 @pytest.fixture(scope="session")
