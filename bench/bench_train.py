@@ -1,6 +1,6 @@
 """Time train + export + store, per step, on iris and on a synthetic set.
 
-    python bench/bench_train.py                   # iris (median of 5) and synthetic:45000x20
+    python bench/bench_train.py                   # iris (median of 5) and synthetic:60000x20
     python bench/bench_train.py --rows 10000      # a smaller synthetic set
 
 The synthetic default is sized so training takes about 30 s on a 2-core machine; the
@@ -44,7 +44,7 @@ def run_once(spec: str, store: ArtifactStore) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=45000, help="synthetic rows")
+    parser.add_argument("--rows", type=int, default=60000, help="synthetic rows")
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=5, help="iris repetitions (median)")
     args = parser.parse_args()
