@@ -1,0 +1,108 @@
+"""Gunicorn settings for the serving image, all from the environment.
+
+Run:  gunicorn -c python:serving.gunicorn_conf
+(the app, ``serving.app:create_app()``, is named here as ``wsgi_app``).
+
+Start-up: the master verifies the model directory (files present, JSON well formed,
+sha256 equal to MODEL_SHA256 and to metadata.json) before it forks any worker; on
+failure it logs one line and exits with status 3. A worker that still cannot load the
+model (ONNX Runtime refuses it) logs one line and exits with status 3, and gunicorn
+stops with status 3 ("Worker failed to boot"). Either way nothing ever answers
+readiness.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from serving.config import ConfigError, env_bool, env_choice, env_int
+from serving.logs import logging_config
+
+EXIT_MODEL_NOT_LOADED = 3  # gunicorn's own WORKER_BOOT_ERROR: the same status either way
+
+_env = os.environ
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _bind() -> list[str]:
+    if _env.get("BIND"):
+        return [part.strip() for part in _env["BIND"].split(",") if part.strip()]
+    return [f"{_env.get('HOST') or '0.0.0.0'}:{_env.get('PORT') or '8000'}"]
+
+
+try:
+    bind = _bind()
+    workers = env_int(_env, "WORKERS", env_int(_env, "WEB_CONCURRENCY", _cpu_count(), 1), 1)
+    timeout = env_int(_env, "TIMEOUT", 30, 1)
+    graceful_timeout = env_int(_env, "GRACEFUL_TIMEOUT", 10, 0)
+    keepalive = env_int(_env, "KEEPALIVE", 5, 0)
+    backlog = env_int(_env, "BACKLOG", 2048, 1)
+    loglevel = env_choice(
+        _env, "LOG_LEVEL", "info", {"debug", "info", "warning", "error", "critical"}
+    )
+    _log_format = env_choice(_env, "LOG_FORMAT", "text", {"text", "json"})
+    _access_log = env_bool(_env, "ACCESS_LOG", False)
+except ConfigError as _err:
+    sys.stderr.write(f"kiln: bad server setting: {_err}\n")
+    sys.exit(2)
+
+wsgi_app = "serving.app:create_app()"
+worker_class = "uvicorn_worker.UvicornWorker"
+proc_name = "kiln"
+accesslog = "-" if _access_log else None
+errorlog = "-"
+logconfig_dict = logging_config(loglevel, _log_format, _access_log)
+control_socket_disable = True  # gunicorn >= 24's control socket: not used by kiln
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# Metrics across workers: prometheus_client reads this variable when it is imported,
+# so it must be set here, in the master, before any worker imports the app.
+if not _env.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kiln-metrics-")
+
+
+def on_starting(server) -> None:
+    """Master, once: fresh metrics files, then verify the model before forking workers."""
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+
+    from serving.artifacts import ModelLoadError, read_artifacts
+    from serving.config import ServingConfig
+
+    try:
+        artifacts = read_artifacts(ServingConfig.from_env(os.environ))
+    except (ConfigError, ModelLoadError) as err:
+        server.log.error("model not loaded, not serving: %s", err)
+        sys.exit(EXIT_MODEL_NOT_LOADED)
+    server.log.info(
+        "model %s verified: version %s, sha256 %s; starting %d worker(s)",
+        artifacts.model_path,
+        artifacts.version,
+        artifacts.sha256,
+        server.cfg.workers,
+    )
+
+
+def post_worker_init(worker) -> None:
+    """Worker: uvicorn's access log only when ACCESS_LOG is on (it costs every request)."""
+    config = getattr(worker, "config", None)
+    if config is not None:
+        config.access_log = _access_log
+
+
+def child_exit(server, worker) -> None:
+    """Master: drop a dead worker's live gauges from the multiprocess metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,83 @@
+"""Fixtures for the serving tests: a real iris model directory and the real app.
+
+The app is called in-process through httpx's ASGI transport (no sockets), on one
+event loop per client; tests/serving/test_gunicorn.py runs the real server over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from model_dirs import write_model_dir
+
+from serving.app import KilnApp, create_app
+from serving.config import ServingConfig
+
+
+class AppClient:
+    """A synchronous HTTP client for an ASGI app, with its own event loop."""
+
+    def __init__(self, app: KilnApp) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        transport = httpx.ASGITransport(app=app)
+        self.http = httpx.AsyncClient(transport=transport, base_url="http://kiln.test")
+
+    def request(self, method: str, url: str, **kwargs) -> httpx.Response:
+        return self.loop.run_until_complete(self.http.request(method, url, **kwargs))
+
+    def get(self, url: str, **kwargs) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.http.aclose())
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory as the artifact store writes it (read-only for tests)."""
+    return write_model_dir(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def config(model_dir: Path) -> ServingConfig:
+    return ServingConfig.for_model_dir(model_dir)
+
+
+@pytest.fixture(scope="module")
+def app(model_dir: Path) -> KilnApp:
+    """A started app (model loaded and warmed up), shared by a test module."""
+    kiln = create_app(ServingConfig.for_model_dir(model_dir))
+    kiln.start()
+    return kiln
+
+
+@pytest.fixture(scope="module")
+def client(app: KilnApp) -> Iterator[AppClient]:
+    http = AppClient(app)
+    yield http
+    http.close()
+
+
+@pytest.fixture
+def make_client(model_dir: Path) -> Iterator:
+    """Build a started app with config overrides and a client for it."""
+    made: list[AppClient] = []
+
+    def make(**overrides) -> AppClient:
+        kiln = create_app(ServingConfig.for_model_dir(model_dir, **overrides))
+        kiln.start()
+        made.append(AppClient(kiln))
+        return made[-1]
+
+    yield make
+    for http in made:
+        http.close()
