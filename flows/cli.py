@@ -7,6 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
+from flows.commands import image as image_commands
 from flows.commands import models as model_commands
 from flows.commands import rollout as rollout_commands
 from flows.errors import KilnError
@@ -29,6 +30,9 @@ app.command("prune")(model_commands.prune)
 app.command("deploy")(rollout_commands.deploy)
 app.command("rollback")(rollout_commands.rollback)
 app.command("status")(rollout_commands.status)
+app.command("build")(image_commands.build)
+app.command("up")(image_commands.up)
+app.command("down")(image_commands.down)
 
 
 def main() -> None:

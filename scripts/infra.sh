@@ -6,6 +6,8 @@
 #   scripts/infra.sh down    stop what `up` started (pid files); images and registry data stay
 #   scripts/infra.sh status  say what runs
 #   scripts/infra.sh env     print the exports (eval "$(scripts/infra.sh env)")
+#   scripts/infra.sh gc      reclaim registry space: stop the registry, run its garbage
+#                            collection (blobs no manifest references), start it again
 #
 # Everything kiln owns lives under KILN_STATE_DIR (default /var/lib/kiln): containers.conf,
 # registries.conf, the registry's config and storage, pid files, logs, podman's API socket.
@@ -273,10 +275,27 @@ cmd_status() {
     return $rc
 }
 
+cmd_gc() {
+    local was_ours=0
+    [[ -f "$STATE/registry/config.yml" ]] || die "no kiln registry config; run up first"
+    if pid_alive "$STATE/run/registry.pid"; then was_ours=1; stop_pid registry "$STATE/run/registry.pid"; fi
+    registry_up && die "a registry not started by kiln answers on $REGISTRY_ADDR; stop it first"
+    local before after
+    before="$(du -sm "$STATE/registry/data" | cut -f1)"
+    # Not --delete-untagged: an image can be deployed by digest after its tag moved.
+    docker-registry garbage-collect "$STATE/registry/config.yml" >>"$STATE/logs/gc.log" 2>&1 \
+        || die "garbage-collect failed; see $STATE/logs/gc.log"
+    after="$(du -sm "$STATE/registry/data" | cut -f1)"
+    log "registry storage ${before} MB -> ${after} MB"
+    ((was_ours)) && start_registry
+    return 0
+}
+
 case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) print_env ;;
-    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+    gc) cmd_gc ;;
+    *) echo "usage: $0 up|down|status|env|gc" >&2; exit 2 ;;
 esac
