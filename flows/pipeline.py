@@ -24,8 +24,11 @@ from flows import train as train_module
 from flows.checkpoint import build_metadata, library_versions, store_model
 from flows.data import Dataset, load_data
 from flows.export import ParityReport, check_parity, export_onnx
+from flows.image import BuildOptions, BuildResult, build_image, prune_versions_and_images
+from flows.registry import Registry
 from flows.reports import publish_model_card, publish_version_table
-from flows.settings import get_settings
+from flows.rollout import RolloutResult, roll_out
+from flows.settings import KilnSettings, get_settings
 from flows.store import ArtifactStore
 from flows.train import TrainParams, TrainResult, check_quality, train_model
 from flows.training import parse_gamma
@@ -163,3 +166,141 @@ def train_flow(
     publish_model_card(the_store, version, parity=exported.parity.as_dict())
     publish_version_table(the_store)
     return {"version": version, "data_hash": dataset.content_hash, "metrics": result.metrics}
+
+
+@task(name="build-image")
+def build_task(store_url: str, version: str, settings: KilnSettings) -> BuildResult:
+    """Build and push the version's image; a no-op when the registry already holds it."""
+    options = BuildOptions(
+        registry=settings.registry,
+        repository=settings.repository,
+        base_image=settings.base_image,
+        builder=settings.builder,
+    )
+    with Registry(settings.registry) as registry:
+        result = build_image(ArtifactStore(store_url), version, registry, options)
+    get_run_logger().info(
+        "image %s (%s builder, %.2fs, %d bytes pushed)",
+        result.image,
+        result.builder,
+        result.seconds,
+        result.bytes_pushed,
+    )
+    return result
+
+
+@task(name="roll-out")
+def rollout_task(
+    store_url: str, version: str, target: str, image: str, settings: KilnSettings
+) -> RolloutResult:
+    result = roll_out(ArtifactStore(store_url), version, target, settings, image=image)
+    get_run_logger().info("%s now serves %s at %s", target, version, result.endpoint)
+    return result
+
+
+@task(name="retain")
+def retain_task(store_url: str, keep: int, settings: KilnSettings, dry_run: bool = False) -> dict:
+    with Registry(settings.registry) as registry:
+        pruned, images = prune_versions_and_images(
+            ArtifactStore(store_url), registry, keep, dry_run=dry_run
+        )
+    summary = {
+        "removed_versions": [info.version for info in pruned.removed],
+        "deleted_images": images.deleted,
+        "dry_run": dry_run,
+    }
+    get_run_logger().info("retention: %s", summary)
+    return summary
+
+
+def with_retries(step, settings: KilnSettings):
+    """The step with the configured retries: exponential backoff with jitter."""
+    delays = exponential_backoff(backoff_factor=settings.retry_delay) if settings.retries else 0
+    return step.with_options(
+        retries=settings.retries, retry_delay_seconds=delays, retry_jitter_factor=0.5
+    )
+
+
+def ship_steps(store_url: str, version: str, target: str, settings: KilnSettings):
+    build = with_retries(build_task, settings)(store_url, version, settings)
+    rollout = with_retries(rollout_task, settings)(
+        store_url, version, target, build.image, settings
+    )
+    return build, rollout
+
+
+def resolved_settings(**overrides: Any) -> KilnSettings:
+    """Environment settings with the flow's non-empty parameters on top."""
+    chosen = {key: value for key, value in overrides.items() if value is not None}
+    return get_settings().model_copy(update=chosen)
+
+
+@flow(name="kiln-pipeline")
+def pipeline_flow(
+    data: str = "iris",
+    label_column: str = "label",
+    C: float = 1.0,  # noqa: N803 (scikit-learn's name for it)
+    kernel: str = "rbf",
+    gamma: str = "scale",
+    seed: int = 42,
+    gate_metric: str | None = None,
+    gate_threshold: float | None = None,
+    target: str | None = None,
+    builder: str | None = None,
+    keep: int | None = None,
+    store: str | None = None,
+) -> dict[str, Any]:
+    """Train, gate, export, store, build, push, roll out and prune: the whole pipeline."""
+    settings = resolved_settings(
+        store=store,
+        target=target,
+        builder=builder,
+        keep=keep,
+        gate_metric=gate_metric,
+        gate_threshold=gate_threshold,
+    )
+    params = TrainParams(C=C, kernel=kernel, gamma=parse_gamma(gamma), seed=seed)
+    version, result, exported, dataset = train_and_store_steps(
+        settings.store, data, label_column, params, settings.gate_metric, settings.gate_threshold
+    )
+    build, rollout = ship_steps(settings.store, version, settings.target, settings)
+    retention = retain_task(settings.store, settings.keep, settings)
+    the_store = ArtifactStore(settings.store)
+    publish_model_card(
+        the_store,
+        version,
+        parity=f"max abs diff {exported.parity.max_abs_diff:.2g} on {exported.parity.rows} rows",
+        image=f"`{build.image}`",
+        rollout=f"{rollout.target}: serving at {rollout.endpoint}",
+    )
+    publish_version_table(the_store)
+    return {
+        "version": version,
+        "data_hash": dataset.content_hash,
+        "metrics": {k: result.metrics[k] for k in ("accuracy", "f1_macro")},
+        "image": build.image,
+        "builder": build.builder,
+        "target": rollout.target,
+        "endpoint": rollout.endpoint,
+        "pruned": retention["removed_versions"],
+    }
+
+
+@flow(name="kiln-ship")
+def ship_flow(
+    version: str = "latest", target: str | None = None, store: str | None = None
+) -> dict[str, Any]:
+    """Build (or find) the image of a stored version and roll it out: redeploy, rollback."""
+    settings = resolved_settings(store=store, target=target)
+    version = ArtifactStore(settings.store).resolve(version)
+    build, rollout = ship_steps(settings.store, version, settings.target, settings)
+    return {"version": version, "image": build.image, "endpoint": rollout.endpoint}
+
+
+@flow(name="kiln-prune")
+def prune_flow(
+    keep: int | None = None, dry_run: bool = False, store: str | None = None
+) -> dict[str, Any]:
+    """Retention for the store and the registry; never what is deployed or pinned."""
+    settings = resolved_settings(store=store, keep=keep)
+    return retain_task(settings.store, settings.keep, settings, dry_run=dry_run)

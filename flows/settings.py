@@ -27,6 +27,10 @@ class KilnSettings(BaseSettings):
     builder: Literal["auto", "engine", "layer"] = "auto"
     base_image: str = "python:3.11-slim"
 
+    # Retries of the steps that talk to a registry, an engine or a cluster.
+    retries: int = Field(default=3, ge=0)
+    retry_delay: float = Field(default=2.0, ge=0.0)  # seconds; doubles on each retry
+
     # Rollout.
     target: Literal["local", "kubernetes"] = "local"
     local_port: int = Field(default=8000, ge=1, le=65535)

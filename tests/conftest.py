@@ -34,7 +34,6 @@ os.environ.update(
         "PREFECT_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
-        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
     }
 )
 
