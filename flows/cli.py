@@ -10,6 +10,7 @@ from rich.console import Console
 from flows.commands import image as image_commands
 from flows.commands import models as model_commands
 from flows.commands import rollout as rollout_commands
+from flows.commands import run as run_commands
 from flows.errors import KilnError
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+app.command("run")(run_commands.run)
 app.command("train")(model_commands.train)
 app.add_typer(model_commands.models_app, name="models")
 app.command("pin")(model_commands.pin)

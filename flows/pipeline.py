@@ -282,6 +282,7 @@ def pipeline_flow(
         "builder": build.builder,
         "target": rollout.target,
         "endpoint": rollout.endpoint,
+        "sample_input": result.X_holdout[:1].tolist(),
         "pruned": retention["removed_versions"],
     }
 

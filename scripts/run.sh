@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 infra_env="$(scripts/infra.sh up)"  # an assignment, so a failure stops the script
 eval "$infra_env"
-kiln train "$@"
+kiln run "$@"
