@@ -1,0 +1,65 @@
+"""GET /metrics: requests by route and status, latency, rows predicted, model info."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+
+def _sample(text: str, metric: str, /, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (labels in any order)."""
+    for line in text.splitlines():
+        if not line.startswith(metric + "{") and line.split(" ")[0] != metric:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {metric} {labels} in:\n{text}")
+
+
+@pytest.fixture
+def fresh(make_client):
+    return make_client()
+
+
+def test_metrics_count_requests_rows_and_latency(fresh):
+    fresh.post("/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]] * 5})
+    fresh.post("/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]] * 2})
+    fresh.post("/predict/label", json={"data": [[1, 2]]})
+    fresh.get("/health")
+    fresh.get("/v2/models/missing")
+    response = fresh.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    requests = "kiln_requests_total"
+    assert _sample(text, requests, route="/predict", method="POST", status="200") == 2
+    assert _sample(text, requests, route="/predict/label", method="POST", status="422") == 1
+    assert _sample(text, requests, route="/health", method="GET", status="200") == 1
+    assert _sample(text, requests, route="/v2/models/{name}", status="404") == 1
+    assert _sample(text, "kiln_rows_predicted_total", route="/predict") == 7
+    assert _sample(text, "kiln_request_duration_seconds_count", route="/predict") == 2
+    assert _sample(text, "kiln_request_duration_seconds_bucket", route="/predict", le="+Inf") == 2
+
+
+def test_unknown_paths_share_one_label(fresh):
+    fresh.get("/a")
+    fresh.get("/b/c")
+    text = fresh.get("/metrics").text
+    assert _sample(text, "kiln_requests_total", route="unmatched", status="404") == 2
+    assert "/b/c" not in text
+
+
+def test_model_info_carries_the_version(fresh, model_dir):
+    text = fresh.get("/metrics").text
+    assert _sample(text, "kiln_model_info", version="3f2a9c1b7d4e", name="model") == 1
+
+
+def test_v2_and_sample_routes_count_rows(fresh):
+    tensor = {"name": "X", "shape": [3, 4], "datatype": "FP32", "data": [1.0] * 12}
+    fresh.post("/v2/models/model/infer", json={"inputs": [tensor]})
+    fresh.get("/predict/test")
+    text = fresh.get("/metrics").text
+    assert _sample(text, "kiln_rows_predicted_total", route="/v2/models/{name}/infer") == 3
+    assert _sample(text, "kiln_rows_predicted_total", route="/predict/test") == 1
