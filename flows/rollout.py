@@ -289,7 +289,7 @@ def local_engine(settings: KilnSettings) -> LocalEngine:
     from flows.engine import docker_client
     from flows.local_target import LocalEngine
 
-    return LocalEngine(docker_client(), port=settings.local_port)
+    return LocalEngine(docker_client(), port=settings.local_port, name_prefix=settings.local_name)
 
 
 def roll_out(

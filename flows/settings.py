@@ -34,6 +34,8 @@ class KilnSettings(BaseSettings):
     # Rollout.
     target: Literal["local", "kubernetes"] = "local"
     local_port: int = Field(default=8000, ge=1, le=65535)
+    # Containers of the local target are named <local_name>-<version> and labelled with it.
+    local_name: str = Field(default="kiln", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     k8s_namespace: str = "kiln"
     k8s_context: str | None = None
 
