@@ -208,7 +208,7 @@ class LocalEngine:
         while True:
             container = self.docker.containers.get(name)
             if container.status in ("exited", "dead"):
-                logs = container.logs(tail=15).decode(errors="replace").strip()
+                logs = self._last_lines(container)
                 raise RolloutError(
                     f"container {name} exited with code "
                     f"{container.attrs.get('State', {}).get('ExitCode')} before it was ready; "
@@ -224,6 +224,16 @@ class LocalEngine:
             if time.monotonic() >= deadline:
                 raise RolloutError(f"container {name} not ready after {timeout:g}s: {last}")
             self.sleep(self.poll_interval)
+
+    def _last_lines(self, container: Any, tries: int = 10) -> str:
+        """The container's last log lines (the engine may still be writing them out)."""
+        for _ in range(tries):
+            # podman's API sometimes answers a `tail` request with a bare newline: no tail
+            logs = container.logs(stdout=True, stderr=True).decode(errors="replace").strip()
+            if logs:
+                return "\n".join(logs.splitlines()[-15:])
+            self.sleep(0.1)
+        return "(no output)"
 
     def _run(self, name: str, image: str, version: str, role: str, port: int,
              start: bool) -> Any:

@@ -1,0 +1,216 @@
+"""The local target for real: containers on the engine (podman's Docker API here), marked e2e.
+
+The images are built by these tests from tests/flows/standin/server.py, a STAND-IN for
+kiln's model server (stdlib only, builds in about a second on the local Python base), so
+what is tested here is the rollout's container side: candidate on a free port, readiness,
+smoke test, switch on the stable port, roll back. A broken image is one whose model fails
+its sha256 check at start-up, as kiln's server does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.errors import RolloutError
+from flows.local_target import CURRENT, LocalEngine, http_caller
+from flows.rollout import LOCAL, previous_of, roll_out_local
+from flows.store import ArtifactStore
+
+pytestmark = pytest.mark.e2e
+
+BASE_IMAGE = "docker.io/library/python:3.11-slim"
+STANDIN = Path(__file__).parent / "standin" / "server.py"
+SAMPLE_INPUT = [[5.1, 3.5, 1.4, 0.2]]
+PORTS = itertools.cycle(range(20400, 20999))
+
+
+def _port() -> int:
+    import socket
+
+    for port in PORTS:  # the tests' range, 127.0.0.1 only
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="module")
+def docker_client() -> Iterator[object]:
+    from flows.engine import docker_client as make_client
+
+    try:
+        client = make_client(timeout=120)
+        client.ping()
+    except Exception as err:
+        pytest.skip(f"no container engine API (start it with scripts/infra.sh up): {err}")
+    try:
+        client.images.get(BASE_IMAGE)
+    except Exception:
+        pytest.skip(f"base image {BASE_IMAGE} is missing (scripts/infra.sh up builds it)")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def engine(docker_client) -> Iterator[LocalEngine]:
+    engine = LocalEngine(
+        docker_client, port=_port(), name_prefix=f"kiln-test-{uuid.uuid4().hex[:6]}",
+        candidate_port=_port, poll_interval=0.1, stop_timeout=5,
+    )
+    yield engine
+    engine.stop_all()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "artifacts")
+
+
+ImageMaker = Callable[..., tuple[str, str]]
+
+
+@pytest.fixture
+def make_image(docker_client, store: ArtifactStore, tmp_path: Path) -> Iterator[ImageMaker]:
+    built: list[str] = []
+
+    def make(name: str, *, break_sha: bool = False, report: str | None = None,
+             predict_status: int = 200) -> tuple[str, str]:
+        model = f"model {name}".encode()
+        version = store.put(model, {0: "a", 1: "b"}, {"sample_input": SAMPLE_INPUT})
+        context = tmp_path / f"ctx-{name}"
+        (context / "models").mkdir(parents=True)
+        (context / "models" / "model.bin").write_bytes(model)
+        shutil.copy(STANDIN, context / "server.py")
+        sha = "0" * 64 if break_sha else hashlib.sha256(model).hexdigest()
+        (context / "Dockerfile").write_text(
+            f"FROM {BASE_IMAGE}\n"
+            "COPY server.py /srv/server.py\nCOPY models/ /models/\n"
+            f"ENV MODEL_VERSION={report or version} MODEL_SHA256={sha} "
+            f"PREDICT_STATUS={predict_status}\n"
+            "USER 10001:10001\nEXPOSE 8000\n"
+            'CMD ["python3", "-u", "/srv/server.py"]\n'
+        )
+        tag = f"localhost/kiln-standin:{name}-{uuid.uuid4().hex[:6]}"
+        docker_client.images.build(path=str(context), tag=tag, rm=True)
+        built.append(tag)
+        return version, tag
+
+    yield make
+    for tag in built:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(tag, force=True)
+
+
+def version_on(url: str) -> str:
+    return http_caller(url)("GET", "/metadata", None).json()["version"]
+
+
+class Watcher:
+    """Asks the stable endpoint for its version, over and over, while a rollout runs."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.seen, self.errors = url, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        call = http_caller(self.url, timeout=5)
+        while not self._stop.is_set():
+            try:
+                reply = call("GET", "/metadata", None)
+                self.seen.append(reply.json()["version"] if reply.status == 200 else reply.status)
+            except OSError as err:
+                self.errors.append(str(err))
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_new_version_rolls_out_and_answers_on_the_stable_port(
+    store: ArtifactStore, engine: LocalEngine, make_image: ImageMaker,
+) -> None:
+    old, old_image = make_image("a")
+    new, new_image = make_image("b")
+
+    first = roll_out_local(store, old, engine, image=old_image, timeout=60)
+    assert first.endpoint == engine.endpoint
+    assert version_on(engine.endpoint) == old
+
+    second = roll_out_local(store, new, engine, image=new_image, timeout=60)
+
+    assert version_on(engine.endpoint) == new
+    assert (second.previous_version, second.previous_image) == (old, old_image)
+    containers = engine.containers()
+    assert [(c.version, c.role, c.status) for c in containers] == [(new, CURRENT, "running")]
+    record = store.deployment(LOCAL)
+    assert (record.current, record.previous) == (new, old)
+
+
+def test_a_broken_image_is_rolled_back_and_the_old_version_answers_throughout(
+    store: ArtifactStore, engine: LocalEngine, make_image: ImageMaker,
+) -> None:
+    old, old_image = make_image("a")
+    broken, broken_image = make_image("broken", break_sha=True)
+    roll_out_local(store, old, engine, image=old_image, timeout=60)
+
+    with Watcher(engine.endpoint) as watcher, pytest.raises(RolloutError) as caught:
+        roll_out_local(store, broken, engine, image=broken_image, timeout=60)
+
+    message = str(caught.value)
+    assert "exited with code 3" in message and "refusing to start" in message
+    assert f"{old} keeps serving" in message
+    assert watcher.errors == []
+    assert watcher.seen and set(watcher.seen) == {old}
+    assert [(c.version, c.status) for c in engine.containers()] == [(old, "running")]
+    assert store.deployment(LOCAL).current == old
+
+
+def test_a_new_version_failing_its_smoke_test_is_removed(
+    store: ArtifactStore, engine: LocalEngine, make_image: ImageMaker,
+) -> None:
+    old, old_image = make_image("a")
+    new, liar = make_image("liar", report="not-the-version")
+    failing_version, failing = make_image("failing", predict_status=500)
+    roll_out_local(store, old, engine, image=old_image, timeout=60)
+
+    with pytest.raises(RolloutError, match="reports version 'not-the-version'"):
+        roll_out_local(store, new, engine, image=liar, timeout=60)
+    with pytest.raises(RolloutError, match="POST /predict answered 500"):
+        roll_out_local(store, failing_version, engine, image=failing, timeout=60)
+
+    assert version_on(engine.endpoint) == old
+    assert [c.version for c in engine.containers()] == [old]
+
+
+def test_rollback_ships_the_previous_version_again(
+    store: ArtifactStore, engine: LocalEngine, make_image: ImageMaker,
+) -> None:
+    old, old_image = make_image("a")
+    new, new_image = make_image("b")
+    roll_out_local(store, old, engine, image=old_image, timeout=60)
+    roll_out_local(store, new, engine, image=new_image, timeout=60)
+
+    version, image = previous_of(store, LOCAL)
+    result = roll_out_local(store, version, engine, image=image, timeout=60, rolled_back=True)
+
+    assert result.rolled_back and result.version == old
+    assert version_on(engine.endpoint) == old
+    record = store.deployment(LOCAL)
+    assert (record.current, record.previous) == (old, new)
