@@ -640,8 +640,17 @@ def _engine_path(
     options: BuildOptions,
     cache_dir: Path | None,
 ) -> tuple[str, int]:
+    clock = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        log.info("engine: %s took %.2fs", name, now - clock)
+        clock = now
+
     wheels = download_wheels(serve_requirements(), cache_dir or default_cache_dir())
     context = build_context(model_dir, wheels)
+    phase("wheels and context")
     args = spec.build_args(options.base_image)
     base = Target(options.registry, options.base_repository, spec.base_key)
     if registry.manifest_digest(base.repository, base.tag) is None:
@@ -655,7 +664,9 @@ def _engine_path(
             no_cache=options.no_cache,
         )
         engine_push(client, base.name, base.tag, registry)
+        phase(f"publishing the serving base {base.ref}")
     before = repository_blobs(registry, target.repository)
+    phase("listing the repository's blobs")
     engine_build(
         client,
         context,
@@ -664,7 +675,9 @@ def _engine_path(
         build_args=args,
         no_cache=options.no_cache,
     )
+    phase("build")
     engine_push(client, target.name, target.tag, registry)
+    phase("push")
     digest = registry.manifest_digest(target.repository, target.tag)
     if digest is None:
         raise BuildError(f"pushing {target.ref}: the registry does not show the tag afterwards")
