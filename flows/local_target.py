@@ -98,7 +98,7 @@ class LocalEngine:
     candidate_port: Callable[[], int] = free_port
     poll_interval: float = 0.2
     stop_timeout: int = 10
-    environment: dict[str, str] = field(default_factory=lambda: {"WEB_CONCURRENCY": "1"})
+    environment: dict[str, str] = field(default_factory=lambda: {"WORKERS": "1"})
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
     # -- what runs -------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_the_deployment_rolls_without_losing_capacity_and_probes_the_server_rout
     assert container["startupProbe"]["httpGet"]["path"] == "/ready"
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["WEB_CONCURRENCY"] == "1"
+    assert env["WORKERS"] == env["WEB_CONCURRENCY"] == "1"
     resources = container["resources"]
     assert set(resources) == {"requests", "limits"}
     assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
