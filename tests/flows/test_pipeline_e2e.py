@@ -1,0 +1,170 @@
+"""The whole pipeline for real: this session's Prefect server, the local registry and
+podman (scripts/infra.sh up), images built and run, predictions over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flows.engine import docker_client, state_dir
+from flows.local_target import LocalEngine
+from flows.pipeline import pipeline_flow
+from flows.settings import get_settings
+from flows.store import ArtifactStore
+from tests.conftest import free_port
+from tests.flows.test_pipeline import task_states
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def kiln_env(tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
+    """Settings of this test's own: store, repository, local port and container names."""
+    name = f"kiln-e2e-{uuid.uuid4().hex[:6]}"
+    env = {
+        "KILN_STORE": str(tmp_path / "store"),
+        "KILN_REPOSITORY": f"kiln-test/{RUN}/{name}",
+        "KILN_LOCAL_PORT": str(free_port()),
+        "KILN_LOCAL_NAME": name,
+        "KILN_RETRIES": "1",
+        "KILN_RETRY_DELAY": "0.1",
+        "KILN_GATE_THRESHOLD": "0.8",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
+    LocalEngine(docker_client(), port=int(env["KILN_LOCAL_PORT"]), name_prefix=name).stop_all()
+
+
+def predict(endpoint: str) -> list[list[float]]:
+    reply = httpx.post(f"{endpoint}/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]]}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    return reply.json()["prediction"]
+
+
+def test_whole_pipeline_ends_with_a_live_endpoint(kiln_env):
+    summary = pipeline_flow()
+    assert summary["target"] == "local"
+    assert summary["endpoint"] == f"http://127.0.0.1:{kiln_env['KILN_LOCAL_PORT']}"
+    probabilities = predict(summary["endpoint"])[0]
+    assert len(probabilities) == 3 and probabilities[0] > 0.5  # setosa
+    store = ArtifactStore(kiln_env["KILN_STORE"])
+    assert store.deployment("local").current == summary["version"]
+    assert store.image_refs(summary["version"]) == [summary["image"]]
+
+
+def _stop_registry() -> None:
+    pid_file = state_dir() / "run" / "registry.pid"
+    assert pid_file.exists(), "the registry was not started by scripts/infra.sh"
+    pid = int(pid_file.read_text())
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("registry did not stop")
+
+
+def test_failed_build_is_retried_from_the_stored_model(kiln_env):
+    try:
+        _stop_registry()
+        failed = pipeline_flow(return_state=True)
+    finally:
+        subprocess.run(
+            ["bash", "scripts/infra.sh", "up"], cwd=REPO, check=True, capture_output=True
+        )
+    assert failed.is_failed()
+    run_id = failed.state_details.flow_run_id
+    before = task_states(run_id)
+    assert before["store-model"] == ["Completed"]
+    assert before["build-image"] == ["Failed"]
+    assert "roll-out" not in before
+    store = ArtifactStore(kiln_env["KILN_STORE"])
+    [stored] = store.list_versions()
+
+    # the fault is cleared: retry the same flow run, as `prefect flow-run retry` does
+    retried = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "flow-run",
+            "retry",
+            str(run_id),
+            "--entrypoint",
+            "flows/pipeline.py:pipeline_flow",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ.copy(),
+    )
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    after = task_states(run_id)
+    assert after["train"] == ["Completed", "Cached"]  # trained exactly once
+    assert after["export-onnx"] == ["Completed", "Cached"]
+    assert after["build-image"][-1] == "Completed"
+    assert after["roll-out"] == ["Completed"]
+    assert [v.version for v in store.list_versions()] == [stored.version]
+    assert store.metadata(stored.version)["created"] == stored.created
+
+    endpoint = f"http://127.0.0.1:{kiln_env['KILN_LOCAL_PORT']}"
+    served = httpx.get(f"{endpoint}/metadata", timeout=10).json()
+    assert served["version"] == stored.version
+    assert served["sha256"] == store.metadata(stored.version)["model_sha256"]
+    predict(endpoint)
+
+
+def test_deployment_runs_through_a_process_worker(kiln_env, tmp_path):
+    env = os.environ.copy()
+    prefect = [sys.executable, "-m", "prefect"]
+
+    def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefect, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    created = cli("work-pool", "create", "kiln", "--type", "process", "--overwrite")
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployed = cli("--no-prompt", "deploy", "--all")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (the worker's lifetime)
+    worker = subprocess.Popen(
+        [*prefect, "worker", "start", "--pool", "kiln"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ran = cli("deployment", "run", "kiln-pipeline/retrain", "--watch", timeout=600)
+        assert ran.returncode == 0, ran.stdout + ran.stderr + (tmp_path / "worker.log").read_text()
+        assert "Completed" in ran.stdout
+    finally:
+        worker.send_signal(signal.SIGINT)  # a worker stops on SIGINT
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+    store = ArtifactStore(kiln_env["KILN_STORE"])
+    [version] = store.list_versions()
+    assert store.deployment("local").current == version.version
+    predict(f"http://127.0.0.1:{kiln_env['KILN_LOCAL_PORT']}")
