@@ -17,6 +17,7 @@ return new objects, so the same model on the same base gives the same digest.
 
 from __future__ import annotations
 
+import base64
 import copy
 import gzip
 import hashlib
@@ -33,6 +34,7 @@ import tarfile
 import tempfile
 import time
 import tomllib
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +68,9 @@ MODEL_DIR_IN_IMAGE = "models"
 UNUSED_DISTRIBUTIONS = frozenset(
     {"sympy", "mpmath", "protobuf", "flatbuffers", "coloredlogs", "humanfriendly"}
 )
+
+# Bump when the host-side wheel preparation changes what lands in the image (cache + base key).
+WHEEL_PREP = "no-unused-deps,strip-debug"
 
 LABEL_MODEL_SHA = "io.kiln.model.sha256"
 LABEL_BASE_KEY = "io.kiln.base"
@@ -326,6 +331,7 @@ def base_key(
     reqs = serve_requirements() if requirements is None else list(requirements)
     part("requirements", "\n".join(sorted(reqs)).encode())
     part("excluded", "\n".join(sorted(UNUSED_DISTRIBUTIONS)).encode())
+    part("wheel-prep", WHEEL_PREP.encode())
     for name, data in _serving_files(serving_dir).items():
         part(f"serving/{name}", data)
     return "base-" + h.hexdigest()[:16]
@@ -346,7 +352,7 @@ def download_wheels(
     """Wheels for the server (host-side pip: builds cannot reach PyPI), cached by spec."""
     arch = _arch()
     key = hashlib.sha256(
-        "\n".join([python_version, arch, *sorted(requirements)]).encode()
+        "\n".join([python_version, arch, WHEEL_PREP, *sorted(requirements)]).encode()
     ).hexdigest()[:16]
     target = cache_dir / key
     if (target / ".complete").exists():
@@ -383,11 +389,62 @@ def download_wheels(
     for wheel in tmp.glob("*.whl"):
         if _distribution(wheel) in UNUSED_DISTRIBUTIONS:
             wheel.unlink()
+        else:
+            strip_wheel(wheel)
     (tmp / ".complete").write_text("\n".join(sorted(requirements)) + "\n")
     if target.exists():
         shutil.rmtree(target)
     os.rename(tmp, target)
     return sorted(target.glob("*.whl"))
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def strip_wheel(wheel: Path, strip: str | None = None) -> int:
+    """Drop debug sections from a wheel's shared libraries (uvloop ships 13 MB of them).
+
+    `strip --strip-debug` keeps every symbol a loader needs. RECORD is rewritten with the
+    new hashes, so the wheel stays valid. Returns the bytes saved (0 without binutils).
+    """
+    strip = strip or shutil.which("strip")
+    if not strip:
+        return 0
+    with zipfile.ZipFile(wheel) as zf:
+        infos = zf.infolist()
+        members = {info.filename: zf.read(info) for info in infos}
+    # Not the libraries auditwheel vendored under <name>.libs/: patchelf rewrote those, and
+    # strip breaks them ("ELF load command address/offset not page-aligned").
+    libs = [n for n in members if re.search(r"\.so(\.[0-9.]+)?$", n) and ".libs/" not in n]
+    if not libs:
+        return 0
+    saved = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in libs:
+            path = Path(tmp) / "lib.so"
+            path.write_bytes(members[name])
+            if subprocess.run([strip, "--strip-debug", str(path)], capture_output=True).returncode:
+                continue
+            stripped = path.read_bytes()
+            saved += len(members[name]) - len(stripped)
+            members[name] = stripped
+    if not saved:
+        return 0
+    record = next(n for n in members if n.endswith(".dist-info/RECORD"))
+    lines = []
+    for line in members[record].decode().splitlines():
+        name = line.split(",", 1)[0]
+        if name in libs:
+            line = f"{name},{_record_hash(members[name])},{len(members[name])}"
+        lines.append(line)
+    members[record] = ("\n".join(lines) + "\n").encode()
+    tmp_wheel = wheel.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp_wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info in infos:
+            zf.writestr(info, members[info.filename])
+    os.replace(tmp_wheel, wheel)
+    return saved
 
 
 def default_cache_dir() -> Path:

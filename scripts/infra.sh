@@ -3,7 +3,11 @@
 #
 #   scripts/infra.sh up      install what is missing, write config, start the registry and the
 #                            container engine API, build the local Python base image if needed
-#   scripts/infra.sh down    stop what `up` started (pid files); images and registry data stay
+#   scripts/infra.sh down [registry|podman...]
+#                            stop what `up` started (pid files), or only the services named;
+#                            images and registry data stay. With KILN_INFRA_STARTED=FILE, `up`
+#                            appends the name of each service it starts to FILE (so a caller
+#                            can stop exactly those: scripts/test.sh does).
 #   scripts/infra.sh status  say what runs
 #   scripts/infra.sh env     print the exports (eval "$(scripts/infra.sh env)")
 #   scripts/infra.sh gc      reclaim registry space: stop the registry, run its garbage
@@ -114,6 +118,8 @@ EOF
 # ---------------------------------------------------------------- processes
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+note_started() { [[ -z "${KILN_INFRA_STARTED:-}" ]] || echo "$1" >>"$KILN_INFRA_STARTED"; }
+
 registry_up() { curl -fsS -m 2 "http://$REGISTRY_ADDR/v2/" >/dev/null 2>&1; }
 
 start_registry() {
@@ -125,6 +131,7 @@ start_registry() {
     setsid docker-registry serve "$STATE/registry/config.yml" \
         >>"$STATE/logs/registry.log" 2>&1 </dev/null &
     echo $! >"$STATE/run/registry.pid"
+    note_started registry
     for _ in $(seq 50); do registry_up && return; sleep 0.1; done
     die "registry did not answer on $REGISTRY_ADDR; see $STATE/logs/registry.log"
 }
@@ -160,6 +167,7 @@ start_podman() {
     setsid podman system service --time=0 "unix://$PODMAN_SOCK" \
         >>"$STATE/logs/podman.log" 2>&1 </dev/null &
     echo $! >"$STATE/run/podman.pid"
+    note_started podman
     for _ in $(seq 100); do podman_api_up && return; sleep 0.1; done
     die "podman API did not answer on $PODMAN_SOCK; see $STATE/logs/podman.log"
 }
@@ -257,9 +265,15 @@ stop_pid() {  # name pidfile
 }
 
 cmd_down() {
-    stop_pid podman "$STATE/run/podman.pid"
-    rm -f "$PODMAN_SOCK"
-    stop_pid registry "$STATE/run/registry.pid"
+    local services=("$@") name
+    ((${#services[@]})) || services=(podman registry)
+    for name in "${services[@]}"; do
+        case "$name" in
+            podman) stop_pid podman "$STATE/run/podman.pid"; rm -f "$PODMAN_SOCK" ;;
+            registry) stop_pid registry "$STATE/run/registry.pid" ;;
+            *) die "unknown service $name (registry, podman)" ;;
+        esac
+    done
 }
 
 cmd_status() {
@@ -293,7 +307,7 @@ cmd_gc() {
 
 case "${1:-}" in
     up) cmd_up ;;
-    down) cmd_down ;;
+    down) shift; cmd_down "$@" ;;
     status) cmd_status ;;
     env) print_env ;;
     gc) cmd_gc ;;

@@ -7,13 +7,20 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 ruff check flows serving tests bench
 
-# The local registry and container engine for the e2e tests. Services this run started are
-# stopped on exit (set KILN_KEEP_INFRA=1 to keep them); ones that were already up stay up.
-# Tests never rely on leftovers: each uses its own repositories, ports and containers.
-if [[ "${KILN_KEEP_INFRA:-0}" != 1 ]] && ! scripts/infra.sh status >/dev/null 2>&1; then
-    trap 'scripts/infra.sh down' EXIT
-fi
-infra_env="$(scripts/infra.sh up)"  # an assignment, so a failure stops the script
+# The local registry and container engine for the e2e tests. On exit, stop exactly the
+# services this run started (never ones that were already up, which others may be using);
+# KILN_KEEP_INFRA=1 keeps them. Tests never rely on leftovers: each uses its own
+# repositories, ports and containers.
+started="$(mktemp)"
+stop_started() {
+    if [[ "${KILN_KEEP_INFRA:-0}" != 1 && -s "$started" ]]; then
+        # shellcheck disable=SC2046
+        scripts/infra.sh down $(sort -u "$started")
+    fi
+    rm -f "$started"
+}
+trap stop_started EXIT
+infra_env="$(KILN_INFRA_STARTED="$started" scripts/infra.sh up)"  # assignment: failure stops
 eval "$infra_env"
 
 python3 -m pytest "$@"
