@@ -99,6 +99,7 @@ class EmulatedCluster:
     rollouts: dict[tuple[str, str], _Rollout] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     proxied: list[tuple[str, str]] = field(default_factory=list)
+    authorizations: set[str] = field(default_factory=set)  # Authorization headers seen
     lock: threading.RLock = field(default_factory=threading.RLock)
     _rv: int = 0
 
@@ -325,6 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         with cluster.lock:
             cluster.requests.append((method, self.path))
+            cluster.authorizations.add(self.headers.get("Authorization") or "")
             proxy = _PROXY.match(path)
             if proxy:
                 code, answer = cluster.proxy(proxy["ns"], proxy["svc"], method,
