@@ -11,6 +11,7 @@ from flows.commands import image as image_commands
 from flows.commands import models as model_commands
 from flows.commands import rollout as rollout_commands
 from flows.commands import run as run_commands
+from flows.commands import serve as serve_commands
 from flows.errors import KilnError
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.command("prune")(model_commands.prune)
 app.command("deploy")(rollout_commands.deploy)
 app.command("rollback")(rollout_commands.rollback)
 app.command("status")(rollout_commands.status)
+app.command("serve")(serve_commands.serve)
 app.command("build")(image_commands.build)
 app.command("up")(image_commands.up)
 app.command("down")(image_commands.down)
