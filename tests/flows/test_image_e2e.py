@@ -312,3 +312,31 @@ def test_retention_deletes_pruned_images_by_digest_but_never_deployed_or_base(
     assert registry.manifest_digest(repo, built[3].digest) == built[3].digest  # newest
     for tag in registry.tags(options.base_repository):  # the serving base is untouched
         assert registry.manifest_digest(options.base_repository, tag)
+
+
+def test_kiln_build_prints_the_digest_reference(engine_result, store, options):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    other = _put_model(store, seed=11)
+    result = CliRunner().invoke(
+        app,
+        [
+            "build",
+            other,
+            "--builder",
+            "layer",
+            "--store",
+            store.url,
+            "--repository",
+            f"kiln-test/{RUN}/cli",
+            "--base-repository",
+            options.base_repository,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    ref, summary = result.output.strip().splitlines()[-2:]
+    assert ref.startswith(f"{REGISTRY}/kiln-test/{RUN}/cli@sha256:")
+    assert summary.startswith("builder layer, ") and "bytes pushed" in summary
+    assert store.image_refs(other) == [ref]
