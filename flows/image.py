@@ -750,14 +750,15 @@ class RetentionResult:
     kept: list[str]  # refs of pruned versions left in place (deployed, rollback, base...)
 
 
-def protected_digests(store: Any) -> set[str]:
-    """Digests that must stay: what any target runs, and each target's rollback image."""
+def protected_digests(store: Any, kept: Iterable[Any]) -> set[str]:
+    """Digests that must stay: what any target runs, each target's rollback image, and the
+    images of the versions the store keeps."""
     keep = set()
     for deployment in store.deployments():
         for ref in (deployment.image, deployment.previous_image):
             if ref and "@" in ref:
                 keep.add(ref.split("@", 1)[1])
-    for info in store.list_versions():  # images of versions the store keeps
+    for info in kept:
         keep.update(ref.split("@", 1)[1] for ref in info.images if "@" in ref)
     return keep
 
@@ -806,26 +807,3 @@ def delete_pruned_images(
                 registry.delete_manifest(repository, digest)
             deleted.append(ref)
     return RetentionResult(deleted, kept)
-
-
-def prune_versions_and_images(
-    store: Any,
-    registry: Registry,
-    keep: int,
-    *,
-    dry_run: bool = False,
-    base_repositories: Iterable[str] = (DEFAULT_BASE_REPOSITORY,),
-) -> tuple[Any, RetentionResult]:
-    """Store retention, then the same versions' images in the registry."""
-    result = store.prune(keep=keep, dry_run=dry_run)
-    protected = protected_digests(store)
-    for info in result.kept:
-        protected.update(ref.split("@", 1)[1] for ref in info.images if "@" in ref)
-    retention = delete_pruned_images(
-        registry,
-        result.removed,
-        protected=protected,
-        base_repositories=base_repositories,
-        dry_run=dry_run,
-    )
-    return result, retention

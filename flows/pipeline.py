@@ -24,9 +24,10 @@ from flows import train as train_module
 from flows.checkpoint import build_metadata, library_versions, store_model
 from flows.data import Dataset, load_data
 from flows.export import ParityReport, check_parity, export_onnx
-from flows.image import BuildOptions, BuildResult, build_image, prune_versions_and_images
+from flows.image import BuildOptions, BuildResult, build_image
 from flows.registry import Registry
 from flows.reports import publish_model_card, publish_version_table
+from flows.retention import prune_versions
 from flows.rollout import RolloutResult, roll_out
 from flows.settings import KilnSettings, get_settings
 from flows.store import ArtifactStore
@@ -201,12 +202,10 @@ def rollout_task(
 @task(name="retain")
 def retain_task(store_url: str, keep: int, settings: KilnSettings, dry_run: bool = False) -> dict:
     with Registry(settings.registry) as registry:
-        pruned, images = prune_versions_and_images(
-            ArtifactStore(store_url), registry, keep, dry_run=dry_run
-        )
+        pruned = prune_versions(ArtifactStore(store_url), keep, registry=registry, dry_run=dry_run)
     summary = {
-        "removed_versions": [info.version for info in pruned.removed],
-        "deleted_images": images.deleted,
+        "removed_versions": [info.version for info in pruned.versions.removed],
+        "deleted_images": pruned.images.deleted if pruned.images else [],
         "dry_run": dry_run,
     }
     get_run_logger().info("retention: %s", summary)

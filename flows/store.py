@@ -390,10 +390,13 @@ class ArtifactStore:
             (kept if index < keep or info.version in protected else removed).append(info)
         if not dry_run:
             for info in removed:
-                self._remove_version(info.version)
+                self.remove_version(info.version)
         return PruneResult(removed=removed, kept=kept, dry_run=dry_run)
 
-    def _remove_version(self, version: str) -> None:
+    def remove_version(self, version: str) -> None:
+        """Delete one version whole; a pinned, deployed or rollback version is refused."""
+        if version in self.protected():
+            raise StoreError(f"version {version} is pinned, deployed or a rollback target")
         directory = self._version_dir(version)
         if self._local:
             # Rename out of sight first so the version disappears whole, then delete.

@@ -142,10 +142,20 @@ def prune(
     store: StoreOption = None,
 ) -> None:
     """Remove old versions; pinned, deployed and rollback versions always stay."""
+    from flows.registry import Registry
     from flows.retention import prune_versions
 
-    result = prune_versions(open_store(store), keep or get_settings().keep, dry_run=dry_run)
+    settings = get_settings()
+    with Registry(settings.registry) as registry:
+        pruned = prune_versions(
+            open_store(store), keep or settings.keep, registry=registry, dry_run=dry_run
+        )
     verb = "would remove" if dry_run else "removed"
-    for info in result.removed:
+    for info in pruned.versions.removed:
         console.print(f"{verb} {info.version} ({info.created})")
-    console.print(f"{verb} {len(result.removed)} version(s), kept {len(result.kept)}")
+    for image in pruned.images.deleted if pruned.images else []:
+        console.print(f"{verb} image {image}", highlight=False)
+    console.print(
+        f"{verb} {len(pruned.versions.removed)} version(s), kept {len(pruned.versions.kept)}; "
+        "registry space returns with `scripts/infra.sh gc`"
+    )

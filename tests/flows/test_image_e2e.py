@@ -21,8 +21,9 @@ import pytest
 
 from flows.engine import docker_client, run_infra
 from flows.errors import BuildError, IntegrityError
-from flows.image import BuildOptions, BuildResult, build_image, prune_versions_and_images
+from flows.image import BuildOptions, BuildResult, build_image
 from flows.registry import Registry, RetryPolicy
+from flows.retention import prune_versions
 from flows.store import ArtifactStore
 from tests.factories import iris_trained
 
@@ -302,9 +303,10 @@ def test_retention_deletes_pruned_images_by_digest_but_never_deployed_or_base(
         built[seed] = build_image(store, v, registry, opts)
         time.sleep(1.1)  # distinct `created` seconds, so "newest" is well defined
     store.record_deployment("local", built[1].version, built[1].image)
-    result, retention = prune_versions_and_images(
-        store, registry, keep=1, base_repositories=[options.base_repository]
+    pruned = prune_versions(
+        store, keep=1, registry=registry, base_repositories=[options.base_repository]
     )
+    result, retention = pruned.versions, pruned.images
     assert [i.version for i in result.removed] == [built[2].version]
     assert retention.deleted == [built[2].image]
     assert registry.manifest_digest(repo, built[2].digest) is None

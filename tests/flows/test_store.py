@@ -129,6 +129,8 @@ def test_prune_keeps_newest_pinned_deployed_and_rollback(tmp_path):
     assert not [p for p in (tmp_path / "versions").iterdir() if p.name.startswith(".")]
     with pytest.raises(StoreError, match="keep must be at least 1"):
         store.prune(keep=0)
+    with pytest.raises(StoreError, match=f"version {oldest} is pinned, deployed or a rollback"):
+        store.remove_version(oldest)
 
 
 KILLED_WRITER = textwrap.dedent(
