@@ -9,13 +9,15 @@ from typing import Annotated
 import typer
 
 from flows.commands import make_console
-from flows.engine import run_infra
+from flows.engine import run_infra, state_dir
 from flows.image import DEFAULT_BASE_REPOSITORY, Builder, BuildOptions, build_image
+from flows.prefect_server import start_prefect_server, stop_prefect_server
 from flows.registry import Registry
 from flows.settings import get_settings
 from flows.store import ArtifactStore
 
 console = make_console()
+err_console = make_console(stderr=True)
 
 
 def build(
@@ -75,11 +77,24 @@ def _as_builder(name: str) -> Builder:
     return name  # type: ignore[return-value]
 
 
-def up() -> None:
-    """Start the local registry and container engine (installs what is missing)."""
+def up(
+    prefect: Annotated[
+        bool, typer.Option(help="Also start a Prefect server for the UI and deployments.")
+    ] = True,
+    prefect_port: Annotated[int, typer.Option(help="The Prefect server's port.")] = 4200,
+) -> None:
+    """Start the local registry, the container engine and a Prefect server.
+
+    Prints `export` lines for the shell: eval "$(kiln up)".
+    """
     sys.stdout.write(run_infra("up").stdout)
+    if prefect:
+        url = start_prefect_server(state_dir(), port=prefect_port)
+        sys.stdout.write(f"export PREFECT_API_URL={url}\n")
+        err_console.print(f"Prefect UI at {url.removesuffix('/api')}", highlight=False)
 
 
 def down() -> None:
     """Stop what `kiln up` started."""
+    stop_prefect_server(state_dir())
     run_infra("down")
