@@ -14,6 +14,8 @@ serves, so readiness never turns true, and gunicorn stops with exit code 3.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 from time import perf_counter
 from typing import Any
@@ -58,7 +60,7 @@ class KilnApp:
 
     def __init__(self, config: ServingConfig) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.metrics_flush_seconds)
         self.model: Model | None = None
         self.ready = False
         self.api = build_api(self)
@@ -118,24 +120,29 @@ class KilnApp:
             self.metrics.observe(template, scope["method"], status, perf_counter() - start, rows)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    self.start()
-                except ModelLoadError as err:
-                    logger.error("model not loaded, not serving: %s", err)
-                    await send({"type": "lifespan.startup.failed", "message": ""})
-                    return
-                except Exception as err:
-                    logger.exception("model not loaded, not serving: %s", err)
-                    await send({"type": "lifespan.startup.failed", "message": ""})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.ready = False
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        try:
+            self.start()
+        except Exception as err:
+            if isinstance(err, ModelLoadError):
+                logger.error("model not loaded, not serving: %s", err)
+            else:
+                logger.exception("model not loaded, not serving: %s", err)
+            await send({"type": "lifespan.startup.failed", "message": ""})
+            return
+        flusher = asyncio.create_task(self.metrics.flush_periodically())
+        # Everything loaded so far lives as long as the worker: keep it out of the
+        # garbage collector's way, so collections stay cheap under load.
+        gc.collect()
+        gc.freeze()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        self.ready = False
+        flusher.cancel()
+        self.metrics.flush()
+        await send({"type": "lifespan.shutdown.complete"})
 
     # -- model -------------------------------------------------------------------------
 

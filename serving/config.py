@@ -33,6 +33,19 @@ def env_int(environ: Mapping[str, str], key: str, default: int, minimum: int = 0
     return value
 
 
+def env_float(environ: Mapping[str, str], key: str, default: float, minimum: float) -> float:
+    raw = environ.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a number") from None
+    if not value >= minimum:
+        raise ConfigError(f"{key}={value} is below the minimum {minimum}")
+    return value
+
+
 def env_bool(environ: Mapping[str, str], key: str, default: bool) -> bool:
     raw = environ.get(key)
     if raw is None:
@@ -66,6 +79,7 @@ class ServingConfig:
     max_body_bytes: int = 1024 * 1024
     intra_op_threads: int = 1
     inter_op_threads: int = 1
+    metrics_flush_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServingConfig:
@@ -89,6 +103,7 @@ class ServingConfig:
             max_body_bytes=env_int(environ, "MAX_BODY_BYTES", 1024 * 1024, minimum=64),
             intra_op_threads=env_int(environ, "ORT_INTRA_OP_THREADS", 1, minimum=1),
             inter_op_threads=env_int(environ, "ORT_INTER_OP_THREADS", 1, minimum=1),
+            metrics_flush_seconds=env_float(environ, "METRICS_FLUSH_SECONDS", 1.0, minimum=0.05),
         )
 
     @classmethod

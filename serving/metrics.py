@@ -9,7 +9,9 @@ figures are the one process's own.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,11 +40,19 @@ LATENCY_BUCKETS = (
 
 
 class Metrics:
-    """The server's metrics, in a registry of their own (so tests can build many apps)."""
+    """The server's metrics, in a registry of their own (so tests can build many apps).
+
+    ``observe`` is on the hot path, so it only adds to plain dicts; ``flush`` moves the
+    sums into prometheus_client (each increment there takes a lock and, multiprocess, an
+    mmap write). The app flushes every ``flush_seconds`` from a background task, before
+    every scrape of this worker, and at shutdown; a scrape may therefore miss up to
+    ``flush_seconds`` of another worker's most recent requests.
+    """
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, flush_seconds: float = 1.0) -> None:
+        self.flush_seconds = flush_seconds
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -71,34 +81,65 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
-        self._request_children: dict[tuple[str, str, int], object] = {}
-        self._latency_children: dict[str, object] = {}
-        self._rows_children: dict[str, object] = {}
+        self._requests: dict[tuple[str, str, int], int] = {}
+        self._latencies: dict[str, list[float]] = {}
+        self._rows: dict[str, int] = {}
 
     def set_model(self, version: str, sha256: str, name: str) -> None:
         self.model_info.labels(version=version, sha256=sha256, name=name).set(1)
 
     def observe(self, route: str, method: str, status: int, seconds: float, rows: int = 0) -> None:
-        """Record one answered request; label children are looked up once and kept."""
+        """Record one answered request (in memory, until the next flush)."""
         key = (route, method, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(route, method, str(status))
-        child.inc()
-        latency = self._latency_children.get(route)
-        if latency is None:
-            latency = self._latency_children[route] = self.latency.labels(route)
-        latency.observe(seconds)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        latencies = self._latencies.get(route)
+        if latencies is None:
+            latencies = self._latencies[route] = []
+        latencies.append(seconds)
         if rows:
-            counter = self._rows_children.get(route)
-            if counter is None:
-                counter = self._rows_children[route] = self.rows.labels(route)
-            counter.inc(rows)
+            self._rows[route] = self._rows.get(route, 0) + rows
+
+    def flush(self) -> None:
+        """Move what ``observe`` gathered into the Prometheus metrics."""
+        requests, self._requests = self._requests, {}
+        latencies, self._latencies = self._latencies, {}
+        rows, self._rows = self._rows, {}
+        for (route, method, status), count in requests.items():
+            self.requests.labels(route, method, str(status)).inc(count)
+        for route, values in latencies.items():
+            if values:
+                _observe_many(self.latency.labels(route), values)
+        for route, count in rows.items():
+            self.rows.labels(route).inc(count)
+
+    async def flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            self.flush()
 
     def exposition(self) -> bytes:
         """The text a Prometheus scrape gets, summed over every worker when multiprocess."""
+        self.flush()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
         return generate_latest(registry)
+
+
+def _observe_many(child: Histogram, values: list[float]) -> None:
+    """Add many observations with one increment per bucket where prometheus_client allows."""
+    buckets = getattr(child, "_buckets", None)
+    bounds = getattr(child, "_upper_bounds", None)
+    total = getattr(child, "_sum", None)
+    if not isinstance(buckets, list) or bounds is None or total is None:
+        for value in values:  # a prometheus_client without those internals
+            child.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    total.inc(sum(values))

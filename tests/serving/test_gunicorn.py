@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,7 +32,13 @@ class Server:
         argv = [sys.executable, "-m", "serving", "--model-dir", str(model_dir)]
         argv += ["--port", "0", "--workers", str(workers)]
         self.process = subprocess.Popen(
-            argv, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv,
+            cwd=REPO,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: teardown can end the workers too
         )
         self.lines: list[str] = []
         self.port: int | None = None
@@ -62,8 +69,15 @@ class Server:
     def wait_exit(self) -> int:
         code = self.process.wait(timeout=WAIT)
         self._reader.join(timeout=5)
-        self.process.stdout.close()
+        if not self._reader.is_alive():
+            self.process.stdout.close()
         return code
+
+    def kill_group(self) -> None:
+        """Teardown: SIGKILL the master and any worker it left behind."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.wait_exit()
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -81,13 +95,11 @@ def server_factory(tmp_path):
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-        server.wait_exit()
+        server.kill_group()
 
 
 def test_serves_over_http_with_two_workers(server_factory, model_dir):
-    server = server_factory(model_dir, workers=2, LOG_FORMAT="json")
+    server = server_factory(model_dir, workers=2, LOG_FORMAT="json", METRICS_FLUSH_SECONDS="0.1")
     url = server.wait_ready()
     with httpx.Client(base_url=url) as http:
         response = http.post("/predict/label", json={"data": [[5.1, 3.5, 1.4, 0.2]]})
@@ -98,8 +110,15 @@ def test_serves_over_http_with_two_workers(server_factory, model_dir):
     # New connections, so both workers answer some; /metrics sums over workers.
     for _ in range(20):
         httpx.post(f"{url}/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]] * 3})
-    text = httpx.get(f"{url}/metrics").text
-    line = re.search(r'kiln_requests_total\{[^}]*route="/predict",status="200"\} (\S+)', text)
+    # Each worker flushes its counts every METRICS_FLUSH_SECONDS; wait for both.
+    pattern = r'kiln_requests_total\{[^}]*route="/predict",status="200"\} (\S+)'
+    deadline = time.monotonic() + WAIT
+    while True:
+        text = httpx.get(f"{url}/metrics").text
+        line = re.search(pattern, text)
+        if (line and float(line.group(1)) >= 20) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert line is not None, text
     assert float(line.group(1)) == 20
     assert re.search(r'kiln_rows_predicted_total\{route="/predict"\} 60\.0', text)

@@ -63,3 +63,34 @@ def test_v2_and_sample_routes_count_rows(fresh):
     text = fresh.get("/metrics").text
     assert _sample(text, "kiln_rows_predicted_total", route="/v2/models/{name}/infer") == 3
     assert _sample(text, "kiln_rows_predicted_total", route="/predict/test") == 1
+
+
+def test_batched_histogram_equals_one_observe_per_request():
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from serving.metrics import LATENCY_BUCKETS, _observe_many
+
+    values = [0.0001, 0.0005, 0.0007, 0.001, 0.003, 0.25, 1.0, 3.0, 100.0]
+    one, many = CollectorRegistry(), CollectorRegistry()
+    single = Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=one)
+    for value in values:
+        single.observe(value)
+    _observe_many(Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=many), values)
+
+    def samples(registry):
+        return [s for s in generate_latest(registry).decode().splitlines() if "created" not in s]
+
+    assert samples(many) == samples(one)
+
+
+def test_observations_wait_for_a_flush():
+    from serving.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.observe("/predict", "POST", 200, 0.001, rows=4)
+    assert metrics.requests.labels("/predict", "POST", "200")._value.get() == 0
+    metrics.flush()
+    assert metrics.requests.labels("/predict", "POST", "200")._value.get() == 1
+    assert metrics.rows.labels("/predict")._value.get() == 4
+    metrics.flush()  # nothing pending: nothing added twice
+    assert metrics.requests.labels("/predict", "POST", "200")._value.get() == 1

@@ -1,0 +1,259 @@
+"""Benchmark kiln's server against a bare ASGI ceiling, with wrk on 127.0.0.1.
+
+    python bench/bench_serve.py [--workers 1] [--duration 10] [--connections 16]
+
+Starts, one after the other, (a) kiln's server (`python -m serving`: gunicorn, uvicorn
+workers, the real app) and (b) a bare ASGI callable that reads the body, parses it with
+orjson, runs the same ONNX Runtime session and writes JSON, served by gunicorn with the
+same uvicorn worker class and worker count. Each gets wrk POSTing one row per request,
+then 100 rows per request. Prints req/s, rows/s, p50/p99 latency, the kiln/ceiling
+ratio, RSS per worker and the time from start to ready. Figures from one run only
+compare with each other: the machine is shared.
+
+Without --model-dir it trains the tests' small iris model (needs the dev extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+# -- the ceiling: a bare ASGI app around the same ONNX Runtime session ------------------
+
+
+def ceiling_app():
+    """Factory for gunicorn: ``bench_serve:ceiling_app()``; reads CEILING_MODEL."""
+    import numpy as np
+    import onnxruntime as ort
+    import orjson
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(os.environ["CEILING_MODEL"], sess_options=options)
+    input_name = session.get_inputs()[0].name
+    headers = [(b"content-type", b"application/json")]
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        rows = np.asarray(orjson.loads(body)["data"], dtype=np.float32)
+        _, probabilities = session.run(None, {input_name: rows})
+        out = orjson.dumps({"prediction": probabilities}, option=orjson.OPT_SERIALIZE_NUMPY)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+
+    return app
+
+
+# -- running servers and wrk ------------------------------------------------------------
+
+
+@dataclass
+class Started:
+    process: subprocess.Popen
+    url: str
+    ready_seconds: float
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(process: subprocess.Popen, probe, started: float, timeout: float = 60) -> float:
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            if probe():
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    raise SystemExit("server not ready in time")
+
+
+def start_kiln(model_dir: Path, workers: int, log: Path) -> Started:
+    port = _free_port()
+    env = dict(os.environ, LOG_LEVEL="warning", PYTHONPATH=str(REPO))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    argv = [sys.executable, "-m", "serving", "--model-dir", str(model_dir)]
+    argv += ["--port", str(port), "--workers", str(workers)]
+    started = time.monotonic()
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    ready = _wait_ready(process, lambda: httpx.get(f"{url}/ready").status_code == 200, started)
+    return Started(process, url, ready)
+
+
+def start_ceiling(model_dir: Path, workers: int, log: Path) -> Started:
+    port = _free_port()
+    env = dict(os.environ, CEILING_MODEL=str(model_dir / "model.onnx"))
+    argv = [sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker"]
+    argv += ["-w", str(workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+    argv += ["--pythonpath", str(Path(__file__).parent), "bench_serve:ceiling_app()"]
+    started = time.monotonic()
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    body = {"data": [ROW]}
+    ready = _wait_ready(
+        process, lambda: httpx.post(f"{url}/predict", json=body).status_code == 200, started
+    )
+    return Started(process, url, ready)
+
+
+def worker_rss_mib(master_pid: int) -> list[float]:
+    """RSS of each child of the gunicorn master, in MiB."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    sizes = []
+    for pid in children:
+        status = Path(f"/proc/{pid}/status").read_text()
+        kib = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+        sizes.append(kib / 1024)
+    return sizes
+
+
+def stop(started: Started) -> None:
+    started.process.send_signal(signal.SIGTERM)
+    try:
+        started.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        started.process.kill()
+        started.process.wait()
+
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[{body}]==]
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.status,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def run_wrk(url: str, rows: int, seconds: int, connections: int, threads: int, tmp: Path) -> Load:
+    import orjson
+
+    script = tmp / f"post_{rows}.lua"
+    script.write_text(LUA.format(body=orjson.dumps({"data": [ROW] * rows}).decode()))
+    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s"]
+    argv += ["-s", str(script), f"{url}/predict"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    found = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
+    if found is None:
+        raise SystemExit(f"wrk printed no result:\n{out}")
+    requests, micros, p50, p99, status, sock = (int(v) for v in found.groups())
+    return Load(requests, micros / 1e6, p50 / 1000, p99 / 1000, status, sock)
+
+
+# -- the benchmark ------------------------------------------------------------------------
+
+
+def prepare_model_dir(tmp: Path) -> Path:
+    sys.path.insert(0, str(REPO / "tests" / "serving"))
+    from model_dirs import write_model_dir
+
+    return write_model_dir(tmp / "model")
+
+
+def measure(name, start, model_dir, args, tmp) -> dict:
+    server = start(model_dir, args.workers, tmp / f"{name}.log")
+    try:
+        results = {"ready_s": server.ready_seconds}
+        for rows in (1, 100):
+            run_wrk(server.url, rows, 1, args.connections, args.threads, tmp)  # warm-up
+            results[rows] = run_wrk(
+                server.url, rows, args.duration, args.connections, args.threads, tmp
+            )
+        results["rss"] = worker_rss_mib(server.process.pid)
+    finally:
+        stop(server)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--model-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        model_dir = args.model_dir or prepare_model_dir(tmp)
+        kiln = measure("kiln", start_kiln, model_dir, args, tmp)
+        ceiling = measure("ceiling", start_ceiling, model_dir, args, tmp)
+
+    print(
+        f"\nPOST /predict, {args.workers} worker(s), {args.connections} connections, "
+        f"wrk -t{args.threads}, {args.duration} s per run\n"
+    )
+    header = f"{'server':<8} {'rows/req':>8} {'req/s':>9} {'rows/s':>10} {'p50 ms':>7} "
+    header += f"{'p99 ms':>7} {'errors':>6} {'vs ceiling':>10}"
+    print(header)
+    print("-" * len(header))
+    for rows in (1, 100):
+        for name, result in (("kiln", kiln), ("ceiling", ceiling)):
+            load: Load = result[rows]
+            ratio = load.rps / ceiling[rows].rps
+            errors = load.non_2xx + load.socket_errors
+            print(
+                f"{name:<8} {rows:>8} {load.rps:>9,.0f} {load.rps * rows:>10,.0f} "
+                f"{load.p50_ms:>7.2f} {load.p99_ms:>7.2f} {errors:>6} {ratio:>9.0%}"
+            )
+    print()
+    for name, result in (("kiln", kiln), ("ceiling", ceiling)):
+        rss = ", ".join(f"{mib:.0f}" for mib in result["rss"])
+        print(f"{name:<8} start to ready {result['ready_s']:.2f} s; RSS per worker {rss} MiB")
+
+
+if __name__ == "__main__":
+    main()
