@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 
 JSON_TYPES = (b"application/json",)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class RequestError(Exception):
@@ -144,18 +145,18 @@ def parse_rows(data: Any, n_features: int, max_rows: int, *, scan: bool = True) 
 
 
 def _finite_float32(array: np.ndarray, where: str) -> np.ndarray:
-    with np.errstate(over="ignore", invalid="ignore"):
-        matrix = array.astype(np.float32)
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        position = tuple(int(i) for i in np.argwhere(~finite)[0])
-        raise RequestError(
-            422,
-            "non_finite",
-            f"{where.format(*position)} is not a finite float32 "
-            "(NaN, infinity, or beyond +-3.4e38)",
-        )
-    return matrix
+    """Cast to float32, refusing values a float32 cannot hold (and NaN, infinity)."""
+    if array.dtype.kind == "f":
+        magnitude = np.abs(array)
+        if not np.maximum.reduce(magnitude, axis=None) <= _FLOAT32_MAX:  # NaN fails too
+            position = tuple(int(i) for i in np.argwhere(~(magnitude <= _FLOAT32_MAX))[0])
+            raise RequestError(
+                422,
+                "non_finite",
+                f"{where.format(*position)} is not a finite float32 "
+                "(NaN, infinity, or beyond +-3.4e38)",
+            )
+    return array.astype(np.float32)  # integers: even 2**64 is far inside float32's range
 
 
 def _scan_rows(data: list, n_features: int) -> None:

@@ -128,3 +128,12 @@ def test_error_messages_name_the_row_and_column(client):
     rows = [ROW, ROW, [5.1, 3.5, "x", 0.2]]
     error = client.post("/predict", json={"data": rows}).json()["error"]
     assert error == "row 2, column 2 is a string ('x'); every value must be a number"
+
+
+def test_float32_range_is_the_limit(client):
+    largest = 3.4028234e38  # rounds to float32's largest finite value
+    ok = client.post("/predict", json={"data": [[largest, -largest, 1, 1]]})
+    assert ok.status_code == 200
+    too_big = client.post("/predict", json={"data": [[1, 1, 3.5e38, 1]]})
+    assert (too_big.status_code, too_big.json()["code"]) == (422, "non_finite")
+    assert "row 0, column 2" in too_big.json()["error"]
