@@ -267,7 +267,7 @@ def build_api(app: KilnApp) -> FastAPI:
         return await predict_route(request, labels=True)
 
     @api.get("/predict/test", tags=["predict"], response_model=schemas.PredictResponse)
-    def predict_test(request: Request) -> Response:
+    async def predict_test(request: Request) -> Response:
         """Probabilities for the sample input stored in metadata.json."""
         model = loaded()
         _, probabilities = model.predict(model.sample_input)
@@ -275,7 +275,7 @@ def build_api(app: KilnApp) -> FastAPI:
         return _raw(orjson.dumps({"prediction": probabilities}, option=_NUMPY))
 
     @api.get("/predict/test/label", tags=["predict"], response_model=schemas.LabelResponse)
-    def predict_test_label(request: Request) -> Response:
+    async def predict_test_label(request: Request) -> Response:
         """Labels for the sample input stored in metadata.json."""
         model = loaded()
         indices, _ = model.predict(model.sample_input)
@@ -283,7 +283,7 @@ def build_api(app: KilnApp) -> FastAPI:
         return _raw(orjson.dumps({"prediction": model.label_names(indices)}))
 
     @api.get("/health", tags=["health"], response_model=schemas.HealthResponse)
-    def health() -> dict:
+    async def health() -> dict:
         """Liveness: the process answers. Says nothing about the model."""
         return {"health": "ok"}
 
@@ -293,13 +293,13 @@ def build_api(app: KilnApp) -> FastAPI:
         response_model=schemas.ReadyResponse,
         responses={503: {"model": schemas.ReadyResponse}},
     )
-    def ready() -> JSONResponse:
+    async def ready() -> JSONResponse:
         """Readiness: the model is loaded, verified and has answered its warm-up inference."""
         is_ready = app.ready and app.model is not None
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     @api.get("/metadata", tags=["model"], response_model=schemas.MetadataResponse)
-    def metadata() -> Response:
+    async def metadata() -> Response:
         """The model's signature, version, sha256, metrics, a sample input and its output."""
         model = loaded()
         meta = model.metadata
@@ -327,25 +327,25 @@ def build_api(app: KilnApp) -> FastAPI:
         return _raw(orjson.dumps(body, option=_NUMPY, default=str))
 
     @api.get("/label", tags=["model"], response_model=dict[str, str])
-    def label() -> dict:
+    async def label() -> dict:
         """The labels map: class index (as a string) to label."""
         model = loaded()
         return {str(i): name for i, name in enumerate(model.labels)}
 
     @api.get("/metrics", tags=["health"], response_class=Response)
-    def metrics() -> Response:
+    async def metrics() -> Response:
         """Prometheus text format, summed over all gunicorn workers."""
         return Response(app.metrics.exposition(), media_type=app.metrics.content_type)
 
     # -- Open Inference Protocol (V2) --------------------------------------------------
 
     @api.get("/v2", tags=["v2"])
-    def v2_server() -> dict:
+    async def v2_server() -> dict:
         """V2 server metadata."""
         return {"name": "kiln", "version": api.version, "extensions": []}
 
     @api.get("/v2/health/live", tags=["v2"], response_model=schemas.LiveResponse)
-    def v2_live() -> dict:
+    async def v2_live() -> dict:
         """V2 liveness."""
         return {"live": True}
 
@@ -355,9 +355,9 @@ def build_api(app: KilnApp) -> FastAPI:
         response_model=schemas.ReadyResponse,
         responses={503: {"model": schemas.ReadyResponse}},
     )
-    def v2_ready() -> JSONResponse:
+    async def v2_ready() -> JSONResponse:
         """V2 readiness (same as GET /ready)."""
-        return ready()
+        return await ready()
 
     def named(name: str) -> Model:
         model = loaded()
@@ -379,7 +379,7 @@ def build_api(app: KilnApp) -> FastAPI:
         response_model=schemas.V2ModelMetadata,
         responses={404: {"model": schemas.V2Error}},
     )
-    def v2_model(name: str) -> dict:
+    async def v2_model(name: str) -> dict:
         """V2 model metadata: the input tensor and the two outputs."""
         model = named(name)
         return {
@@ -400,7 +400,7 @@ def build_api(app: KilnApp) -> FastAPI:
         }
 
     @api.get("/v2/models/{name}/ready", tags=["v2"], response_model=schemas.ReadyResponse)
-    def v2_model_ready(name: str) -> dict:
+    async def v2_model_ready(name: str) -> dict:
         """V2 model readiness."""
         named(name)
         return {"ready": True}

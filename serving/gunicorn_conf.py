@@ -14,6 +14,7 @@ readiness.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -95,10 +96,29 @@ def on_starting(server) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Worker: uvicorn's access log only when ACCESS_LOG is on (it costs every request)."""
+    """Worker: access log only when asked; exit if the master dies.
+
+    Uvicorn workers do not notice a master killed with SIGKILL, and would keep serving
+    (and holding the port) as orphans. Uvicorn calls ``callback_notify`` every TIMEOUT
+    seconds; there the worker compares its parent with the master it started under and,
+    if the master is gone, stops gracefully.
+    """
     config = getattr(worker, "config", None)
-    if config is not None:
-        config.access_log = _access_log
+    if config is None:
+        return
+    config.access_log = _access_log
+    notify = config.callback_notify
+    master = worker.ppid
+
+    async def notify_or_leave() -> None:
+        if os.getppid() != master:
+            worker.log.warning("master %s is gone; worker %s stops", master, os.getpid())
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if notify is not None:
+            await notify()
+
+    config.callback_notify = notify_or_leave
 
 
 def child_exit(server, worker) -> None:

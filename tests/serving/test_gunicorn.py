@@ -156,3 +156,26 @@ def test_model_onnx_runtime_refuses_stops_gunicorn_with_status_3(server_factory,
     failures = [line for line in server.lines if "model not loaded, not serving" in line]
     assert len(failures) == 1, server.lines
     assert "is not a loadable ONNX model" in failures[0]
+
+
+def test_workers_stop_when_the_master_is_killed(server_factory, model_dir):
+    server = server_factory(model_dir, TIMEOUT="1")
+    server.wait_ready()
+    master = server.process.pid
+    workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert len(workers) == 1
+    server.process.kill()  # SIGKILL: the master cannot tell its workers
+    server.process.wait()
+    worker = Path(f"/proc/{workers[0]}")
+    deadline = time.monotonic() + WAIT
+    while worker.exists() and "zombie" not in _state(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not worker.exists() or "zombie" in _state(worker)
+    assert any("is gone; worker" in line for line in server.lines)
+
+
+def _state(proc: Path) -> str:
+    try:
+        return (proc / "status").read_text().split("State:")[1].splitlines()[0]
+    except (FileNotFoundError, IndexError):
+        return "zombie"
