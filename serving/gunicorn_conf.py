@@ -8,7 +8,7 @@ sha256 equal to MODEL_SHA256 and to metadata.json) before it forks any worker; o
 failure it logs one line and exits with status 3. A worker that still cannot load the
 model (ONNX Runtime refuses it) logs one line and exits with status 3, and gunicorn
 stops with status 3 ("Worker failed to boot"). Either way nothing ever answers
-readiness.
+readiness. A setting the server cannot use (``MAX_ROWS=lots``) exits with status 2.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from serving.config import ConfigError, env_bool, env_choice, env_int
 from serving.logs import logging_config
 
 EXIT_MODEL_NOT_LOADED = 3  # gunicorn's own WORKER_BOOT_ERROR: the same status either way
+EXIT_BAD_SETTING = 2
 
 _env = os.environ
 
@@ -53,8 +54,8 @@ try:
     _log_format = env_choice(_env, "LOG_FORMAT", "text", {"text", "json"})
     _access_log = env_bool(_env, "ACCESS_LOG", False)
 except ConfigError as _err:
-    sys.stderr.write(f"kiln: bad server setting: {_err}\n")
-    sys.exit(2)
+    sys.stderr.write(f"kiln: bad server setting, not serving: {_err}\n")
+    sys.exit(EXIT_BAD_SETTING)
 
 wsgi_app = "serving.app:create_app()"
 worker_class = "uvicorn_worker.UvicornWorker"
@@ -82,8 +83,13 @@ def on_starting(server) -> None:
     from serving.config import ServingConfig
 
     try:
-        artifacts = read_artifacts(ServingConfig.from_env(os.environ))
-    except (ConfigError, ModelLoadError) as err:
+        config = ServingConfig.from_env(os.environ)
+    except ConfigError as err:
+        server.log.error("bad server setting, not serving: %s", err)
+        sys.exit(EXIT_BAD_SETTING)
+    try:
+        artifacts = read_artifacts(config)
+    except ModelLoadError as err:
         server.log.error("model not loaded, not serving: %s", err)
         sys.exit(EXIT_MODEL_NOT_LOADED)
     server.log.info(

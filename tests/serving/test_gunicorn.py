@@ -179,3 +179,11 @@ def _state(proc: Path) -> str:
         return (proc / "status").read_text().split("State:")[1].splitlines()[0]
     except (FileNotFoundError, IndexError):
         return "zombie"
+
+
+@pytest.mark.parametrize("setting", [{"MAX_ROWS": "lots"}, {"LOG_FORMAT": "xml"}])
+def test_a_bad_setting_stops_with_status_2(server_factory, model_dir, setting):
+    server = server_factory(model_dir, **setting)
+    assert server.wait_exit() == 2
+    name = next(iter(setting))
+    assert any(f"bad server setting, not serving: {name}=" in line for line in server.lines)
