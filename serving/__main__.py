@@ -14,7 +14,11 @@ from serving.runner import exec_server
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n")[2])
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        description="Serve a model directory (model.onnx, labels.json, metadata.json) with "
+        "gunicorn and uvicorn workers; other settings come from the environment.",
+    )
     parser.add_argument("--model-dir", type=Path, required=True, help="the model directory")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")

@@ -3,12 +3,13 @@
 Run:  gunicorn -c python:serving.gunicorn_conf
 (the app, ``serving.app:create_app()``, is named here as ``wsgi_app``).
 
-Start-up: the master verifies the model directory (files present, JSON well formed,
-sha256 equal to MODEL_SHA256 and to metadata.json) before it forks any worker; on
-failure it logs one line and exits with status 3. A worker that still cannot load the
-model (ONNX Runtime refuses it) logs one line and exits with status 3, and gunicorn
-stops with status 3 ("Worker failed to boot"). Either way nothing ever answers
-readiness. A setting the server cannot use (``MAX_ROWS=lots``) exits with status 2.
+Start-up: before it forks any worker, the master verifies the model directory (files
+present, JSON well formed, sha256 equal to MODEL_SHA256 and to metadata.json) and has a
+short-lived child open the model in ONNX Runtime and warm it up. On any failure it logs
+one line and exits with status 3; no worker starts, nothing ever answers readiness. A
+worker that still fails to load (it should not) logs one line and exits with status 3,
+which stops gunicorn too. A setting the server cannot use (``MAX_ROWS=lots``) exits
+with status 2.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def on_starting(server) -> None:
         sys.exit(EXIT_BAD_SETTING)
     try:
         artifacts = read_artifacts(config)
+        _check_loads(artifacts)
     except ModelLoadError as err:
         server.log.error("model not loaded, not serving: %s", err)
         sys.exit(EXIT_MODEL_NOT_LOADED)
@@ -99,6 +101,44 @@ def on_starting(server) -> None:
         artifacts.sha256,
         server.cfg.workers,
     )
+
+
+def _check_loads(artifacts) -> None:
+    """Open and warm up the model in a short-lived child, before any worker is forked.
+
+    A model ONNX Runtime refuses is then caught here, once: with several workers failing
+    at once gunicorn itself crashes (a traceback, status 1). The check runs in a forked
+    child so the master never imports ONNX Runtime (or starts its threads) and forks its
+    workers from a clean, single-threaded process.
+    """
+    from serving.artifacts import ModelLoadError
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: load, report, leave without running any exit handler
+        os.close(read_end)
+        status = 0
+        try:
+            from serving.model import Model
+
+            Model(artifacts, intra_op_threads=1, inter_op_threads=1)
+        except BaseException as err:  # everything is reported, in one line
+            status = EXIT_MODEL_NOT_LOADED
+            message = (
+                str(err)
+                if isinstance(err, ModelLoadError)
+                else (f"model {artifacts.model_path} failed to load: {type(err).__name__}: {err}")
+            )
+            os.write(write_end, message.encode("utf-8", "replace")[:60000])
+        os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode("utf-8", "replace")
+    _, wait_status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(wait_status) != 0:
+        raise ModelLoadError(
+            message or f"model {artifacts.model_path}: the load check died ({wait_status})"
+        )
 
 
 def post_worker_init(worker) -> None:

@@ -148,14 +148,17 @@ def test_missing_model_stops_the_master_with_status_3(server_factory, tmp_path):
     assert any("model.onnx does not exist" in line for line in server.lines)
 
 
-def test_model_onnx_runtime_refuses_stops_gunicorn_with_status_3(server_factory, tmp_path):
-    """The files agree (sha256 recorded for garbage), so only the worker can tell."""
+def test_a_model_onnx_runtime_refuses_stops_the_master_with_status_3(server_factory, tmp_path):
+    """The files agree (sha256 recorded for garbage): only ONNX Runtime can tell."""
     directory = write_model_dir(tmp_path / "garbage", model_bytes=b"not an onnx model")
-    server = server_factory(directory)
+    server = server_factory(directory, workers=2)
     assert server.wait_exit() == 3
-    failures = [line for line in server.lines if "model not loaded, not serving" in line]
-    assert len(failures) == 1, server.lines
-    assert "is not a loadable ONNX model" in failures[0]
+    errors = [line for line in server.lines if "ERROR" in line]
+    assert len(errors) == 1, server.lines
+    assert "model not loaded, not serving" in errors[0]
+    assert "is not a loadable ONNX model" in errors[0]
+    assert not any("Booting worker" in line for line in server.lines)
+    assert not any("Traceback" in line for line in server.lines)
 
 
 def test_workers_stop_when_the_master_is_killed(server_factory, model_dir):
