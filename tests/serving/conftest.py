@@ -6,39 +6,15 @@ event loop per client; tests/serving/test_gunicorn.py runs the real server over 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from asgi_client import AppClient
 from model_dirs import write_model_dir
 
 from serving.app import KilnApp, create_app
 from serving.config import ServingConfig
-
-
-class AppClient:
-    """A synchronous HTTP client for an ASGI app, with its own event loop."""
-
-    def __init__(self, app: KilnApp) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        transport = httpx.ASGITransport(app=app)
-        self.http = httpx.AsyncClient(transport=transport, base_url="http://kiln.test")
-
-    def request(self, method: str, url: str, **kwargs) -> httpx.Response:
-        return self.loop.run_until_complete(self.http.request(method, url, **kwargs))
-
-    def get(self, url: str, **kwargs) -> httpx.Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs) -> httpx.Response:
-        return self.request("POST", url, **kwargs)
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.http.aclose())
-        self.loop.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import hashlib
 
 import numpy as np
 import pytest
+from asgi_client import AppClient
 from model_dirs import IRIS_FEATURES, IRIS_LABELS, SAMPLE_INPUT
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -47,8 +48,6 @@ def test_integers_are_numbers(client):
 
 def test_fast_path_and_fastapi_route_agree(app, client):
     """The declared FastAPI route (used by /docs) gives the same answers as the fast path."""
-    from conftest import AppClient
-
     direct = AppClient(app.api)
     try:
         for path in ("/predict", "/predict/label"):
@@ -70,8 +69,6 @@ def test_ready_when_loaded(client):
 
 
 def test_not_ready_before_start(model_dir):
-    from conftest import AppClient
-
     from serving.app import create_app
     from serving.config import ServingConfig
 
