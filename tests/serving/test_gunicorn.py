@@ -190,3 +190,11 @@ def test_a_bad_setting_stops_with_status_2(server_factory, model_dir, setting):
     assert server.wait_exit() == 2
     name = next(iter(setting))
     assert any(f"bad server setting, not serving: {name}=" in line for line in server.lines)
+
+
+def test_access_log_when_asked(server_factory, model_dir):
+    server = server_factory(model_dir, ACCESS_LOG="1")
+    url = server.wait_ready()
+    httpx.post(f"{url}/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]]})
+    assert server.stop() == 0
+    assert any('"POST /predict HTTP/1.1" 200' in line for line in server.lines), server.lines
