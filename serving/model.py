@@ -45,8 +45,9 @@ def _session_options(intra_op_threads: int, inter_op_threads: int) -> ort.Sessio
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings are not ours to print
-    if intra_op_threads == 1:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Idle pool threads must not spin: the other workers need those cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 

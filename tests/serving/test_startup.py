@@ -214,3 +214,13 @@ def test_lifespan_failure_logs_one_line_and_never_turns_ready(tmp_path, caplog):
     assert len(errors) == 1
     assert errors[0].getMessage().startswith("model not loaded, not serving: model ")
     assert "MODEL_SHA256" in errors[0].getMessage()
+
+
+def test_onnx_runtime_threads_come_from_the_config(model_dir):
+    model = load_model(
+        ServingConfig.for_model_dir(model_dir, intra_op_threads=2, inter_op_threads=1)
+    )
+    options = model.session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert model.label_names(model.predict(model.sample_input)[0]) == ["setosa"]
