@@ -15,6 +15,7 @@ with status 2.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -69,8 +70,17 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # Metrics across workers: prometheus_client reads this variable when it is imported,
 # so it must be set here, in the master, before any worker imports the app.
+# (gunicorn may read this module more than once: the environment remembers the choice.)
+_OWNED = "KILN_OWN_METRICS_DIR"
 if not _env.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kiln-metrics-")
+    os.environ[_OWNED] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def _remove_own_metrics_dir() -> None:
+    owned = os.environ.get(_OWNED)
+    if owned and owned == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(owned, ignore_errors=True)
 
 
 def on_starting(server) -> None:
@@ -87,12 +97,14 @@ def on_starting(server) -> None:
         config = ServingConfig.from_env(os.environ)
     except ConfigError as err:
         server.log.error("bad server setting, not serving: %s", err)
+        _remove_own_metrics_dir()
         sys.exit(EXIT_BAD_SETTING)
     try:
         artifacts = read_artifacts(config)
         _check_loads(artifacts)
     except ModelLoadError as err:
         server.log.error("model not loaded, not serving: %s", err)
+        _remove_own_metrics_dir()
         sys.exit(EXIT_MODEL_NOT_LOADED)
     server.log.info(
         "model %s verified: version %s, sha256 %s; starting %d worker(s)",
@@ -165,6 +177,11 @@ def post_worker_init(worker) -> None:
             await notify()
 
     config.callback_notify = notify_or_leave
+
+
+def on_exit(server) -> None:
+    """Master, at the end: remove the metrics directory if this config made it."""
+    _remove_own_metrics_dir()
 
 
 def child_exit(server, worker) -> None:

@@ -28,6 +28,8 @@ class Server:
         environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         environ.update({"PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "PYTHONPATH": str(REPO)})
         environ.update(env)
+        if not environ["PROMETHEUS_MULTIPROC_DIR"]:
+            del environ["PROMETHEUS_MULTIPROC_DIR"]  # let gunicorn_conf make its own
         (tmp / "metrics").mkdir(exist_ok=True)
         argv = [sys.executable, "-m", "serving", "--model-dir", str(model_dir)]
         argv += ["--port", "0", "--workers", str(workers)]
@@ -198,3 +200,16 @@ def test_access_log_when_asked(server_factory, model_dir):
     httpx.post(f"{url}/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]]})
     assert server.stop() == 0
     assert any('"POST /predict HTTP/1.1" 200' in line for line in server.lines), server.lines
+
+
+def test_a_metrics_dir_it_made_is_removed_at_exit(server_factory, model_dir, tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    own = {"PROMETHEUS_MULTIPROC_DIR": "", "TMPDIR": str(scratch)}
+    server = server_factory(model_dir, **own)
+    server.wait_ready()
+    assert len(list(scratch.glob("kiln-metrics-*"))) == 1
+    assert server.stop() == 0
+    failed = server_factory(model_dir, MODEL_SHA256="0" * 64, **own)
+    assert failed.wait_exit() == 3
+    assert list(scratch.glob("kiln-metrics-*")) == []

@@ -165,13 +165,13 @@ def test_read_artifacts_needs_no_onnx_runtime(model_dir):
     assert read_artifacts(ServingConfig.for_model_dir(model_dir)).labels[0] == "setosa"
 
 
-def test_serving_needs_neither_flows_nor_scikit_learn():
+def test_serving_needs_neither_flows_nor_scikit_learn(tmp_path):
     code = (
         "import sys\n"
         "for name in ('sklearn', 'skl2onnx', 'flows', 'prefect'): sys.modules[name] = None\n"
         "import serving.app, serving.gunicorn_conf, serving.runner, serving.__main__\n"
     )
-    env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": ""}
+    env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env
     )
