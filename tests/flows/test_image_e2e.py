@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -25,6 +24,7 @@ from flows.image import BuildOptions, BuildResult, build_image
 from flows.registry import Registry, RetryPolicy
 from flows.retention import prune_versions
 from flows.store import ArtifactStore
+from tests.conftest import free_port
 from tests.factories import iris_trained
 
 pytestmark = pytest.mark.e2e
@@ -33,17 +33,6 @@ REGISTRY = "127.0.0.1:5000"
 LABELS = {0: "setosa", 1: "versicolor", 2: "virginica"}
 SAMPLE = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 RUN = uuid.uuid4().hex[:8]
-
-
-def _free_port() -> int:
-    for port in range(19000 + (int(RUN, 16) % 900), 20000):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 19000-19999")
 
 
 def _registry_up(host: str) -> bool:
@@ -128,7 +117,7 @@ def _no_engine():
 
 @contextlib.contextmanager
 def _serving(engine, image: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     container = engine.containers.run(
         image,
         detach=True,
@@ -247,7 +236,7 @@ def test_tampered_model_is_refused_before_any_build(tmp_path, version, store, re
 @pytest.fixture
 def throwaway_registry(tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
     """A registry of this test's own (never the shared one); the test stops it."""
-    port = _free_port()
+    port = free_port()
     host = f"127.0.0.1:{port}"
     config = tmp_path / "config.yml"
     config.write_text(

@@ -24,8 +24,9 @@ from tests.k8s.emulator import EmulatedApiServer
 SAMPLE = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
 
-def server(version: str = "v1", metadata_status: int = 200, predict: Any = None,
-           predict_status: int = 200):
+def server(
+    version: str = "v1", metadata_status: int = 200, predict: Any = None, predict_status: int = 200
+):
     calls: list[tuple[str, str, Any]] = []
 
     def call(method: str, path: str, body: Any) -> Reply:
@@ -87,27 +88,44 @@ def deployment(generation: int = 2, observed: int = 2, want: int = 3, **status: 
     ("obj", "done", "message"),
     [
         (deployment(observed=1), False, "waiting for the controller to see generation 2"),
-        (deployment(updatedReplicas=1, replicas=4, availableReplicas=3), False,
-         "1 of 3 new replicas updated"),
-        (deployment(updatedReplicas=3, replicas=4, availableReplicas=3), False,
-         "1 old replicas pending termination"),
-        (deployment(updatedReplicas=3, replicas=3, availableReplicas=2), False,
-         "2 of 3 updated replicas available"),
+        (
+            deployment(updatedReplicas=1, replicas=4, availableReplicas=3),
+            False,
+            "1 of 3 new replicas updated",
+        ),
+        (
+            deployment(updatedReplicas=3, replicas=4, availableReplicas=3),
+            False,
+            "1 old replicas pending termination",
+        ),
+        (
+            deployment(updatedReplicas=3, replicas=3, availableReplicas=2),
+            False,
+            "2 of 3 updated replicas available",
+        ),
         (deployment(updatedReplicas=3, replicas=3, availableReplicas=3), True, "rolled out"),
     ],
 )
-def test_rollout_status_follows_the_deployment_controller(obj: dict, done: bool,
-                                                          message: str) -> None:
+def test_rollout_status_follows_the_deployment_controller(
+    obj: dict, done: bool, message: str
+) -> None:
     assert rollout_status(obj)[0] is done
     assert message in rollout_status(obj)[1]
 
 
 def test_rollout_status_reports_the_progress_deadline() -> None:
-    obj = deployment(updatedReplicas=1, conditions=[
-        {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-         "message": 'ReplicaSet "kiln-abc" has timed out progressing.'},
-    ])
+    obj = deployment(
+        updatedReplicas=1,
+        conditions=[
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "kiln-abc" has timed out progressing.',
+            },
+        ],
+    )
     with pytest.raises(RolloutStuck, match="timed out progressing"):
         rollout_status(obj)
 
@@ -124,25 +142,44 @@ def emulator() -> Iterator[EmulatedApiServer]:
 @pytest.fixture
 def kiln_env(tmp_path: Path, emulator: EmulatedApiServer) -> dict[str, str]:
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "other",
-        "clusters": [{"name": "emulated", "cluster": {"server": emulator.url}},
-                     {"name": "nowhere", "cluster": {"server": "http://127.0.0.1:9"}}],
-        "users": [{"name": "tester", "user": {"token": "t0ken"}}],
-        "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}},
-                     {"name": "other", "context": {"cluster": "nowhere", "user": "tester"}}],
-    }))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "other",
+                "clusters": [
+                    {"name": "emulated", "cluster": {"server": emulator.url}},
+                    {"name": "nowhere", "cluster": {"server": "http://127.0.0.1:9"}},
+                ],
+                "users": [{"name": "tester", "user": {"token": "t0ken"}}],
+                "contexts": [
+                    {"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}},
+                    {"name": "other", "context": {"cluster": "nowhere", "user": "tester"}},
+                ],
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    env.update(KUBECONFIG=str(kubeconfig), KILN_STORE=str(tmp_path / "store"),
-               KILN_TARGET="kubernetes", KILN_K8S_CONTEXT="emulated",
-               KILN_K8S_NAMESPACE="kiln-cli")
+    env.update(
+        KUBECONFIG=str(kubeconfig),
+        KILN_STORE=str(tmp_path / "store"),
+        KILN_TARGET="kubernetes",
+        KILN_K8S_CONTEXT="emulated",
+        KILN_K8S_NAMESPACE="kiln-cli",
+    )
     return env
 
 
 def kiln(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def add_version(store: ArtifactStore, name: str) -> tuple[str, str]:
@@ -153,8 +190,9 @@ def add_version(store: ArtifactStore, name: str) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_deploy_status_rollback_through_the_cli(kiln_env: dict[str, str],
-                                               emulator: EmulatedApiServer) -> None:
+def test_deploy_status_rollback_through_the_cli(
+    kiln_env: dict[str, str], emulator: EmulatedApiServer
+) -> None:
     store = ArtifactStore(kiln_env["KILN_STORE"])
     old, old_image = add_version(store, "a")
     new, new_image = add_version(store, "b")
@@ -183,8 +221,9 @@ def test_deploy_status_rollback_through_the_cli(kiln_env: dict[str, str],
 
 
 @pytest.mark.slow
-def test_a_failed_deploy_exits_non_zero_with_one_line(kiln_env: dict[str, str],
-                                                      emulator: EmulatedApiServer) -> None:
+def test_a_failed_deploy_exits_non_zero_with_one_line(
+    kiln_env: dict[str, str], emulator: EmulatedApiServer
+) -> None:
     store = ArtifactStore(kiln_env["KILN_STORE"])
     old, old_image = add_version(store, "a")
     new, new_image = add_version(store, "b")

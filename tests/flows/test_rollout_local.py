@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import shutil
 import threading
 import uuid
@@ -24,26 +23,13 @@ from flows.errors import RolloutError
 from flows.local_target import CURRENT, LocalEngine, http_caller
 from flows.rollout import LOCAL, previous_of, roll_out_local
 from flows.store import ArtifactStore
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
 BASE_IMAGE = "docker.io/library/python:3.11-slim"
 STANDIN = Path(__file__).parent / "standin" / "server.py"
 SAMPLE_INPUT = [[5.1, 3.5, 1.4, 0.2]]
-PORTS = itertools.cycle(range(20400, 20999))
-
-
-def _port() -> int:
-    import socket
-
-    for port in PORTS:  # the tests' range, 127.0.0.1 only
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +52,12 @@ def docker_client() -> Iterator[object]:
 @pytest.fixture
 def engine(docker_client) -> Iterator[LocalEngine]:
     engine = LocalEngine(
-        docker_client, port=_port(), name_prefix=f"kiln-test-{uuid.uuid4().hex[:6]}",
-        candidate_port=_port, poll_interval=0.1, stop_timeout=5,
+        docker_client,
+        port=free_port(),
+        name_prefix=f"kiln-test-{uuid.uuid4().hex[:6]}",
+        candidate_port=free_port,
+        poll_interval=0.1,
+        stop_timeout=5,
     )
     yield engine
     engine.stop_all()
@@ -85,8 +75,9 @@ ImageMaker = Callable[..., tuple[str, str]]
 def make_image(docker_client, store: ArtifactStore, tmp_path: Path) -> Iterator[ImageMaker]:
     built: list[str] = []
 
-    def make(name: str, *, break_sha: bool = False, report: str | None = None,
-             predict_status: int = 200) -> tuple[str, str]:
+    def make(
+        name: str, *, break_sha: bool = False, report: str | None = None, predict_status: int = 200
+    ) -> tuple[str, str]:
         model = f"model {name}".encode()
         version = store.put(model, {0: "a", 1: "b"}, {"sample_input": SAMPLE_INPUT})
         context = tmp_path / f"ctx-{name}"
@@ -144,7 +135,9 @@ class Watcher:
 
 
 def test_a_new_version_rolls_out_and_answers_on_the_stable_port(
-    store: ArtifactStore, engine: LocalEngine, make_image: ImageMaker,
+    store: ArtifactStore,
+    engine: LocalEngine,
+    make_image: ImageMaker,
 ) -> None:
     old, old_image = make_image("a")
     new, new_image = make_image("b")
@@ -164,7 +157,9 @@ def test_a_new_version_rolls_out_and_answers_on_the_stable_port(
 
 
 def test_a_broken_image_is_rolled_back_and_the_old_version_answers_throughout(
-    store: ArtifactStore, engine: LocalEngine, make_image: ImageMaker,
+    store: ArtifactStore,
+    engine: LocalEngine,
+    make_image: ImageMaker,
 ) -> None:
     old, old_image = make_image("a")
     broken, broken_image = make_image("broken", break_sha=True)
@@ -183,7 +178,9 @@ def test_a_broken_image_is_rolled_back_and_the_old_version_answers_throughout(
 
 
 def test_a_new_version_failing_its_smoke_test_is_removed(
-    store: ArtifactStore, engine: LocalEngine, make_image: ImageMaker,
+    store: ArtifactStore,
+    engine: LocalEngine,
+    make_image: ImageMaker,
 ) -> None:
     old, old_image = make_image("a")
     new, liar = make_image("liar", report="not-the-version")
@@ -200,7 +197,9 @@ def test_a_new_version_failing_its_smoke_test_is_removed(
 
 
 def test_rollback_ships_the_previous_version_again(
-    store: ArtifactStore, engine: LocalEngine, make_image: ImageMaker,
+    store: ArtifactStore,
+    engine: LocalEngine,
+    make_image: ImageMaker,
 ) -> None:
     old, old_image = make_image("a")
     new, new_image = make_image("b")

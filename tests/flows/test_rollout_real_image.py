@@ -10,7 +10,6 @@ Containers publish on 127.0.0.1 ports 20000-20399 only.
 from __future__ import annotations
 
 import contextlib
-import socket
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from flows.local_target import LocalEngine, http_caller
 from flows.registry import Registry
 from flows.rollout import LOCAL, pick_image, roll_out_local
 from flows.store import ArtifactStore
+from tests.conftest import free_port
 from tests.factories import iris_trained
 from tests.flows.test_rollout_local import Watcher
 
@@ -33,17 +33,6 @@ REGISTRY = "127.0.0.1:5000"
 RUN = uuid.uuid4().hex[:8]
 LABELS = {0: "setosa", 1: "versicolor", 2: "virginica"}
 SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
-
-
-def _port() -> int:
-    for port in range(20000 + int(RUN, 16) % 300, 20400):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 20000-20399")
 
 
 @pytest.fixture(scope="module")
@@ -77,27 +66,39 @@ def store(tmp_path_factory) -> ArtifactStore:
 @pytest.fixture(scope="module")
 def versions(store: ArtifactStore, registry: Registry, docker_client) -> list[str]:
     options = BuildOptions(
-        registry=REGISTRY, repository=f"kiln-test/{RUN}/rollout",
-        base_repository=f"kiln-test/{RUN}/rollout-base", base_image="python:3.11-slim",
+        registry=REGISTRY,
+        repository=f"kiln-test/{RUN}/rollout",
+        base_repository=f"kiln-test/{RUN}/rollout-base",
+        base_image="python:3.11-slim",
     )
     out = []
     for seed, builder in ((42, "engine"), (7, "layer")):
         data, _, onnx_bytes = iris_trained(seed)
-        version = store.put(onnx_bytes, LABELS, {
-            "sample_input": SAMPLE, "feature_names": list(data.feature_names),
-            "metrics": {"accuracy": 0.97},
-        })
-        build_image(store, version, registry,
-                    BuildOptions(**{**options.__dict__, "builder": builder}),
-                    engine=lambda: docker_client)
+        version = store.put(
+            onnx_bytes,
+            LABELS,
+            {
+                "sample_input": SAMPLE,
+                "feature_names": list(data.feature_names),
+                "metrics": {"accuracy": 0.97},
+            },
+        )
+        build_image(
+            store,
+            version,
+            registry,
+            BuildOptions(**{**options.__dict__, "builder": builder}),
+            engine=lambda: docker_client,
+        )
         out.append(version)
     assert len(set(out)) == 2
     return out
 
 
 @pytest.fixture(scope="module")
-def broken_image(store: ArtifactStore, versions: list[str], docker_client,
-                 tmp_path_factory) -> Iterator[str]:
+def broken_image(
+    store: ArtifactStore, versions: list[str], docker_client, tmp_path_factory
+) -> Iterator[str]:
     good = pick_image(store.image_refs(versions[0]), versions[0])
     context: Path = tmp_path_factory.mktemp("broken")
     (context / "Dockerfile").write_text(f"FROM {good}\nENV MODEL_SHA256={'0' * 64}\n")
@@ -110,15 +111,24 @@ def broken_image(store: ArtifactStore, versions: list[str], docker_client,
 
 @pytest.fixture
 def engine(docker_client) -> Iterator[LocalEngine]:
-    engine = LocalEngine(docker_client, port=_port(), name_prefix=f"kiln-test-{RUN}",
-                         candidate_port=_port, poll_interval=0.2, stop_timeout=10,
-                         environment={"WORKERS": "1"})
+    engine = LocalEngine(
+        docker_client,
+        port=free_port(),
+        name_prefix=f"kiln-test-{RUN}",
+        candidate_port=free_port,
+        poll_interval=0.2,
+        stop_timeout=10,
+        environment={"WORKERS": "1"},
+    )
     yield engine
     engine.stop_all()
 
 
 def test_real_images_roll_out_answer_and_a_broken_one_is_rolled_back(
-    store: ArtifactStore, versions: list[str], broken_image: str, engine: LocalEngine,
+    store: ArtifactStore,
+    versions: list[str],
+    broken_image: str,
+    engine: LocalEngine,
 ) -> None:
     old, new = versions
     roll_out_local(store, old, engine, timeout=120)
