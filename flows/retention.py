@@ -9,15 +9,76 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from flows.image import (
-    DEFAULT_BASE_REPOSITORY,
-    RetentionResult,
-    delete_pruned_images,
-    protected_digests,
-)
+from flows.image import DEFAULT_BASE_REPOSITORY
 from flows.registry import Registry
 from flows.store import ArtifactStore, PruneResult
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    deleted: list[str]  # registry/repo@sha256:... removed from the registry
+    kept: list[str]  # refs of pruned versions left in place (deployed, rollback, base...)
+
+
+def protected_digests(store: Any, kept: Iterable[Any]) -> set[str]:
+    """Digests that must stay: what any target runs, each target's rollback image, and the
+    images of the versions the store keeps."""
+    keep = set()
+    for deployment in store.deployments():
+        for ref in (deployment.image, deployment.previous_image):
+            if ref and "@" in ref:
+                keep.add(ref.split("@", 1)[1])
+    for info in kept:
+        keep.update(ref.split("@", 1)[1] for ref in info.images if "@" in ref)
+    return keep
+
+
+def base_digests(registry: Registry, repositories: Iterable[str]) -> set[str]:
+    """Digests of every serving base tag (`base-*`) in the given repositories."""
+    found = set()
+    for repository in repositories:
+        for tag in registry.tags(repository):
+            if tag.startswith("base-"):
+                digest = registry.manifest_digest(repository, tag)
+                if digest:
+                    found.add(digest)
+    return found
+
+
+def delete_pruned_images(
+    registry: Registry,
+    removed: Iterable[Any],
+    *,
+    protected: set[str],
+    base_repositories: Iterable[str] = (DEFAULT_BASE_REPOSITORY,),
+    dry_run: bool = False,
+) -> RetentionResult:
+    """Delete, by digest, the images of versions the store pruned.
+
+    Never one whose digest is protected (deployed, rollback target, kept version) nor a
+    serving base in use. Space comes back with the registry's garbage collection
+    (`scripts/infra.sh gc`).
+    """
+    removed = list(removed)
+    repos = {ref.split("@")[0].split("/", 1)[1] for info in removed for ref in info.images}
+    bases = base_digests(registry, {*base_repositories, *repos})
+    deleted, kept = [], []
+    for info in removed:
+        for ref in info.images:
+            host, _, rest = ref.partition("/")
+            if host != registry.host or "@" not in rest:
+                kept.append(ref)
+                continue
+            repository, digest = rest.split("@", 1)
+            if digest in protected or digest in bases:
+                kept.append(ref)
+                continue
+            if not dry_run:
+                registry.delete_manifest(repository, digest)
+            deleted.append(ref)
+    return RetentionResult(deleted, kept)
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,15 @@ import pytest
 import requests
 
 from flows.errors import BuildError
-from flows.image import (
+from flows.image import _check_stream
+from flows.oci import (
     DOCKER_LAYER,
     LABEL_BASE_KEY,
     LABEL_MODEL_SHA,
     OCI_LAYER,
     ModelImageSpec,
-    _check_stream,
     append_config,
     append_manifest,
-    base_key,
     canonical_json,
     deterministic_tar,
     gzip_deterministic,
@@ -38,6 +37,7 @@ from flows.registry import (
     split_reference,
     with_retries,
 )
+from flows.serving_base import base_key
 
 SPEC = ModelImageSpec(
     version="abc123def456",
