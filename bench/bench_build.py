@@ -31,30 +31,13 @@ from flows.image import BuildOptions, BuildResult, build_image  # noqa: E402
 from flows.registry import Registry  # noqa: E402
 from flows.store import ArtifactStore  # noqa: E402
 
-LABELS = {0: "setosa", 1: "versicolor", 2: "virginica"}
-
 
 def make_version(store: ArtifactStore, c: float) -> str:
     """A stored iris model; each C gives different weights, so a model-only change."""
-    import numpy as np
-    from skl2onnx import to_onnx
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.datasets import load_iris
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
+    from flows.train import TrainParams
+    from flows.training import TrainRequest, train_and_store
 
-    x, y = load_iris(return_X_y=True)
-    x = x.astype(np.float32)
-    pipe = Pipeline(
-        [("scale", StandardScaler()), ("svc", CalibratedClassifierCV(SVC(C=c), ensemble=False))]
-    ).fit(x, y)
-    onx = to_onnx(pipe, x[:1], options={"zipmap": False}, target_opset={"": 17, "ai.onnx.ml": 3})
-    return store.put(
-        onx.SerializeToString(),
-        LABELS,
-        {"metrics": {}, "sample_input": x[:1].tolist(), "code_revision": "bench"},
-    )
+    return train_and_store(store, TrainRequest(params=TrainParams(C=c), gate_threshold=0)).version
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
