@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -35,6 +36,7 @@ from flows.train import TrainParams, TrainResult, check_quality, train_model
 from flows.training import parse_gamma
 
 
+@lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """What the cached steps' output depends on besides data and parameters."""
     digest = hashlib.sha256()
