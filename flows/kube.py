@@ -249,15 +249,24 @@ class KubeCluster:
             live = self._api("GET", self._object_path(kind, name, namespace))
             if live is None:
                 log.info("creating %s/%s", kind, name)
-                self._api("POST", self._object_path(kind, None, namespace), obj,
-                          query=[("fieldManager", FIELD_MANAGER)])
+                self._api(
+                    "POST",
+                    self._object_path(kind, None, namespace),
+                    obj,
+                    query=[("fieldManager", FIELD_MANAGER)],
+                )
                 continue
             patch = copy.deepcopy(obj)
             if kind == "Deployment" and live.get("spec", {}).get("replicas") is not None:
                 patch["spec"]["replicas"] = live["spec"]["replicas"]
             log.info("updating %s/%s", kind, name)
-            self._api("PATCH", self._object_path(kind, name, namespace), patch,
-                      content_type=MERGE_PATCH, query=[("fieldManager", FIELD_MANAGER)])
+            self._api(
+                "PATCH",
+                self._object_path(kind, name, namespace),
+                patch,
+                content_type=MERGE_PATCH,
+                query=[("fieldManager", FIELD_MANAGER)],
+            )
 
     def live_deployment(self) -> LiveDeployment | None:
         deployment = self.get("Deployment", self.name)

@@ -76,7 +76,9 @@ def http_caller(base_url: str, timeout: float = 5.0) -> Caller:
     def call(method: str, path: str, body: Any) -> Reply:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            base_url + path, data=data, method=method,
+            base_url + path,
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json"} if data else {},
         )
         try:
@@ -157,9 +159,15 @@ class LocalEngine:
         self._switch(version, image, candidate_name, before, smoke, timeout)
         return self.endpoint
 
-    def _switch(self, version: str, image: str, candidate_name: str,
-                before: LocalContainer | None, smoke: Callable[[Caller], None],
-                timeout: float) -> None:
+    def _switch(
+        self,
+        version: str,
+        image: str,
+        candidate_name: str,
+        before: LocalContainer | None,
+        smoke: Callable[[Caller], None],
+        timeout: float,
+    ) -> None:
         name = f"{self.name_prefix}-{version[:12]}"
         if before is not None and before.name == name:  # same version, another image
             name = f"{name}-{int(time.time())}"
@@ -168,7 +176,7 @@ class LocalEngine:
         old = self.docker.containers.get(before.name) if before else None
         # The candidate passed its checks; free its resources before the switch.
         self._remove(candidate_name)
-        if old is not None:
+        if old is not None and before is not None:
             log.info("switching %s: stopping %s (%s)", self.endpoint, old.name, before.version)
             old.stop(timeout=self.stop_timeout)
         try:
@@ -193,8 +201,9 @@ class LocalEngine:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _check(self, name: str, base_url: str, smoke: Callable[[Caller], None],
-               timeout: float) -> None:
+    def _check(
+        self, name: str, base_url: str, smoke: Callable[[Caller], None], timeout: float
+    ) -> None:
         self._wait_ready(name, base_url, timeout)
         try:
             smoke(http_caller(base_url))
@@ -235,14 +244,16 @@ class LocalEngine:
             self.sleep(0.1)
         return "(no output)"
 
-    def _run(self, name: str, image: str, version: str, role: str, port: int,
-             start: bool) -> Any:
+    def _run(self, name: str, image: str, version: str, role: str, port: int, start: bool) -> Any:
         kwargs: dict[str, Any] = dict(
             image=image,
             name=name,
             labels={
-                LABEL_TARGET: self.name_prefix, LABEL_VERSION: version, LABEL_IMAGE: image,
-                LABEL_ROLE: role, LABEL_PORT: str(port),
+                LABEL_TARGET: self.name_prefix,
+                LABEL_VERSION: version,
+                LABEL_IMAGE: image,
+                LABEL_ROLE: role,
+                LABEL_PORT: str(port),
             },
             ports={CONTAINER_PORT: ("127.0.0.1", port)},
             environment=dict(self.environment),

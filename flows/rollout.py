@@ -191,7 +191,10 @@ def roll_out_kubernetes(
     where = f"{cluster.namespace}/{cluster.name}"
     log.info(
         "rolling out %s (%s) to Deployment %s; running now: %s",
-        version, image, where, previous.version if previous else "nothing",
+        version,
+        image,
+        where,
+        previous.version if previous else "nothing",
     )
     objects = render_manifests(image, version, cluster.namespace, manifest_dir or MANIFEST_DIR)
     try:
@@ -199,21 +202,29 @@ def roll_out_kubernetes(
         cluster.wait_rolled_out(timeout)
         smoke_test(_kube_caller(cluster), version, sample_input)
     except Exception as err:  # any failure, ours or the client's: put the old one back
-        reason = str(err) if isinstance(err, RolloutStuck | SmokeTestFailed | KilnError) else (
-            f"{type(err).__name__}: {err}")
+        reason = (
+            str(err)
+            if isinstance(err, RolloutStuck | SmokeTestFailed | KilnError)
+            else (f"{type(err).__name__}: {err}")
+        )
         log.error("rollout of %s to %s failed: %s", version, where, reason)
         message = _roll_back_kubernetes(cluster, version, previous, reason, timeout)
         raise RolloutError(message) from err
     _record(store, KUBERNETES, version, image)
     return RolloutResult(
-        KUBERNETES, version, image, cluster.endpoint,
-        previous.version if previous else None, previous.image if previous else None,
+        KUBERNETES,
+        version,
+        image,
+        cluster.endpoint,
+        previous.version if previous else None,
+        previous.image if previous else None,
         rolled_back,
     )
 
 
-def _roll_back_kubernetes(cluster: KubeCluster, version: str, previous: Any, reason: str,
-                          timeout: float) -> str:
+def _roll_back_kubernetes(
+    cluster: KubeCluster, version: str, previous: Any, reason: str, timeout: float
+) -> str:
     message = f"rolling out {version} to kubernetes: {reason}"
     if previous is None:
         return f"{message}; nothing to restore (no Deployment ran before)"
@@ -256,8 +267,13 @@ def roll_out_local(
     )
     _record(store, LOCAL, version, image)
     return RolloutResult(
-        LOCAL, version, image, endpoint,
-        before.version if before else None, before.image if before else None, rolled_back,
+        LOCAL,
+        version,
+        image,
+        endpoint,
+        before.version if before else None,
+        before.image if before else None,
+        rolled_back,
     )
 
 

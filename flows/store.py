@@ -49,7 +49,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def encode_labels(labels: Mapping[int | str, str]) -> bytes:
+def encode_labels(labels: Mapping[Any, str]) -> bytes:
     """labels.json bytes in one canonical form, so equal labels hash equally."""
     items = sorted(((int(k), str(v)) for k, v in labels.items()), key=lambda kv: kv[0])
     return json.dumps({str(k): v for k, v in items}, indent=2).encode() + b"\n"
@@ -129,7 +129,7 @@ class ArtifactStore:
     # -- writing a version -----------------------------------------------------------------
 
     def put(
-        self, model_bytes: bytes, labels: Mapping[int | str, str], metadata: Mapping[str, Any]
+        self, model_bytes: bytes, labels: Mapping[Any, str], metadata: Mapping[str, Any]
     ) -> str:
         """Store a model; returns its version id. Storing the same model again is a no-op."""
         labels_bytes = encode_labels(labels)
@@ -385,7 +385,8 @@ class ArtifactStore:
             raise StoreError(f"keep must be at least 1, got {keep}")
         versions = self.list_versions()
         protected = self.protected()
-        kept, removed = [], []
+        kept: list[VersionInfo] = []
+        removed: list[VersionInfo] = []
         for index, info in enumerate(versions):
             (kept if index < keep or info.version in protected else removed).append(info)
         if not dry_run:

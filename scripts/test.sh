@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 ruff check flows serving tests bench
+mypy flows serving
 
 # The local registry and container engine for the e2e tests. On exit, stop exactly the
 # services this run started (never ones that were already up, which others may be using);

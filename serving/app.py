@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import MutableMapping
 from time import perf_counter
 from typing import Any
 
@@ -105,7 +106,7 @@ class KilnApp:
         start = perf_counter()
         status = 500
 
-        async def send_status(message: dict) -> None:
+        async def send_status(message: MutableMapping[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -163,7 +164,7 @@ class KilnApp:
         return name if isinstance(name, str) and name else "model"
 
     async def answer_predict(
-        self, scope: dict, receive: Any, labels: bool
+        self, scope: MutableMapping[str, Any], receive: Any, labels: bool
     ) -> tuple[int, bytes, int]:
         """The shared core of POST /predict[/label]: (status, JSON body, rows scored)."""
         model = self.model

@@ -34,7 +34,7 @@ class TensorSpec:
 
 
 def _spec(node: Any) -> TensorSpec:
-    shape = [dim if isinstance(dim, int) else None for dim in node.shape]
+    shape: list[int | str | None] = [dim if isinstance(dim, int) else None for dim in node.shape]
     return TensorSpec(name=node.name, type=node.type, shape=shape)
 
 

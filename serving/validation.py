@@ -7,7 +7,7 @@ per-value scan run, to say exactly which row and column is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,9 @@ def check_content_type(value: bytes | None) -> None:
 
 
 async def read_body(
-    receive: Callable[[], Awaitable[dict]], content_length: bytes | None, limit: int
+    receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+    content_length: bytes | str | None,
+    limit: int,
 ) -> bytes:
     """Read the whole request body, refusing (413) anything over ``limit`` bytes."""
     if content_length is not None:
@@ -239,12 +241,13 @@ def parse_v2_request(
             422, "wrong_datatype", f"inputs[0].datatype is {tensor.get('datatype')!r}; send 'FP32'"
         )
     shape = tensor.get("shape")
-    shape_ok = (
-        isinstance(shape, list)
-        and len(shape) == 2
-        and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-    )
-    if not shape_ok or shape[1] != n_features or shape[0] < 1:
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        or shape[1] != n_features
+        or shape[0] < 1
+    ):
         raise RequestError(
             422,
             "wrong_shape",

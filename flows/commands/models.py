@@ -86,7 +86,7 @@ def models(
         return
     the_store = open_store(store)
     versions = the_store.list_versions()
-    deployed = {}
+    deployed: dict[str, list[str]] = {}
     for d in the_store.deployments():
         deployed.setdefault(d.current, []).append(d.target)
     if as_json:

@@ -48,7 +48,8 @@ def _print_result(result: RolloutResult) -> None:
         console.print(
             f"try it:  curl -s -X POST {result.endpoint}/predict "
             "-H 'Content-Type: application/json' -d '{\"data\": [[5.1, 3.5, 1.4, 0.2]]}'",
-            highlight=False, markup=False,
+            highlight=False,
+            markup=False,
         )
 
 
@@ -83,11 +84,13 @@ def status(store: StoreOption = None) -> None:
         if record is None:
             console.print("  recorded  nothing deployed", highlight=False)
         else:
-            console.print(f"  recorded  {record.current} {record.image} ({record.updated})",
-                          highlight=False)
+            console.print(
+                f"  recorded  {record.current} {record.image} ({record.updated})", highlight=False
+            )
             if record.previous:
-                console.print(f"  previous  {record.previous} {record.previous_image}",
-                              highlight=False)
+                console.print(
+                    f"  previous  {record.previous} {record.previous_image}", highlight=False
+                )
         if state.error:
             console.print(f"  live      unknown: {state.error}", highlight=False)
         elif not state.live:
