@@ -3,6 +3,7 @@ podman (scripts/infra.sh up), images built and run, predictions over HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,8 @@ from flows.local_target import LocalEngine
 from flows.pipeline import pipeline_flow
 from flows.settings import get_settings
 from flows.store import ArtifactStore
+from flows.train import TrainParams
+from flows.training import TrainRequest, train_and_store
 from tests.conftest import free_port
 from tests.flows.test_pipeline import task_states
 
@@ -154,10 +157,24 @@ def test_deployment_runs_through_a_process_worker(kiln_env, tmp_path):
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    store = ArtifactStore(kiln_env["KILN_STORE"])
+
+    def run_deployment(name: str, *params: str) -> None:
+        args = [arg for param in params for arg in ("--param", param)]
+        ran = cli("deployment", "run", name, *args, "--watch", timeout=600)
+        output = ran.stdout + ran.stderr + (tmp_path / "worker.log").read_text()
+        assert ran.returncode == 0 and "Completed" in ran.stdout, output
+
     try:
-        ran = cli("deployment", "run", "kiln-pipeline/retrain", "--watch", timeout=600)
-        assert ran.returncode == 0, ran.stdout + ran.stderr + (tmp_path / "worker.log").read_text()
-        assert "Completed" in ran.stdout
+        run_deployment("kiln-pipeline/retrain")
+        [first] = store.list_versions()
+        assert store.deployment("local").current == first.version
+        # ship another stored version through its deployment, then plan a prune
+        second = train_and_store(
+            store, TrainRequest(params=TrainParams(seed=7), gate_threshold=0.8)
+        )
+        run_deployment("kiln-ship/ship", f"version={second.version}")
+        run_deployment("kiln-prune/prune", "keep=1", "dry_run=true")
     finally:
         worker.send_signal(signal.SIGINT)  # a worker stops on SIGINT
         try:
@@ -165,7 +182,29 @@ def test_deployment_runs_through_a_process_worker(kiln_env, tmp_path):
         except subprocess.TimeoutExpired:
             worker.kill()
         log.close()
-    store = ArtifactStore(kiln_env["KILN_STORE"])
-    [version] = store.list_versions()
-    assert store.deployment("local").current == version.version
-    predict(f"http://127.0.0.1:{kiln_env['KILN_LOCAL_PORT']}")
+    deployed = store.deployment("local")
+    assert (deployed.current, deployed.previous) == (second.version, first.version)
+    assert len(store.list_versions()) == 2  # the dry run removed nothing
+    endpoint = f"http://127.0.0.1:{kiln_env['KILN_LOCAL_PORT']}"
+    assert httpx.get(f"{endpoint}/metadata", timeout=10).json()["version"] == second.version
+    predict(endpoint)
+
+
+def test_kiln_run_ends_with_a_curl_line_that_answers(kiln_env):
+    ran = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run"],
+        cwd=REPO,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert f"serving   local at http://127.0.0.1:{kiln_env['KILN_LOCAL_PORT']}" in ran.stdout
+    curl = next(
+        line.strip() for line in ran.stdout.splitlines() if line.strip().startswith("curl ")
+    )
+    answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30)
+    assert answer.returncode == 0, answer.stderr
+    [probabilities] = json.loads(answer.stdout)["prediction"]
+    assert len(probabilities) == 3 and abs(sum(probabilities) - 1) < 1e-3
