@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from flows.commands import make_console
+from flows.commands.options import StoreOption
 from flows.engine import run_infra, state_dir
 from flows.image import DEFAULT_BASE_REPOSITORY, Builder, BuildOptions, build_image
 from flows.prefect_server import start_prefect_server, stop_prefect_server
@@ -30,9 +31,7 @@ def build(
             "[KILN_BUILDER].",
         ),
     ] = None,
-    store: Annotated[
-        str | None, typer.Option("--store", help="Artifact store path or URL [KILN_STORE].")
-    ] = None,
+    store: StoreOption = None,
     registry: Annotated[
         str | None, typer.Option("--registry", help="Registry host:port [KILN_REGISTRY].")
     ] = None,

@@ -10,14 +10,20 @@ from rich import box
 from rich.table import Table
 
 from flows.commands import make_console
+from flows.commands.options import (
+    COption,
+    DataOption,
+    GammaOption,
+    KernelOption,
+    LabelColumnOption,
+    MinScoreOption,
+    SeedOption,
+    StoreOption,
+)
 from flows.settings import get_settings
 from flows.store import ArtifactStore
 
 console = make_console()
-
-StoreOption = Annotated[
-    str | None, typer.Option("--store", help="Artifact store path or fsspec URL [KILN_STORE].")
-]
 
 
 def open_store(store: str | None) -> ArtifactStore:
@@ -25,17 +31,13 @@ def open_store(store: str | None) -> ArtifactStore:
 
 
 def train(
-    data: Annotated[
-        str, typer.Option(help="iris, synthetic:ROWS[xFEATURES], or a CSV path/URL.")
-    ] = "iris",
-    label_column: Annotated[str, typer.Option(help="The CSV's label column.")] = "label",
-    c: Annotated[float, typer.Option("--C", help="SVM regularisation strength.")] = 1.0,
-    kernel: Annotated[str, typer.Option(help="SVM kernel: rbf, linear, poly, sigmoid.")] = "rbf",
-    gamma: Annotated[str, typer.Option(help="SVM gamma: scale, auto, or a number.")] = "scale",
-    seed: Annotated[int, typer.Option(help="Seed for the split and the model.")] = 42,
-    min_score: Annotated[
-        float | None, typer.Option(help="Quality gate threshold [KILN_GATE_THRESHOLD].")
-    ] = None,
+    data: DataOption = "iris",
+    label_column: LabelColumnOption = "label",
+    c: COption = 1.0,
+    kernel: KernelOption = "rbf",
+    gamma: GammaOption = "scale",
+    seed: SeedOption = 42,
+    min_score: MinScoreOption = None,
     store: StoreOption = None,
 ) -> None:
     """Train, gate, export to ONNX (parity-checked) and store; prints the version."""

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from flows.commands import make_console
+from flows.commands.options import StoreOption
 from flows.rollout import LOCAL, TARGETS, RolloutResult, roll_back, roll_out, target_status
 from flows.settings import get_settings
 from flows.store import ArtifactStore
@@ -16,9 +17,6 @@ console = make_console()
 TargetOption = Annotated[
     str | None,
     typer.Option("--target", help=f"Where to run it: {' or '.join(TARGETS)} [KILN_TARGET]."),
-]
-StoreOption = Annotated[
-    str | None, typer.Option("--store", help="Artifact store path or fsspec URL [KILN_STORE].")
 ]
 
 

@@ -9,6 +9,16 @@ from typing import Annotated
 import typer
 
 from flows.commands import make_console
+from flows.commands.options import (
+    COption,
+    DataOption,
+    GammaOption,
+    KernelOption,
+    LabelColumnOption,
+    MinScoreOption,
+    SeedOption,
+    StoreOption,
+)
 
 console = make_console()
 
@@ -25,23 +35,19 @@ def _prefect_defaults() -> None:
 
 
 def run(
-    data: Annotated[
-        str, typer.Option(help="iris, synthetic:ROWS[xFEATURES], or a CSV path/URL.")
-    ] = "iris",
-    label_column: Annotated[str, typer.Option(help="The CSV's label column.")] = "label",
-    c: Annotated[float, typer.Option("--C", help="SVM regularisation strength.")] = 1.0,
-    kernel: Annotated[str, typer.Option(help="SVM kernel.")] = "rbf",
-    gamma: Annotated[str, typer.Option(help="SVM gamma: scale, auto, or a number.")] = "scale",
-    seed: Annotated[int, typer.Option(help="Seed for the split and the model.")] = 42,
-    min_score: Annotated[
-        float | None, typer.Option(help="Quality gate threshold [KILN_GATE_THRESHOLD].")
-    ] = None,
+    data: DataOption = "iris",
+    label_column: LabelColumnOption = "label",
+    c: COption = 1.0,
+    kernel: KernelOption = "rbf",
+    gamma: GammaOption = "scale",
+    seed: SeedOption = 42,
+    min_score: MinScoreOption = None,
     target: Annotated[str | None, typer.Option(help="local or kubernetes [KILN_TARGET].")] = None,
     builder: Annotated[
         str | None, typer.Option(help="auto, engine or layer [KILN_BUILDER].")
     ] = None,
     keep: Annotated[int | None, typer.Option(help="Versions retention keeps [KILN_KEEP].")] = None,
-    store: Annotated[str | None, typer.Option(help="Artifact store [KILN_STORE].")] = None,
+    store: StoreOption = None,
 ) -> None:
     """Train, gate, export, store, build, push, roll out and prune, as one Prefect flow run."""
     _prefect_defaults()

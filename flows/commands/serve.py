@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from flows.commands import make_console
-from flows.commands.models import StoreOption, open_store
+from flows.commands.models import open_store
+from flows.commands.options import StoreOption
 
 console = make_console(stderr=True)
 
