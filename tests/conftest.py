@@ -15,9 +15,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from flows.seaweedfs import S3Server
 
 
 def free_port() -> int:
@@ -88,3 +92,27 @@ def prefect_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real SeaweedFS S3 server for the session (own state dir, ports, credentials, bucket).
+
+    The S3 variables s3fs reads (endpoint, key pair, region) are set for the session, so
+    `s3://<bucket>/...` URLs reach it; use a prefix of your own per test.
+    """
+    from flows.seaweedfs import start_seaweedfs, stop_seaweedfs
+
+    state = tmp_path_factory.mktemp("seaweedfs")
+    server = start_seaweedfs(state)
+    saved = {name: os.environ.get(name) for name in server.env()}
+    os.environ.update(server.env())
+    try:
+        yield server
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        stop_seaweedfs(state)
