@@ -19,62 +19,59 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-from serving.config import ConfigError, env_bool, env_choice, env_int
+from serving.config import ConfigError
 from serving.logs import logging_config
+from serving.server_settings import ServerSettings, server_settings
 
 EXIT_MODEL_NOT_LOADED = 3  # gunicorn's own WORKER_BOOT_ERROR: the same status either way
 EXIT_BAD_SETTING = 2
 
-_env = os.environ
 
-
-def _cpu_count() -> int:
+def load_settings(environ: Mapping[str, str]) -> tuple[ServerSettings, str | None]:
+    """The settings, or the defaults and the error (reported by ``on_starting``, which stops
+    the master before it binds): importing this module never exits."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        return server_settings(environ), None
+    except ConfigError as err:
+        return ServerSettings(), str(err)
 
 
-def _bind() -> list[str]:
-    if _env.get("BIND"):
-        return [part.strip() for part in _env["BIND"].split(",") if part.strip()]
-    return [f"{_env.get('HOST') or '0.0.0.0'}:{_env.get('PORT') or '8000'}"]
+_settings, _bad_setting = load_settings(os.environ)
 
-
-try:
-    bind = _bind()
-    workers = env_int(_env, "WORKERS", env_int(_env, "WEB_CONCURRENCY", _cpu_count(), 1), 1)
-    timeout = env_int(_env, "TIMEOUT", 30, 1)
-    graceful_timeout = env_int(_env, "GRACEFUL_TIMEOUT", 10, 0)
-    keepalive = env_int(_env, "KEEPALIVE", 5, 0)
-    backlog = env_int(_env, "BACKLOG", 2048, 1)
-    loglevel = env_choice(
-        _env, "LOG_LEVEL", "info", {"debug", "info", "warning", "error", "critical"}
-    )
-    _log_format = env_choice(_env, "LOG_FORMAT", "text", {"text", "json"})
-    _access_log = env_bool(_env, "ACCESS_LOG", False)
-except ConfigError as _err:
-    sys.stderr.write(f"kiln: bad server setting, not serving: {_err}\n")
-    sys.exit(EXIT_BAD_SETTING)
-
+bind = list(_settings.bind)
+workers = _settings.workers
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = _settings.keepalive
+backlog = _settings.backlog
+loglevel = _settings.log_level
 wsgi_app = "serving.app:create_app()"
 worker_class = "uvicorn_worker.UvicornWorker"
 proc_name = "kiln"
-accesslog = "-" if _access_log else None
+accesslog = "-" if _settings.access_log else None
 errorlog = "-"
-logconfig_dict = logging_config(loglevel, _log_format, _access_log)
+logconfig_dict = logging_config(loglevel, _settings.log_format, _settings.access_log)
 control_socket_disable = True  # gunicorn >= 24's control socket: not used by kiln
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
-# Metrics across workers: prometheus_client reads this variable when it is imported,
-# so it must be set here, in the master, before any worker imports the app.
-# (gunicorn may read this module more than once: the environment remembers the choice.)
+# Metrics across workers: prometheus_client reads PROMETHEUS_MULTIPROC_DIR when it is
+# imported, so the master sets it (on_starting) before any worker imports the app.
 _OWNED = "KILN_OWN_METRICS_DIR"
-if not _env.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kiln-metrics-")
-    os.environ[_OWNED] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def _make_metrics_dir() -> Path:
+    """The workers' metrics directory, made (and owned) here unless one is given; emptied."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kiln-metrics-")
+        os.environ[_OWNED] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+    return metrics_dir
 
 
 def _remove_own_metrics_dir() -> None:
@@ -84,11 +81,12 @@ def _remove_own_metrics_dir() -> None:
 
 
 def on_starting(server) -> None:
-    """Master, once: fresh metrics files, then verify the model before forking workers."""
-    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    for stale in metrics_dir.glob("*.db"):
-        stale.unlink()
+    """Master, once: check the settings, fresh metrics files, then verify the model before
+    forking workers."""
+    if _bad_setting is not None:
+        server.log.error("bad server setting, not serving: %s", _bad_setting)
+        sys.exit(EXIT_BAD_SETTING)
+    _make_metrics_dir()
 
     from serving.artifacts import ModelLoadError, read_artifacts
     from serving.config import ServingConfig
@@ -164,7 +162,7 @@ def post_worker_init(worker) -> None:
     config = getattr(worker, "config", None)
     if config is None:
         return
-    config.access_log = _access_log
+    config.access_log = _settings.access_log
     notify = config.callback_notify
     master = worker.ppid
 

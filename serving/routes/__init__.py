@@ -1,0 +1,1 @@
+"""The FastAPI routers: prediction, health and metrics, model metadata, V2."""
