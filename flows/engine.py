@@ -8,20 +8,23 @@ One place resolves them, so every caller (builders, rollout, tests) agrees with
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from flows.errors import KilnError
+from flows.errors import EngineUnavailable, KilnError
+from flows.settings import DEFAULT_STATE_DIR, get_settings
 
-DEFAULT_STATE_DIR = "/var/lib/kiln"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INFRA_SCRIPT = REPO_ROOT / "scripts" / "infra.sh"
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    return Path(env.get("KILN_STATE_DIR") or DEFAULT_STATE_DIR)
+    """KILN_STATE_DIR from the settings, or from `environ` when one is given (tests)."""
+    if environ is None:
+        return get_settings().state_dir
+    return Path(environ.get("KILN_STATE_DIR") or DEFAULT_STATE_DIR)
 
 
 def podman_socket(environ: Mapping[str, str] | None = None) -> Path:
@@ -31,13 +34,13 @@ def podman_socket(environ: Mapping[str, str] | None = None) -> Path:
 def docker_host(environ: Mapping[str, str] | None = None) -> str:
     """The engine API URL: DOCKER_HOST when set, else the podman socket infra.sh starts."""
     env = os.environ if environ is None else environ
-    return env.get("DOCKER_HOST") or f"unix://{podman_socket(env)}"
+    return env.get("DOCKER_HOST") or f"unix://{podman_socket(environ)}"
 
 
 def containers_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for podman/buildah/skopeo commands: kiln's config files, when present."""
     env = dict(os.environ if environ is None else environ)
-    state = state_dir(env)
+    state = state_dir(environ)
     for key, name in (
         ("CONTAINERS_CONF", "containers.conf"),
         ("CONTAINERS_REGISTRIES_CONF", "registries.conf"),
@@ -48,10 +51,53 @@ def containers_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def docker_client(host: str | None = None, timeout: int = 300):
-    """A docker SDK client against the resolved engine (podman's socket or dockerd)."""
+    """A docker SDK client against the resolved engine (podman's socket or dockerd).
+
+    The client asks the engine for its API version first, so an engine that does not
+    answer fails here, as one EngineUnavailable that says how to start one.
+    """
     import docker
 
-    return docker.DockerClient(base_url=host or docker_host(), timeout=timeout)
+    url = host or docker_host()
+    try:
+        _probe(url, timeout)
+        return docker.DockerClient(base_url=url, timeout=timeout)
+    except (docker.errors.DockerException, OSError) as err:
+        raise EngineUnavailable(
+            f"cannot reach the container engine at {url} ({_short_reason(err)}): "
+            "start it with `kiln up`, or set DOCKER_HOST to a running Docker or podman"
+        ) from err
+
+
+def _probe(url: str, timeout: float) -> None:
+    """Ask the engine once with a client closed either way (a docker SDK client that fails
+    while negotiating its API version leaks its socket)."""
+    import docker
+
+    if url.startswith("unix://"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(url.removeprefix("unix://"))
+        return
+    probe = docker.APIClient(base_url=url, version="1.24", timeout=timeout)
+    try:
+        probe.ping()
+    finally:
+        probe.close()
+
+
+def _short_reason(err: Exception) -> str:
+    text = str(err)
+    for needle, reason in (
+        ("No such file or directory", "no socket there"),
+        ("Connection refused", "connection refused"),
+        ("Permission denied", "permission denied"),
+        ("timed out", "timed out"),
+        ("Invalid bind address", "not a Docker address"),
+    ):
+        if needle in text:
+            return reason
+    return text if len(text) <= 160 else text[:160] + "..."
 
 
 def run_infra(action: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:

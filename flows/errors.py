@@ -1,5 +1,7 @@
 """One error hierarchy: the CLI prints any KilnError as one line and exits non-zero."""
 
+from __future__ import annotations
+
 
 class KilnError(Exception):
     """Base for every error kiln reports to its user."""
@@ -35,3 +37,19 @@ class BuildError(KilnError):
 
 class RolloutError(KilnError):
     """A rollout failed (and was rolled back where possible)."""
+
+
+class SettingsError(KilnError):
+    """A KILN_* variable or a flag has a value kiln cannot use."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class EngineUnavailable(KilnError):
+    """The container engine (Docker or podman's API socket) does not answer."""
+
+
+class ClusterUnavailable(KilnError):
+    """No usable Kubernetes configuration, or the cluster does not answer."""

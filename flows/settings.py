@@ -1,45 +1,125 @@
-"""Settings from KILN_* environment variables; CLI flags override them per call."""
+"""Settings from KILN_* environment variables; CLI flags override them per call.
+
+Every knob kiln reads from the environment lives here, validated in one place. A bad
+environment value becomes a SettingsError naming the variable; a bad flag (or flow
+parameter) given to `with_overrides` becomes one naming the setting. Library code never
+reads settings: flows/wiring.py turns them into the collaborators it takes.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flows.errors import SettingsError
+
+ENV_PREFIX = "KILN_"
+DEFAULT_STATE_DIR = Path("/var/lib/kiln")
+REPOSITORY_NAME = r"^[a-z0-9]+([._/-][a-z0-9]+)*$"  # the OCI distribution spec's repository names
+
+Target = Literal["local", "kubernetes"]
+BuilderName = Literal["auto", "engine", "layer"]
+GateMetric = Literal["accuracy", "f1_macro"]
 
 
 class KilnSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KILN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # Artifact store: a local folder or any fsspec URL (s3://bucket/kiln, memory://x...).
-    store: str = "artifacts"
+    store: str = Field(default="artifacts", min_length=1)
     # Keep this many newest versions when pruning (pinned and deployed ones are always kept).
     keep: int = Field(default=5, ge=1)
 
     # Quality gate: the model must reach at least `gate_threshold` on `gate_metric`.
-    gate_metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    gate_metric: GateMetric = "accuracy"
     gate_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
 
     # Image build and registry.
-    registry: str = "127.0.0.1:5000"
-    repository: str = "kiln/iris"
-    builder: Literal["auto", "engine", "layer"] = "auto"
+    registry: str = Field(default="127.0.0.1:5000", min_length=1)
+    repository: str = Field(default="kiln/iris", pattern=REPOSITORY_NAME)
+    base_repository: str = Field(default="kiln/serve-base", pattern=REPOSITORY_NAME)
+    builder: BuilderName = "auto"
     base_image: str = "python:3.11-slim"
+    registry_timeout: float = Field(default=30.0, gt=0)  # seconds per registry request
+
+    # Local infrastructure: where `kiln up` keeps its state, sockets and logs, and the
+    # download cache of the serving image's wheels (default: <state_dir>/cache/wheels).
+    state_dir: Path = DEFAULT_STATE_DIR
+    cache_dir: Path | None = None
+    engine_timeout: int = Field(default=300, ge=1)  # seconds per container engine request
+    prefect_port: int = Field(default=4200, ge=1, le=65535)  # the server `kiln up` starts
 
     # Retries of the steps that talk to a registry, an engine or a cluster.
     retries: int = Field(default=3, ge=0)
     retry_delay: float = Field(default=2.0, ge=0.0)  # seconds; doubles on each retry
 
     # Rollout.
-    target: Literal["local", "kubernetes"] = "local"
+    target: Target = "local"
     local_port: int = Field(default=8000, ge=1, le=65535)
     # Containers of the local target are named <local_name>-<version> and labelled with it.
     local_name: str = Field(default="kiln", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    k8s_namespace: str = "kiln"
+    local_timeout: float = Field(default=120.0, gt=0)  # seconds until a container is ready
+    local_poll_interval: float = Field(default=0.2, gt=0)
+    local_stop_timeout: int = Field(default=10, ge=0)  # seconds before SIGKILL
+    k8s_namespace: str = Field(default="kiln", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     k8s_context: str | None = None
+    k8s_timeout: float = Field(default=600.0, gt=0)  # seconds until a Deployment is ready
+    k8s_poll_interval: float = Field(default=2.0, gt=0)
+    k8s_request_timeout: float = Field(default=30.0, gt=0)
+
+    # `kiln serve` (its own default port, so it never collides with the local target).
+    serve_port: int = Field(default=8700, ge=1, le=65535)
+
+    # Full tracebacks for every error (also `kiln --debug`).
+    debug: bool = False
+
+    @property
+    def wheel_cache_dir(self) -> Path:
+        return self.cache_dir or self.state_dir / "cache" / "wheels"
+
+    def with_overrides(self, **overrides: Any) -> KilnSettings:
+        """These settings with the non-None overrides on top, validated like the environment.
+
+        Raises SettingsError naming the setting and the bad value; unknown names are a
+        programming error (TypeError).
+        """
+        chosen = {key: value for key, value in overrides.items() if value is not None}
+        unknown = sorted(set(chosen) - set(type(self).model_fields))
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(unknown)}")
+        if not chosen:
+            return self
+        try:
+            return type(self).model_validate({**self.model_dump(), **chosen})
+        except ValidationError as err:
+            raise settings_error(err, source="override") from None
+
+
+def settings_error(
+    err: ValidationError, source: Literal["environment", "override"]
+) -> SettingsError:
+    """One line for the first problem: the variable (or setting), its value, what is wrong."""
+    first = err.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "?"
+    value = first.get("input")
+    reason = str(first["msg"])
+    reason = reason[0].lower() + reason[1:] if reason else "invalid"
+    if source == "environment":
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        return SettingsError(
+            f"{variable}={value!r} is not valid: {reason}; fix or unset {variable}",
+            setting=name,
+        )
+    return SettingsError(f"{name} {value!r} is not valid: {reason}", setting=name)
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> KilnSettings:
-    return KilnSettings()
+    try:
+        return KilnSettings()
+    except ValidationError as err:
+        raise settings_error(err, source="environment") from None

@@ -8,14 +8,13 @@ from typing import Annotated
 
 import typer
 
+from flows import wiring
 from flows.commands import make_console
 from flows.commands.options import StoreOption
-from flows.engine import run_infra, state_dir
-from flows.image import DEFAULT_BASE_REPOSITORY, Builder, BuildOptions, build_image
+from flows.engine import run_infra
+from flows.image import build_image
 from flows.prefect_server import start_prefect_server, stop_prefect_server
-from flows.registry import Registry
-from flows.settings import get_settings
-from flows.store import ArtifactStore
+from flows.settings import BuilderName, get_settings
 
 console = make_console()
 err_console = make_console(stderr=True)
@@ -24,7 +23,7 @@ err_console = make_console(stderr=True)
 def build(
     version: Annotated[str, typer.Argument(help="Stored version id, a unique prefix, or latest.")],
     builder: Annotated[
-        str | None,
+        BuilderName | None,
         typer.Option(
             "--builder",
             help="auto (layer when the serving base is in the registry), engine, or layer "
@@ -39,8 +38,11 @@ def build(
         str | None, typer.Option("--repository", help="Image repository [KILN_REPOSITORY].")
     ] = None,
     base_repository: Annotated[
-        str, typer.Option("--base-repository", help="Where the serving base is kept.")
-    ] = DEFAULT_BASE_REPOSITORY,
+        str | None,
+        typer.Option(
+            "--base-repository", help="Where the serving base is kept [KILN_BASE_REPOSITORY]."
+        ),
+    ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="engine: rebuild every layer (a fresh builder).")
     ] = False,
@@ -50,21 +52,23 @@ def build(
 ) -> None:
     """Build the serving image of a stored version and push it; print its digest reference."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
-    settings = get_settings()
-    chosen = builder or settings.builder
-    if chosen not in ("auto", "engine", "layer"):
-        raise typer.BadParameter(f"--builder must be auto, engine or layer, not {chosen!r}")
-    options = BuildOptions(
-        registry=registry or settings.registry,
-        repository=repository or settings.repository,
+    settings = get_settings().with_overrides(
+        builder=builder,
+        store=store,
+        registry=registry,
+        repository=repository,
         base_repository=base_repository,
-        base_image=settings.base_image,
-        builder=_as_builder(chosen),
-        no_cache=no_cache,
-        force=force,
     )
-    with Registry(options.registry) as client:
-        result = build_image(ArtifactStore(store or settings.store), version, client, options)
+    options = wiring.build_options(settings, no_cache=no_cache, force=force)
+    with wiring.open_registry(settings) as client:
+        result = build_image(
+            wiring.open_store(settings),
+            version,
+            client,
+            options,
+            engine=lambda: wiring.engine_client(settings),
+            cache_dir=settings.wheel_cache_dir,
+        )
     console.print(result.image, highlight=False, soft_wrap=True)
     console.print(
         f"builder {result.builder}, {result.seconds:.2f} s, {result.bytes_pushed:,} bytes pushed",
@@ -72,28 +76,28 @@ def build(
     )
 
 
-def _as_builder(name: str) -> Builder:
-    return name  # type: ignore[return-value]
-
-
 def up(
     prefect: Annotated[
         bool, typer.Option(help="Also start a Prefect server for the UI and deployments.")
     ] = True,
-    prefect_port: Annotated[int, typer.Option(help="The Prefect server's port.")] = 4200,
+    prefect_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="The Prefect server's port [KILN_PREFECT_PORT]."),
+    ] = None,
 ) -> None:
     """Start the local registry, the container engine and a Prefect server.
 
     Prints `export` lines for the shell: eval "$(kiln up)".
     """
+    settings = get_settings().with_overrides(prefect_port=prefect_port)
     sys.stdout.write(run_infra("up").stdout)
     if prefect:
-        url = start_prefect_server(state_dir(), port=prefect_port)
+        url = start_prefect_server(settings.state_dir, port=settings.prefect_port)
         sys.stdout.write(f"export PREFECT_API_URL={url}\n")
         err_console.print(f"Prefect UI at {url.removesuffix('/api')}", highlight=False)
 
 
 def down() -> None:
     """Stop what `kiln up` started."""
-    stop_prefect_server(state_dir())
+    stop_prefect_server(get_settings().state_dir)
     run_infra("down")

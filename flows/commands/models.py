@@ -9,6 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from flows import wiring
 from flows.commands import make_console
 from flows.commands.options import (
     COption,
@@ -27,7 +28,7 @@ console = make_console()
 
 
 def open_store(store: str | None) -> ArtifactStore:
-    return ArtifactStore(store or get_settings().store)
+    return wiring.open_store(get_settings().with_overrides(store=store))
 
 
 def train(
@@ -43,7 +44,7 @@ def train(
     """Train, gate, export to ONNX (parity-checked) and store; prints the version."""
     from flows.training import TrainRequest, train_and_store
 
-    settings = get_settings()
+    settings = get_settings().with_overrides(store=store, gate_threshold=min_score)
     request = TrainRequest.from_cli(
         data,
         label_column,
@@ -52,10 +53,10 @@ def train(
         gamma,
         seed,
         gate_metric=settings.gate_metric,
-        gate_threshold=settings.gate_threshold if min_score is None else min_score,
+        gate_threshold=settings.gate_threshold,
     )
     with console.status("training...") as status:
-        outcome = train_and_store(open_store(store), request, progress=status.update)
+        outcome = train_and_store(wiring.open_store(settings), request, progress=status.update)
     console.print(f"stored version [bold]{outcome.version}[/] ({outcome.data_source})")
     _print_metrics(outcome.metrics)
 
@@ -139,18 +140,23 @@ def unpin(version: str, store: StoreOption = None) -> None:
 
 
 def prune(
-    keep: Annotated[int | None, typer.Option(help="Newest versions to keep [KILN_KEEP].")] = None,
+    keep: Annotated[
+        int | None, typer.Option(min=1, help="Newest versions to keep [KILN_KEEP].")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go.")] = False,
     store: StoreOption = None,
 ) -> None:
     """Remove old versions; pinned, deployed and rollback versions always stay."""
-    from flows.registry import Registry
     from flows.retention import prune_versions
 
-    settings = get_settings()
-    with Registry(settings.registry) as registry:
+    settings = get_settings().with_overrides(store=store, keep=keep)
+    with wiring.open_registry(settings) as registry:
         pruned = prune_versions(
-            open_store(store), keep or settings.keep, registry=registry, dry_run=dry_run
+            wiring.open_store(settings),
+            settings.keep,
+            registry=registry,
+            dry_run=dry_run,
+            base_repositories=(settings.base_repository,),
         )
     verb = "would remove" if dry_run else "removed"
     for info in pruned.versions.removed:

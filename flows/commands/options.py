@@ -13,7 +13,8 @@ KernelOption = Annotated[str, typer.Option(help="SVM kernel: rbf, linear, poly, 
 GammaOption = Annotated[str, typer.Option(help="SVM gamma: scale, auto, or a number.")]
 SeedOption = Annotated[int, typer.Option(help="Seed for the split and the model.")]
 MinScoreOption = Annotated[
-    float | None, typer.Option(help="Quality gate threshold [KILN_GATE_THRESHOLD].")
+    float | None,
+    typer.Option(min=0.0, max=1.0, help="Quality gate threshold, 0 to 1 [KILN_GATE_THRESHOLD]."),
 ]
 StoreOption = Annotated[
     str | None, typer.Option("--store", help="Artifact store path or fsspec URL [KILN_STORE].")

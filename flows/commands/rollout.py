@@ -6,31 +6,18 @@ from typing import Annotated
 
 import typer
 
+from flows import wiring
 from flows.commands import make_console
 from flows.commands.options import StoreOption
 from flows.rollout import LOCAL, TARGETS, RolloutResult, roll_back, roll_out, target_status
-from flows.settings import get_settings
-from flows.store import ArtifactStore
+from flows.settings import Target, get_settings
 
 console = make_console()
 
 TargetOption = Annotated[
-    str | None,
+    Target | None,
     typer.Option("--target", help=f"Where to run it: {' or '.join(TARGETS)} [KILN_TARGET]."),
 ]
-
-
-def _target(target: str | None) -> str:
-    chosen = target or get_settings().target
-    if chosen not in TARGETS:
-        raise typer.BadParameter(
-            f"{chosen!r} is not one of {', '.join(TARGETS)}", param_hint="--target"
-        )
-    return chosen
-
-
-def _store(store: str | None) -> ArtifactStore:
-    return ArtifactStore(store or get_settings().store)
 
 
 def _print_result(result: RolloutResult) -> None:
@@ -61,20 +48,22 @@ def deploy(
     store: StoreOption = None,
 ) -> None:
     """Roll a stored version out: wait until ready, smoke-test, roll back by itself on failure."""
-    result = roll_out(_store(store), version, _target(target), get_settings(), image=image)
+    settings = get_settings().with_overrides(store=store, target=target)
+    result = roll_out(wiring.open_store(settings), version, settings.target, settings, image=image)
     _print_result(result)
 
 
 def rollback(target: TargetOption = None, store: StoreOption = None) -> None:
     """Ship the version that ran before the current one (recorded in the store)."""
-    result = roll_back(_store(store), _target(target), get_settings())
+    settings = get_settings().with_overrides(store=store, target=target)
+    result = roll_back(wiring.open_store(settings), settings.target, settings)
     _print_result(result)
 
 
 def status(store: StoreOption = None) -> None:
     """What runs where: recorded and live versions, with image digests, per target."""
-    opened = _store(store)
-    settings = get_settings()
+    settings = get_settings().with_overrides(store=store)
+    opened = wiring.open_store(settings)
     for target in TARGETS:
         state = target_status(opened, target, settings)
         console.print(f"[bold]{target}[/]", highlight=False)

@@ -19,6 +19,7 @@ from flows.commands.options import (
     SeedOption,
     StoreOption,
 )
+from flows.settings import BuilderName, Target, get_settings
 
 console = make_console()
 
@@ -42,14 +43,22 @@ def run(
     gamma: GammaOption = "scale",
     seed: SeedOption = 42,
     min_score: MinScoreOption = None,
-    target: Annotated[str | None, typer.Option(help="local or kubernetes [KILN_TARGET].")] = None,
-    builder: Annotated[
-        str | None, typer.Option(help="auto, engine or layer [KILN_BUILDER].")
+    target: Annotated[
+        Target | None, typer.Option(help="local or kubernetes [KILN_TARGET].")
     ] = None,
-    keep: Annotated[int | None, typer.Option(help="Versions retention keeps [KILN_KEEP].")] = None,
+    builder: Annotated[
+        BuilderName | None, typer.Option(help="auto, engine or layer [KILN_BUILDER].")
+    ] = None,
+    keep: Annotated[
+        int | None, typer.Option(min=1, help="Versions retention keeps [KILN_KEEP].")
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Train, gate, export, store, build, push, roll out and prune, as one Prefect flow run."""
+    # Validate every setting and flag together before Prefect or any step starts.
+    get_settings().with_overrides(
+        store=store, target=target, builder=builder, keep=keep, gate_threshold=min_score
+    )
     _prefect_defaults()
     from flows.pipeline import pipeline_flow
 

@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
+from flows import wiring
 from flows.commands import make_console
-from flows.commands.models import open_store
 from flows.commands.options import StoreOption
+from flows.settings import get_settings
 
 console = make_console(stderr=True)
 
@@ -21,14 +22,18 @@ def serve(
         str, typer.Argument(help="A version id, a unique prefix, or latest.")
     ] = "latest",
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port to bind [KILN_SERVE_PORT].")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [WORKERS].")] = None,
     store: StoreOption = None,
 ) -> None:
     """Serve a stored version locally with gunicorn, as its image would."""
     from serving.runner import exec_server
 
-    the_store = open_store(store)
+    settings = get_settings().with_overrides(store=store, serve_port=port)
+    port = settings.serve_port
+    the_store = wiring.open_store(settings)
     version = the_store.resolve(version)
     # A fresh, verified copy each time: the server checks it against the recorded sha256.
     model_dir = Path(tempfile.gettempdir()) / f"kiln-serve-{os.getuid()}" / version

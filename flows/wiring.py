@@ -1,0 +1,109 @@
+"""Settings in, collaborators out: the one place that builds what library code takes.
+
+Library functions take a store, a registry client, an engine client, a Kubernetes API
+client or a rollout target as parameters and never read settings; commands and flows
+call the factories here. Connection problems become one KilnError that says what to do
+(`kiln up`, DOCKER_HOST, the kubeconfig), instead of a client library's traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from flows.errors import ClusterUnavailable
+from flows.settings import KilnSettings
+
+if TYPE_CHECKING:
+    import docker
+    from kubernetes import client as k8s_client
+
+    from flows.image import BuildOptions
+    from flows.kube import KubeCluster
+    from flows.local_target import LocalEngine
+    from flows.registry import Registry
+    from flows.store import ArtifactStore
+
+
+def open_store(settings: KilnSettings) -> ArtifactStore:
+    from flows.store import ArtifactStore
+
+    return ArtifactStore(settings.store)
+
+
+def open_registry(settings: KilnSettings) -> Registry:
+    from flows.registry import Registry
+
+    return Registry(settings.registry, timeout=settings.registry_timeout)
+
+
+def build_options(
+    settings: KilnSettings, *, no_cache: bool = False, force: bool = False
+) -> BuildOptions:
+    from flows.image import BuildOptions
+
+    return BuildOptions(
+        registry=settings.registry,
+        repository=settings.repository,
+        base_repository=settings.base_repository,
+        base_image=settings.base_image,
+        builder=settings.builder,
+        no_cache=no_cache,
+        force=force,
+    )
+
+
+def engine_host(settings: KilnSettings) -> str:
+    """DOCKER_HOST when set, else the podman socket `kiln up` starts in the state dir."""
+    return os.environ.get("DOCKER_HOST") or f"unix://{settings.state_dir / 'podman.sock'}"
+
+
+def engine_client(settings: KilnSettings) -> docker.DockerClient:
+    """A docker SDK client that has answered once (EngineUnavailable says `kiln up` if not)."""
+    from flows.engine import docker_client
+
+    return docker_client(engine_host(settings), timeout=settings.engine_timeout)
+
+
+def kube_api_client(settings: KilnSettings) -> k8s_client.ApiClient:
+    """In a pod: its service account. Elsewhere: the kubeconfig, at KILN_K8S_CONTEXT if set."""
+    from kubernetes import client, config
+
+    context = settings.k8s_context
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and context is None:
+        config.load_incluster_config()
+        return client.ApiClient()
+    # Read KUBECONFIG now: the kubernetes package reads it once, when it is imported.
+    kubeconfig = os.environ.get("KUBECONFIG") or None
+    where = kubeconfig or "~/.kube/config"
+    try:
+        return config.new_client_from_config(config_file=kubeconfig, context=context)
+    except (config.ConfigException, OSError) as err:
+        raise ClusterUnavailable(
+            f"no usable Kubernetes configuration (kubeconfig {where}, "
+            f"context {context or 'current'}): {err}; set KUBECONFIG or KILN_K8S_CONTEXT, "
+            "or use --target local"
+        ) from err
+
+
+def kube_cluster(settings: KilnSettings) -> KubeCluster:
+    from flows.kube import KubeCluster
+
+    return KubeCluster(
+        kube_api_client(settings),
+        settings.k8s_namespace,
+        poll_interval=settings.k8s_poll_interval,
+        request_timeout=settings.k8s_request_timeout,
+    )
+
+
+def local_engine(settings: KilnSettings) -> LocalEngine:
+    from flows.local_target import LocalEngine
+
+    return LocalEngine(
+        engine_client(settings),
+        port=settings.local_port,
+        name_prefix=settings.local_name,
+        poll_interval=settings.local_poll_interval,
+        stop_timeout=settings.local_stop_timeout,
+    )
