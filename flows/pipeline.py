@@ -231,9 +231,8 @@ def ship_steps(store_url: str, version: str, target: str, settings: KilnSettings
 
 
 def resolved_settings(**overrides: Any) -> KilnSettings:
-    """Environment settings with the flow's non-empty parameters on top."""
-    chosen = {key: value for key, value in overrides.items() if value is not None}
-    return get_settings().model_copy(update=chosen)
+    """Environment settings with the flow's non-empty parameters on top, validated."""
+    return get_settings().with_overrides(**overrides)
 
 
 @flow(name="kiln-pipeline")
