@@ -292,20 +292,19 @@ def previous_of(store: ArtifactStore, target: str) -> tuple[str, str]:
     return record.previous, record.previous_image
 
 
-# -- wiring: one factory per target, from settings ----------------------------------------------
+# -- wiring: one factory per target, from settings (flows/wiring.py builds them) ---------------
 
 
 def kube_cluster(settings: KilnSettings) -> KubeCluster:
-    from flows.kube import KubeCluster, make_api_client
+    from flows.wiring import kube_cluster as make_cluster
 
-    return KubeCluster(make_api_client(context=settings.k8s_context), settings.k8s_namespace)
+    return make_cluster(settings)
 
 
 def local_engine(settings: KilnSettings) -> LocalEngine:
-    from flows.engine import docker_client
-    from flows.local_target import LocalEngine
+    from flows.wiring import local_engine as make_engine
 
-    return LocalEngine(docker_client(), port=settings.local_port, name_prefix=settings.local_name)
+    return make_engine(settings)
 
 
 def roll_out(
@@ -320,11 +319,21 @@ def roll_out(
     """Ship a stored version to `target` (local or kubernetes), built from `settings`."""
     if target == KUBERNETES:
         return roll_out_kubernetes(
-            store, version, kube_cluster(settings), image=image, rolled_back=rolled_back
+            store,
+            version,
+            kube_cluster(settings),
+            image=image,
+            timeout=settings.k8s_timeout,
+            rolled_back=rolled_back,
         )
     if target == LOCAL:
         return roll_out_local(
-            store, version, local_engine(settings), image=image, rolled_back=rolled_back
+            store,
+            version,
+            local_engine(settings),
+            image=image,
+            timeout=settings.local_timeout,
+            rolled_back=rolled_back,
         )
     raise RolloutError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
 
