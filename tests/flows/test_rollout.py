@@ -168,6 +168,7 @@ def kiln_env(tmp_path: Path, emulator: EmulatedApiServer) -> dict[str, str]:
         KILN_TARGET="kubernetes",
         KILN_K8S_CONTEXT="emulated",
         KILN_K8S_NAMESPACE="kiln-cli",
+        KILN_K8S_POLL_INTERVAL="0.05",  # the emulator moves on per request, not per second
     )
     return env
 
