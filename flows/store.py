@@ -277,7 +277,25 @@ class ArtifactStore:
         """Remember an image pushed for this version (`registry/repo@sha256:...`)."""
         directory = self._version_dir(self.resolve(version))
         self.fs.makedirs(f"{directory}/images", exist_ok=True)
-        self.fs.pipe_file(f"{directory}/images/{quote(image_ref, safe='')}", b"")
+        # The marker holds when it was recorded, so the latest build can be told apart.
+        stamp = str(time.time_ns()).encode()
+        self.fs.pipe_file(f"{directory}/images/{quote(image_ref, safe='')}", stamp)
+
+    def latest_image_ref(self, version: str) -> str | None:
+        """The digest-pinned image recorded last for a version (None when there is none)."""
+        directory = f"{self._version_dir(self.resolve(version))}/images"
+        if not self.fs.exists(directory):
+            return None
+        newest: tuple[int, str] | None = None
+        for path in self.fs.ls(directory, detail=False):
+            ref = unquote(_basename(path))
+            if "@sha256:" not in ref:
+                continue
+            raw = self.fs.cat_file(path).strip()
+            stamp = int(raw) if raw.isdigit() else 0  # recorded before stamps: oldest
+            if newest is None or (stamp, ref) > newest:
+                newest = (stamp, ref)
+        return newest[1] if newest else None
 
     def image_refs(self, version: str) -> list[str]:
         directory = f"{self._version_dir(version)}/images"
