@@ -1,14 +1,28 @@
-"""kiln's command line: each command parses its options, calls one library function, prints."""
+"""kiln's command line: each command parses its options, calls one library function, prints.
+
+`main` is the console entry point. Every error a user can cause ends as one line on
+stderr and a non-zero status (2 for a usage error, 1 for anything else), with no
+traceback unless `--debug` or KILN_DEBUG=1 asks for one.
+"""
 
 from __future__ import annotations
 
 import sys
+import traceback
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
+try:  # typer vendors click since 0.2x; earlier versions use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
+from flows.commands import debug_from_environment, set_debug
 from flows.commands import image as image_commands
+from flows.commands import inspect as inspect_commands
 from flows.commands import models as model_commands
+from flows.commands import predict as predict_commands
 from flows.commands import rollout as rollout_commands
 from flows.commands import run as run_commands
 from flows.commands import serve as serve_commands
@@ -21,8 +35,40 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"kiln {kiln_version()}")
+        raise typer.Exit()
+
+
+def kiln_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kiln")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print kiln's version."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show tracebacks and Prefect's own logs [KILN_DEBUG]."),
+    ] = False,
+) -> None:
+    """Ship scikit-learn models as immutable serving images."""
+    if debug:
+        set_debug(True)
+
 
 app.command("run")(run_commands.run)
 app.command("train")(model_commands.train)
@@ -31,20 +77,61 @@ app.command("pin")(model_commands.pin)
 app.command("unpin")(model_commands.unpin)
 app.command("prune")(model_commands.prune)
 app.command("deploy")(rollout_commands.deploy)
+app.command("undeploy")(rollout_commands.undeploy)
 app.command("rollback")(rollout_commands.rollback)
 app.command("status")(rollout_commands.status)
+app.command("logs")(inspect_commands.logs)
+app.command("predict")(predict_commands.predict)
 app.command("serve")(serve_commands.serve)
 app.command("build")(image_commands.build)
 app.command("up")(image_commands.up)
 app.command("down")(image_commands.down)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run one command; exit 0, 1 (an error) or 2 (a usage error), as one line on stderr."""
+    from flows.settings import get_settings
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    set_debug(debug_from_environment() or "--debug" in args)
+    get_settings.cache_clear()  # read the environment of this call (main runs in tests too)
+    command = typer.main.get_command(app)
     try:
-        app()
+        code = command.main(args=args, prog_name="kiln", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as err:
+        typer.echo(err.ctx.get_help() if err.ctx else "")
+        sys.exit(2)
+    except click_errors.UsageError as err:
+        sys.exit(_fail(usage_line(err), status=2))
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(_fail("interrupted", status=130))
     except KilnError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(_fail(str(err), status=1, with_traceback=True))
+    except Exception as err:  # a bug or an environment kiln did not foresee: still one line
+        reason = f"{type(err).__name__}: {err}"
+        sys.exit(_fail(f"{reason} (run again with --debug for the traceback)", 1, True))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_line(err: click_errors.UsageError) -> str:
+    message = err.format_message().replace("Value error, ", "")
+    where = err.ctx.command_path if err.ctx is not None else "kiln"
+    return f"{one_line(message).rstrip('.')} (see `{where} --help`)"
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _fail(message: str, status: int, with_traceback: bool = False) -> int:
+    from flows.commands import debug_enabled
+
+    if with_traceback and debug_enabled():
+        traceback.print_exc()
+    label = "\x1b[1;31merror:\x1b[0m" if sys.stderr.isatty() else "error:"
+    sys.stderr.write(f"{label} {one_line(message)}\n")
+    sys.stderr.flush()
+    return status
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`kiln train`, `kiln models`, `kiln pin`/`unpin`, `kiln prune`."""
+"""`kiln train`, `kiln models` (list, show, diff), `kiln pin`/`unpin`, `kiln prune`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from flows import wiring
-from flows.commands import make_console
+from flows.commands import make_console, print_json, print_line
 from flows.commands.options import (
     COption,
     DataOption,
@@ -18,6 +18,7 @@ from flows.commands.options import (
     KernelOption,
     LabelColumnOption,
     MinScoreOption,
+    OutputOption,
     SeedOption,
     StoreOption,
 )
@@ -57,7 +58,7 @@ def train(
     )
     with console.status("training...") as status:
         outcome = train_and_store(wiring.open_store(settings), request, progress=status.update)
-    console.print(f"stored version [bold]{outcome.version}[/] ({outcome.data_source})")
+    console.print(f"stored version [bold]{outcome.version}[/] ({outcome.data_source})", crop=False)
     _print_metrics(outcome.metrics)
 
 
@@ -75,13 +76,14 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
-models_app = typer.Typer(help="List and inspect stored model versions.", no_args_is_help=False)
+models_app = typer.Typer(help="List, inspect and compare stored model versions.")
 
 
 @models_app.callback(invoke_without_command=True)
 def models(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    output: OutputOption = "text",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as -o json.")] = False,
     store: StoreOption = None,
 ) -> None:
     """List stored versions, newest first."""
@@ -92,12 +94,11 @@ def models(
     deployed: dict[str, list[str]] = {}
     for d in the_store.deployments():
         deployed.setdefault(d.current, []).append(d.target)
-    if as_json:
-        rows = [{**v.__dict__, "deployed_on": deployed.get(v.version, [])} for v in versions]
-        typer.echo(json.dumps(rows, indent=2))
+    if as_json or output == "json":
+        print_json([{**v.__dict__, "deployed_on": deployed.get(v.version, [])} for v in versions])
         return
     if not versions:
-        console.print(f"no versions in {the_store.url}")
+        console.print(f"no versions in {the_store.url}", highlight=False, crop=False)
         return
     table = Table(box=box.SIMPLE_HEAD)
     for column in ("version", "created", "accuracy", "f1_macro", "pinned", "deployed", "images"):
@@ -112,11 +113,21 @@ def models(
             ", ".join(deployed.get(v.version, [])),
             str(len(v.images)),
         )
-    console.print(table)
+    print_table(table)
+
+
+def print_table(table: Table) -> None:
+    """A table at its natural width: a narrow terminal wraps its lines but never cuts an id."""
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    console.print(table, width=max(console.width, natural), crop=False)
 
 
 @models_app.command("show")
-def show(version: str, store: StoreOption = None) -> None:
+def show(
+    version: Annotated[str, typer.Argument(help="A version id, a unique prefix, or latest.")],
+    output: OutputOption = "json",
+    store: StoreOption = None,
+) -> None:
     """Print one version's metadata (verified), with its images and pin."""
     the_store = open_store(store)
     stored = the_store.get(version)
@@ -126,17 +137,103 @@ def show(version: str, store: StoreOption = None) -> None:
         "images": the_store.image_refs(stored.version),
         "pinned": stored.version in the_store.pinned(),
     }
-    typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+    if output == "json":
+        print_json(shown)
+        return
+    for key in sorted(shown):
+        print_line(f"{key}: {json.dumps(shown[key], sort_keys=True, default=str)}")
+
+
+# What `models diff` compares, as (section, metadata keys).
+DIFF_SECTIONS = (
+    ("params", ("params",)),
+    ("metrics", ("metrics",)),
+    ("data", ("data_source", "data_hash", "data_rows", "feature_names")),
+    ("libraries", ("libraries", "onnx", "code_revision")),
+)
+
+
+def diff_metadata(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, Any, Any]]:
+    """(section, key, value in A, value in B) for every differing leaf, per-class metrics too."""
+    rows = []
+    for section, keys in DIFF_SECTIONS:
+        for key in keys:
+            for path, left, right in _leaf_diffs(key, a.get(key), b.get(key)):
+                rows.append((section, path, left, right))
+    return rows
+
+
+def _leaf_diffs(path: str, left: Any, right: Any) -> list[tuple[str, Any, Any]]:
+    if isinstance(left, dict) and isinstance(right, dict):
+        found = []
+        for key in sorted(set(left) | set(right), key=str):
+            found.extend(_leaf_diffs(f"{path}.{key}", left.get(key), right.get(key)))
+        return found
+    return [] if left == right else [(path, left, right)]
+
+
+@models_app.command("diff")
+def diff(
+    a: Annotated[str, typer.Argument(help="A version (id, unique prefix, latest).")],
+    b: Annotated[str, typer.Argument(help="The version to compare it with.")],
+    output: OutputOption = "text",
+    store: StoreOption = None,
+) -> None:
+    """Compare two versions: parameters, metrics, data and libraries."""
+    the_store = open_store(store)
+    left, right = the_store.resolve(a), the_store.resolve(b)
+    rows = diff_metadata(the_store.metadata(left), the_store.metadata(right))
+    if output == "json":
+        print_json(
+            {
+                "a": left,
+                "b": right,
+                "differences": [{"section": s, "key": k, "a": x, "b": y} for s, k, x, y in rows],
+            }
+        )
+        return
+    print_line(f"a  {left}")
+    print_line(f"b  {right}")
+    if not rows:
+        print_line("no differences in parameters, metrics, data or libraries")
+        return
+    table = Table("section", "key", "a", "b", box=box.SIMPLE_HEAD)
+    for section, key, x, y in rows:
+        table.add_row(section, key, _short(x), _short(y))
+    print_table(table)
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def pin(version: str, store: StoreOption = None) -> None:
     """Keep a version through every prune."""
-    console.print(f"pinned {open_store(store).pin(version)}")
+    print_line(f"pinned {open_store(store).pin(version)}")
 
 
 def unpin(version: str, store: StoreOption = None) -> None:
     """Let retention remove a version again."""
-    console.print(f"unpinned {open_store(store).unpin(version)}")
+    print_line(f"unpinned {open_store(store).unpin(version)}")
+
+
+def keep_reasons(store: ArtifactStore, keep: int) -> dict[str, list[str]]:
+    """Why retention keeps each version it keeps: newest N, pinned, deployed, rollback."""
+    reasons: dict[str, list[str]] = {}
+    for index, info in enumerate(store.list_versions()):
+        if index < keep:
+            reasons.setdefault(info.version, []).append(f"one of the newest {keep}")
+    for version in store.pinned():
+        reasons.setdefault(version, []).append("pinned")
+    for d in store.deployments():
+        reasons.setdefault(d.current, []).append(f"deployed on {d.target}")
+        if d.previous:
+            reasons.setdefault(d.previous, []).append(f"rollback target on {d.target}")
+    return reasons
 
 
 def prune(
@@ -150,20 +247,25 @@ def prune(
     from flows.retention import prune_versions
 
     settings = get_settings().with_overrides(store=store, keep=keep)
+    the_store = wiring.open_store(settings)
+    reasons = keep_reasons(the_store, settings.keep)
     with wiring.open_registry(settings) as registry:
         pruned = prune_versions(
-            wiring.open_store(settings),
+            the_store,
             settings.keep,
             registry=registry,
             dry_run=dry_run,
             base_repositories=(settings.base_repository,),
         )
     verb = "would remove" if dry_run else "removed"
+    for info in pruned.versions.kept:
+        why = ", ".join(reasons.get(info.version, ["kept by the store"]))
+        print_line(f"keep {info.version} ({info.created}): {why}")
     for info in pruned.versions.removed:
-        console.print(f"{verb} {info.version} ({info.created})")
+        print_line(f"{verb} {info.version} ({info.created})")
     for image in pruned.images.deleted if pruned.images else []:
-        console.print(f"{verb} image {image}", highlight=False)
-    console.print(
+        print_line(f"{verb} image {image}")
+    print_line(
         f"{verb} {len(pruned.versions.removed)} version(s), kept {len(pruned.versions.kept)}; "
         "registry space returns with `scripts/infra.sh gc`"
     )

@@ -1,41 +1,56 @@
-"""`kiln deploy`, `kiln rollback`, `kiln status`."""
+"""`kiln deploy`, `kiln undeploy`, `kiln rollback`, `kiln status`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import sys
+from typing import Annotated, Any
 
 import typer
 
 from flows import wiring
-from flows.commands import make_console
-from flows.commands.options import StoreOption
+from flows.commands import make_console, print_json, print_line
+from flows.commands.options import OutputOption, StoreOption, TargetOption
+from flows.errors import RolloutError
 from flows.rollout import LOCAL, TARGETS, RolloutResult, roll_back, roll_out, target_status
-from flows.settings import Target, get_settings
+from flows.settings import get_settings
+from flows.store import ArtifactStore
 
-console = make_console()
-
-TargetOption = Annotated[
-    Target | None,
-    typer.Option("--target", help=f"Where to run it: {' or '.join(TARGETS)} [KILN_TARGET]."),
-]
+err_console = make_console(stderr=True)
 
 
-def _print_result(result: RolloutResult) -> None:
+def try_it_command(endpoint: str, sample_input: Any) -> str | None:
+    """A curl line that asks the endpoint for a prediction on the model's own sample rows."""
+    if not endpoint.startswith("http") or sample_input is None:
+        return None
+    body = sample_input if isinstance(sample_input, dict) else {"data": sample_input}
+    payload = json.dumps(body, separators=(",", ":")).replace("'", "'\\''")
+    return f"curl -s -X POST {endpoint}/predict -H 'Content-Type: application/json' -d '{payload}'"
+
+
+def latest_image(store: ArtifactStore, version: str) -> str | None:
+    """The digest-pinned image of the version's most recent build, when the store says so."""
+    newest = getattr(store, "latest_image_ref", None)
+    return newest(version) if newest is not None else None
+
+
+def result_dict(result: RolloutResult, try_it: str | None) -> dict[str, Any]:
+    return {**result.__dict__, "try_it": try_it}
+
+
+def _print_result(result: RolloutResult, sample_input: Any, output: str) -> None:
+    try_it = try_it_command(result.endpoint, sample_input)
+    if output == "json":
+        print_json(result_dict(result, try_it))
+        return
     verb = "rolled back to" if result.rolled_back else "deployed"
-    console.print(f"{verb} [bold]{result.version}[/] on {result.target}", highlight=False)
-    console.print(f"  image     {result.image}", highlight=False)
+    print_line(f"{verb} {result.version} on {result.target}")
+    print_line(f"  image     {result.image}")
     if result.previous_version:
-        console.print(
-            f"  previous  {result.previous_version} ({result.previous_image})", highlight=False
-        )
-    console.print(f"  endpoint  {result.endpoint}", highlight=False)
-    if result.target == LOCAL:
-        console.print(
-            f"try it:  curl -s -X POST {result.endpoint}/predict "
-            "-H 'Content-Type: application/json' -d '{\"data\": [[5.1, 3.5, 1.4, 0.2]]}'",
-            highlight=False,
-            markup=False,
-        )
+        print_line(f"  previous  {result.previous_version} ({result.previous_image})")
+    print_line(f"  endpoint  {result.endpoint}")
+    if try_it:
+        print_line(f"try it:  {try_it}")
 
 
 def deploy(
@@ -45,42 +60,113 @@ def deploy(
         str | None,
         typer.Option(help="Ship this image (registry/repo@sha256:...), not the recorded one."),
     ] = None,
+    output: OutputOption = "text",
     store: StoreOption = None,
 ) -> None:
     """Roll a stored version out: wait until ready, smoke-test, roll back by itself on failure."""
     settings = get_settings().with_overrides(store=store, target=target)
-    result = roll_out(wiring.open_store(settings), version, settings.target, settings, image=image)
-    _print_result(result)
+    the_store = wiring.open_store(settings)
+    stored = the_store.get(version)
+    chosen = image or latest_image(the_store, stored.version)
+    with err_console.status(f"rolling {stored.version} out to {settings.target}..."):
+        result = roll_out(the_store, stored.version, settings.target, settings, image=chosen)
+    _print_result(result, stored.metadata.get("sample_input"), output)
 
 
-def rollback(target: TargetOption = None, store: StoreOption = None) -> None:
+def rollback(
+    target: TargetOption = None, output: OutputOption = "text", store: StoreOption = None
+) -> None:
     """Ship the version that ran before the current one (recorded in the store)."""
     settings = get_settings().with_overrides(store=store, target=target)
-    result = roll_back(wiring.open_store(settings), settings.target, settings)
-    _print_result(result)
+    the_store = wiring.open_store(settings)
+    with err_console.status(f"rolling {settings.target} back..."):
+        result = roll_back(the_store, settings.target, settings)
+    sample = the_store.metadata(result.version).get("sample_input")
+    _print_result(result, sample, output)
 
 
-def status(store: StoreOption = None) -> None:
-    """What runs where: recorded and live versions, with image digests, per target."""
+def undeploy(target: TargetOption = None, store: StoreOption = None) -> None:
+    """Stop what kiln runs on a target and forget its deployment record."""
+    settings = get_settings().with_overrides(store=store, target=target)
+    the_store = wiring.open_store(settings)
+    if settings.target != LOCAL:
+        raise RolloutError(
+            f"undeploy on {settings.target} is not built yet; remove kiln's objects with "
+            f"`kubectl delete -k k8s/ -n {settings.k8s_namespace}`"
+        )
+    engine = wiring.local_engine(settings)
+    removed = [c.name for c in engine.containers()]
+    engine.stop_all()
+    the_store.restore_deployment(LOCAL, None)
+    if removed:
+        print_line(f"undeployed {LOCAL}: removed {', '.join(removed)}")
+    else:
+        print_line(f"nothing ran on {LOCAL}; its record is cleared")
+
+
+def status(
+    target: TargetOption = None, output: OutputOption = "text", store: StoreOption = None
+) -> None:
+    """What runs where: recorded and live versions, with image digests.
+
+    Shows the targets the store has a record for, or the one asked for with --target.
+    """
     settings = get_settings().with_overrides(store=store)
     opened = wiring.open_store(settings)
-    for target in TARGETS:
-        state = target_status(opened, target, settings)
-        console.print(f"[bold]{target}[/]", highlight=False)
+    recorded = {d.target for d in opened.deployments()}
+    asked = [target] if target else [t for t in TARGETS if t in recorded]
+    states = [target_status(opened, name, settings) for name in asked]
+    warnings = [warning for state in states for warning in drift(state)]
+    if output == "json":
+        print_json(
+            [
+                {
+                    "target": s.target,
+                    "recorded": s.recorded.__dict__ if s.recorded else None,
+                    "live": s.live,
+                    "error": s.error,
+                    "warnings": drift(s),
+                }
+                for s in states
+            ]
+        )
+    elif not states:
+        print_line("nothing deployed (no target has a record); `kiln deploy VERSION` ships one")
+    for state in states if output == "text" else []:
+        print_line(state.target)
         record = state.recorded
         if record is None:
-            console.print("  recorded  nothing deployed", highlight=False)
+            print_line("  recorded  nothing deployed")
         else:
-            console.print(
-                f"  recorded  {record.current} {record.image} ({record.updated})", highlight=False
-            )
+            print_line(f"  recorded  {record.current} {record.image} ({record.updated})")
             if record.previous:
-                console.print(
-                    f"  previous  {record.previous} {record.previous_image}", highlight=False
-                )
+                print_line(f"  previous  {record.previous} {record.previous_image}")
         if state.error:
-            console.print(f"  live      unknown: {state.error}", highlight=False)
+            print_line(f"  live      unknown: {state.error}")
         elif not state.live:
-            console.print("  live      nothing running", highlight=False)
+            print_line("  live      nothing running")
         for line in state.live:
-            console.print(f"  live      {line}", highlight=False)
+            print_line(f"  live      {line}")
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+
+
+def drift(state: Any) -> list[str]:
+    """Where what runs differs from what the store recorded (only when the target answered)."""
+    if state.error:
+        return []
+    record = state.recorded
+    running = []
+    for line in state.live:
+        parts = line.split()
+        if state.target == LOCAL and parts[2:4] != ["current", "running"]:
+            continue  # a stopped container or a candidate is not what serves
+        running.append((parts[0], parts[1]))
+    if record is None:
+        return [f"{state.target}: runs {v} with no record in the store" for v, _ in running]
+    if not running:
+        return [f"{state.target}: {record.current} is recorded but nothing runs"]
+    if not any(v == record.current and i == record.image for v, i in running):
+        seen = ", ".join(f"{v} {i}" for v, i in running)
+        return [f"{state.target}: recorded {record.current} {record.image}, but runs {seen}"]
+    return []

@@ -1,14 +1,21 @@
-"""`kiln run`: the whole pipeline as one Prefect flow run, on embedded defaults."""
+"""`kiln run`: the whole pipeline as one Prefect flow run, on embedded defaults.
+
+Every flag and setting is checked before Prefect starts. The run uses the Prefect server
+`kiln up` started when one answers (its runs stay visible in the UI); otherwise Prefect
+starts a temporary one, and the command says so. A failed run ends in one summary line
+(step, reason, flow run id, what to do next); Prefect's own logs appear with --debug.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Annotated
+import shlex
+import sys
+from typing import Annotated, Any
 
 import typer
 
-from flows.commands import make_console
+from flows.commands import debug_enabled, make_console, print_json, print_line
 from flows.commands.options import (
     COption,
     DataOption,
@@ -16,23 +23,53 @@ from flows.commands.options import (
     KernelOption,
     LabelColumnOption,
     MinScoreOption,
+    OutputOption,
     SeedOption,
     StoreOption,
+    TargetOption,
 )
-from flows.settings import BuilderName, Target, get_settings
+from flows.commands.progress import progress
+from flows.commands.rollout import try_it_command
+from flows.errors import KilnError
+from flows.settings import BuilderName, KilnSettings, get_settings
 
-console = make_console()
+err_console = make_console(stderr=True)
 
 
-def _prefect_defaults() -> None:
-    """Without a configured Prefect API, Prefect starts a temporary server for the run.
+class RunFailed(KilnError):
+    """A `kiln run` flow run ended Failed or Crashed."""
 
-    It takes about 10 s to start here, close to Prefect's 20 s default limit, and its
-    telemetry lookups fail offline; an explicit setting from the user always wins.
+
+def choose_prefect_server(settings: KilnSettings, say: Any) -> str | None:
+    """Point Prefect at a server before it is imported; None means a temporary one.
+
+    PREFECT_API_URL wins when set; else the server `kiln up` starts, when it answers.
     """
-    if not os.environ.get("PREFECT_API_URL"):
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    from flows.prefect_server import api_url, healthy
+
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not debug_enabled():  # Prefect's console logs only with --debug; the UI keeps them
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    configured = os.environ.get("PREFECT_API_URL")
+    if configured:
+        return configured
+    url = api_url("127.0.0.1", settings.prefect_port)
+    if healthy(url):
+        os.environ["PREFECT_API_URL"] = url
+        return url
+    # Starting takes about 10 s here, close to Prefect's 20 s default limit.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    say(
+        f"no Prefect server answers at {url.removesuffix('/api')}: starting a temporary one "
+        "for this run (about 10 s; `kiln up` starts one that stays, with a UI)"
+    )
+    return None
+
+
+def flow_run_link(api: str | None, flow_run_id: str | None) -> str | None:
+    if api is None or flow_run_id is None:
+        return None
+    return f"{api.removesuffix('/api')}/runs/flow-run/{flow_run_id}"
 
 
 def run(
@@ -43,50 +80,74 @@ def run(
     gamma: GammaOption = "scale",
     seed: SeedOption = 42,
     min_score: MinScoreOption = None,
-    target: Annotated[
-        Target | None, typer.Option(help="local or kubernetes [KILN_TARGET].")
-    ] = None,
+    target: TargetOption = None,
     builder: Annotated[
         BuilderName | None, typer.Option(help="auto, engine or layer [KILN_BUILDER].")
     ] = None,
     keep: Annotated[
         int | None, typer.Option(min=1, help="Versions retention keeps [KILN_KEEP].")
     ] = None,
+    output: OutputOption = "text",
     store: StoreOption = None,
 ) -> None:
     """Train, gate, export, store, build, push, roll out and prune, as one Prefect flow run."""
     # Validate every setting and flag together before Prefect or any step starts.
-    get_settings().with_overrides(
+    settings = get_settings().with_overrides(
         store=store, target=target, builder=builder, keep=keep, gate_threshold=min_score
     )
-    _prefect_defaults()
+
+    def say(text: str) -> None:
+        err_console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    api = choose_prefect_server(settings, say)
+    if api is not None:
+        say(f"Prefect: {api.removesuffix('/api')}")
     from flows.pipeline import pipeline_flow
 
-    summary = pipeline_flow(
-        data=data,
-        label_column=label_column,
-        C=c,
-        kernel=kernel,
-        gamma=gamma,
-        seed=seed,
-        gate_threshold=min_score,
-        target=target,
-        builder=builder,
-        keep=keep,
-        store=store,
-    )
-    console.print(f"\nversion   [bold]{summary['version']}[/]")
-    console.print(f"accuracy  {summary['metrics']['accuracy']:.4f}")
-    console.print(f"image     {summary['image']} ({summary['builder']} builder)")
-    console.print(f"serving   {summary['target']} at {summary['endpoint']}")
-    if summary["pruned"]:
-        console.print(f"pruned    {', '.join(summary['pruned'])}")
-    if summary["endpoint"].startswith("http"):
-        body = json.dumps({"data": [[round(v, 3) for v in summary["sample_input"][0]]]})
-        console.print("\ntry it:", style="bold")
-        console.print(
-            f"  curl -s -X POST {summary['endpoint']}/predict "
-            f"-H 'Content-Type: application/json' -d '{body}'",
-            soft_wrap=True,
-            highlight=False,
+    with progress(err_console, "starting") as watcher:
+        state = pipeline_flow(
+            data=data,
+            label_column=label_column,
+            C=c,
+            kernel=kernel,
+            gamma=gamma,
+            seed=seed,
+            gate_threshold=min_score,
+            target=target,
+            builder=builder,
+            keep=keep,
+            store=store,
+            return_state=True,
         )
+    flow_run_id = str(state.state_details.flow_run_id or watcher.flow_run_id or "")
+    link = flow_run_link(api, flow_run_id)
+    if not state.is_completed():
+        raise _failure(state, watcher.failed_step, flow_run_id, link)
+    summary = state.result()
+    try_it = try_it_command(summary["endpoint"], summary.get("sample_input"))
+    if output == "json":
+        print_json({**summary, "flow_run_id": flow_run_id, "flow_run_url": link, "try_it": try_it})
+        return
+    print_line(f"version   {summary['version']}")
+    print_line(f"accuracy  {summary['metrics']['accuracy']:.4f}")
+    print_line(f"image     {summary['image']} ({summary['builder']} builder)")
+    print_line(f"serving   {summary['target']} at {summary['endpoint']}")
+    if summary["pruned"]:
+        print_line(f"pruned    {', '.join(summary['pruned'])}")
+    print_line(f"flow run  {link or flow_run_id}")
+    if try_it:
+        print_line(f"try it:   {try_it}")
+
+
+def _failure(state: Any, step: str | None, flow_run_id: str, link: str | None) -> RunFailed:
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, BaseException):
+        reason = str(error) if isinstance(error, KilnError) else f"{type(error).__name__}: {error}"
+    else:
+        reason = state.message or state.name
+    again = shlex.join(["kiln", *sys.argv[1:]]) if sys.argv[1:] else "kiln run"
+    where = f"see {link}" if link else "`kiln up` first keeps runs for inspection in its UI"
+    return RunFailed(
+        f"kiln run failed at {step or 'the flow'}: {reason} | flow run {flow_run_id} | "
+        f"retry: {again} (stored steps are reused) | {where}"
+    )

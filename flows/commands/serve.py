@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ import typer
 from flows import wiring
 from flows.commands import make_console
 from flows.commands.options import StoreOption
+from flows.errors import KilnError
 from flows.settings import get_settings
 
 console = make_console(stderr=True)
@@ -25,7 +27,7 @@ def serve(
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Port to bind [KILN_SERVE_PORT].")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes [WORKERS].")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes [WORKERS].")] = None,
     store: StoreOption = None,
 ) -> None:
     """Serve a stored version locally with gunicorn, as its image would."""
@@ -33,6 +35,7 @@ def serve(
 
     settings = get_settings().with_overrides(store=store, serve_port=port)
     port = settings.serve_port
+    check_port_free(host, port)
     the_store = wiring.open_store(settings)
     version = the_store.resolve(version)
     # A fresh, verified copy each time: the server checks it against the recorded sha256.
@@ -42,3 +45,16 @@ def serve(
     os.environ["MODEL_SHA256"] = the_store.metadata(version)["model_sha256"]
     console.print(f"serving {version} on http://{host}:{port} (Ctrl-C stops)")
     exec_server(model_dir, host=host, port=port, workers=workers)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail in one line before gunicorn starts when the port is taken (it retries for 5 s)."""
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as err:
+        raise KilnError(
+            f"cannot listen on {host}:{port}: {err.strerror or err}; pick another port with "
+            "--port or KILN_SERVE_PORT"
+        ) from None

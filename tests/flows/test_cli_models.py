@@ -46,7 +46,6 @@ def test_train_list_show_pin_prune(tmp_path):
     [
         (("models", "show", "nope"), "error: no version 'nope'"),
         (("train", "--min-score", "0.999"), "error: quality gate: accuracy = "),
-        (("train", "--gamma", "lots"), "error: gamma must be 'scale', 'auto' or a number"),
     ],
 )
 def test_errors_are_one_line_and_exit_non_zero(tmp_path, args, message):
@@ -71,4 +70,13 @@ def test_bad_csv_stores_nothing(tmp_path, header, rows, message):
     result = kiln("train", "--data", str(path), store=tmp_path / "store")
     assert result.returncode == 1
     assert message in result.stderr
+    assert ArtifactStore(tmp_path / "store").list_versions() == []
+
+
+def test_gamma_is_checked_while_parsing(tmp_path):
+    # was a DataError after loading the data (status 1); now a usage error before any work
+    result = kiln("train", "--gamma", "lots", store=tmp_path / "store")
+    assert result.returncode == 2
+    assert "'lots' is not 'scale', 'auto' or a positive number" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert ArtifactStore(tmp_path / "store").list_versions() == []
