@@ -50,7 +50,8 @@ def _print_result(result: RolloutResult, sample_input: Any, output: str) -> None
         print_line(f"  previous  {result.previous_version} ({result.previous_image})")
     print_line(f"  endpoint  {result.endpoint}")
     if try_it:
-        print_line(f"try it:  {try_it}")
+        print_line("try it:")
+        print_line(f"  {try_it}")
 
 
 def deploy(

@@ -136,7 +136,8 @@ def run(
         print_line(f"pruned    {', '.join(summary['pruned'])}")
     print_line(f"flow run  {link or flow_run_id}")
     if try_it:
-        print_line(f"try it:   {try_it}")
+        print_line("try it:")
+        print_line(f"  {try_it}")
 
 
 def _failure(state: Any, step: str | None, flow_run_id: str, link: str | None) -> RunFailed:
