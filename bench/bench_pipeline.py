@@ -32,8 +32,8 @@ from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId  # noqa: E402
 
 from flows.engine import docker_client  # noqa: E402
-from flows.local_target import LocalEngine  # noqa: E402
 from flows.pipeline import pipeline_flow  # noqa: E402
+from flows.rollout.local import LocalTarget  # noqa: E402
 from flows.settings import get_settings  # noqa: E402
 
 STEPS = (
@@ -98,7 +98,7 @@ def main() -> None:
         for name, data in (("iris", "iris"), ("synthetic", f"synthetic:{args.rows}x20")):
             port = closed_port()
             local_name = f"kiln-bench-{run}-{name}"
-            engines.append(LocalEngine(docker_client(), port=port, name_prefix=local_name))
+            engines.append(LocalTarget(docker_client(), port=port, name_prefix=local_name))
             configure(
                 KILN_STORE=f"{root}/{name}",
                 KILN_REPOSITORY=f"kiln-bench/{run}/{name}",

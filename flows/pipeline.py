@@ -22,6 +22,7 @@ from prefect.tasks import exponential_backoff
 from flows import data as data_module
 from flows import export as export_module
 from flows import train as train_module
+from flows import wiring
 from flows.checkpoint import build_metadata, library_versions, store_model
 from flows.data import Dataset, load_data
 from flows.export import ParityReport, check_parity, export_onnx
@@ -196,7 +197,9 @@ def build_task(store_url: str, version: str, settings: KilnSettings) -> BuildRes
 def rollout_task(
     store_url: str, version: str, target: str, image: str, settings: KilnSettings
 ) -> RolloutResult:
-    result = roll_out(ArtifactStore(store_url), version, target, settings, image=image)
+    result = roll_out(
+        ArtifactStore(store_url), version, wiring.make_target(settings, target), image=image
+    )
     get_run_logger().info("%s now serves %s at %s", target, version, result.endpoint)
     return result
 

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     from kubernetes import client as k8s_client
 
     from flows.image import BuildOptions
-    from flows.kube import KubeCluster
-    from flows.local_target import LocalEngine
     from flows.registry import Registry
+    from flows.rollout.kubernetes import KubernetesTarget
+    from flows.rollout.local import LocalTarget
+    from flows.rollout.target import Target
     from flows.store import ArtifactStore
 
 
@@ -86,24 +87,38 @@ def kube_api_client(settings: KilnSettings) -> k8s_client.ApiClient:
         ) from err
 
 
-def kube_cluster(settings: KilnSettings) -> KubeCluster:
-    from flows.kube import KubeCluster
+def kube_cluster(settings: KilnSettings) -> KubernetesTarget:
+    from flows.rollout.kubernetes import KubernetesTarget
 
-    return KubeCluster(
+    return KubernetesTarget(
         kube_api_client(settings),
         settings.k8s_namespace,
+        timeout=settings.k8s_timeout,
         poll_interval=settings.k8s_poll_interval,
         request_timeout=settings.k8s_request_timeout,
     )
 
 
-def local_engine(settings: KilnSettings) -> LocalEngine:
-    from flows.local_target import LocalEngine
+def local_engine(settings: KilnSettings) -> LocalTarget:
+    from flows.rollout.local import LocalTarget
 
-    return LocalEngine(
+    return LocalTarget(
         engine_client(settings),
         port=settings.local_port,
         name_prefix=settings.local_name,
+        timeout=settings.local_timeout,
         poll_interval=settings.local_poll_interval,
         stop_timeout=settings.local_stop_timeout,
     )
+
+
+def make_target(settings: KilnSettings, name: str) -> Target:
+    """The rollout target called `name` (local or kubernetes), with its collaborators."""
+    from flows.errors import RolloutError
+    from flows.rollout.target import KUBERNETES, LOCAL, TARGETS
+
+    if name == KUBERNETES:
+        return kube_cluster(settings)
+    if name == LOCAL:
+        return local_engine(settings)
+    raise RolloutError(f"unknown target {name!r}: use one of {', '.join(TARGETS)}")

@@ -32,7 +32,7 @@ def logs(
     current = engine.current()
     if current is None:
         raise KilnError(f"nothing runs on {LOCAL}; `kiln deploy VERSION` ships one")
-    container = engine.docker.containers.get(current.name)
+    container = engine.docker.containers.get(current.handle)  # the container name
     stream = container.logs(stream=True, follow=follow, tail=tail)
     try:
         for chunk in stream:

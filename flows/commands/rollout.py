@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -12,7 +13,8 @@ from flows import wiring
 from flows.commands import make_console, print_json, print_line
 from flows.commands.options import OutputOption, StoreOption, TargetOption
 from flows.errors import RolloutError
-from flows.rollout import LOCAL, TARGETS, RolloutResult, roll_back, roll_out, target_status
+from flows.rollout import LOCAL, TARGETS, RolloutResult, roll_back, roll_out
+from flows.rollout import status as target_status
 from flows.settings import get_settings
 from flows.store import ArtifactStore
 
@@ -70,7 +72,9 @@ def deploy(
     stored = the_store.get(version)
     chosen = image or latest_image(the_store, stored.version)
     with err_console.status(f"rolling {stored.version} out to {settings.target}..."):
-        result = roll_out(the_store, stored.version, settings.target, settings, image=chosen)
+        result = roll_out(
+            the_store, stored.version, wiring.make_target(settings, settings.target), image=chosen
+        )
     _print_result(result, stored.metadata.get("sample_input"), output)
 
 
@@ -81,7 +85,7 @@ def rollback(
     settings = get_settings().with_overrides(store=store, target=target)
     the_store = wiring.open_store(settings)
     with err_console.status(f"rolling {settings.target} back..."):
-        result = roll_back(the_store, settings.target, settings)
+        result = roll_back(the_store, wiring.make_target(settings, settings.target))
     sample = the_store.metadata(result.version).get("sample_input")
     _print_result(result, sample, output)
 
@@ -116,7 +120,9 @@ def status(
     opened = wiring.open_store(settings)
     recorded = {d.target for d in opened.deployments()}
     asked = [target] if target else [t for t in TARGETS if t in recorded]
-    states = [target_status(opened, name, settings) for name in asked]
+    states = [
+        target_status(opened, name, partial(wiring.make_target, settings, name)) for name in asked
+    ]
     warnings = [warning for state in states for warning in drift(state)]
     if output == "json":
         print_json(

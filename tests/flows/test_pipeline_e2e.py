@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from flows.engine import docker_client, state_dir
-from flows.local_target import LocalEngine
 from flows.pipeline import pipeline_flow
+from flows.rollout.local import LocalTarget
 from flows.settings import get_settings
 from flows.store import ArtifactStore
 from flows.train import TrainParams
@@ -50,7 +50,7 @@ def kiln_env(tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
     get_settings.cache_clear()
     yield env
     get_settings.cache_clear()
-    LocalEngine(docker_client(), port=int(env["KILN_LOCAL_PORT"]), name_prefix=name).stop_all()
+    LocalTarget(docker_client(), port=int(env["KILN_LOCAL_PORT"]), name_prefix=name).stop_all()
 
 
 def predict(endpoint: str) -> list[list[float]]:

@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from flows.errors import RolloutError
-from flows.kube import RolloutStuck, rollout_status
-from flows.rollout import Reply, SmokeTestFailed, pick_image, smoke_test
+from flows.rollout import pick_image
+from flows.rollout.kubernetes import RolloutStuck, rollout_status
+from flows.rollout.smoke import Reply, SmokeTestFailed, smoke_test
 from flows.store import ArtifactStore
 from tests.k8s.emulator import EmulatedApiServer
 

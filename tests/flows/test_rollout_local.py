@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from flows.errors import RolloutError
-from flows.local_target import CURRENT, LocalEngine, http_caller
-from flows.rollout import LOCAL, previous_of, roll_out_local
+from flows.rollout import LOCAL, previous_of, roll_out
+from flows.rollout.local import CURRENT, LocalTarget
+from flows.rollout.smoke import http_caller
 from flows.store import ArtifactStore
 from tests.conftest import free_port
 
@@ -50,11 +51,12 @@ def docker_client() -> Iterator[object]:
 
 
 @pytest.fixture
-def engine(docker_client) -> Iterator[LocalEngine]:
-    engine = LocalEngine(
+def engine(docker_client) -> Iterator[LocalTarget]:
+    engine = LocalTarget(
         docker_client,
         port=free_port(),
         name_prefix=f"kiln-test-{uuid.uuid4().hex[:6]}",
+        timeout=60,
         candidate_port=free_port,
         poll_interval=0.1,
         stop_timeout=5,
@@ -136,17 +138,17 @@ class Watcher:
 
 def test_a_new_version_rolls_out_and_answers_on_the_stable_port(
     store: ArtifactStore,
-    engine: LocalEngine,
+    engine: LocalTarget,
     make_image: ImageMaker,
 ) -> None:
     old, old_image = make_image("a")
     new, new_image = make_image("b")
 
-    first = roll_out_local(store, old, engine, image=old_image, timeout=60)
+    first = roll_out(store, old, engine, image=old_image)
     assert first.endpoint == engine.endpoint
     assert version_on(engine.endpoint) == old
 
-    second = roll_out_local(store, new, engine, image=new_image, timeout=60)
+    second = roll_out(store, new, engine, image=new_image)
 
     assert version_on(engine.endpoint) == new
     assert (second.previous_version, second.previous_image) == (old, old_image)
@@ -158,15 +160,15 @@ def test_a_new_version_rolls_out_and_answers_on_the_stable_port(
 
 def test_a_broken_image_is_rolled_back_and_the_old_version_answers_throughout(
     store: ArtifactStore,
-    engine: LocalEngine,
+    engine: LocalTarget,
     make_image: ImageMaker,
 ) -> None:
     old, old_image = make_image("a")
     broken, broken_image = make_image("broken", break_sha=True)
-    roll_out_local(store, old, engine, image=old_image, timeout=60)
+    roll_out(store, old, engine, image=old_image)
 
     with Watcher(engine.endpoint) as watcher, pytest.raises(RolloutError) as caught:
-        roll_out_local(store, broken, engine, image=broken_image, timeout=60)
+        roll_out(store, broken, engine, image=broken_image)
 
     message = str(caught.value)
     assert "exited with code 3" in message and "refusing to start" in message
@@ -179,18 +181,18 @@ def test_a_broken_image_is_rolled_back_and_the_old_version_answers_throughout(
 
 def test_a_new_version_failing_its_smoke_test_is_removed(
     store: ArtifactStore,
-    engine: LocalEngine,
+    engine: LocalTarget,
     make_image: ImageMaker,
 ) -> None:
     old, old_image = make_image("a")
     new, liar = make_image("liar", report="not-the-version")
     failing_version, failing = make_image("failing", predict_status=500)
-    roll_out_local(store, old, engine, image=old_image, timeout=60)
+    roll_out(store, old, engine, image=old_image)
 
     with pytest.raises(RolloutError, match="reports version 'not-the-version'"):
-        roll_out_local(store, new, engine, image=liar, timeout=60)
+        roll_out(store, new, engine, image=liar)
     with pytest.raises(RolloutError, match="POST /predict answered 500"):
-        roll_out_local(store, failing_version, engine, image=failing, timeout=60)
+        roll_out(store, failing_version, engine, image=failing)
 
     assert version_on(engine.endpoint) == old
     assert [c.version for c in engine.containers()] == [old]
@@ -198,16 +200,16 @@ def test_a_new_version_failing_its_smoke_test_is_removed(
 
 def test_rollback_ships_the_previous_version_again(
     store: ArtifactStore,
-    engine: LocalEngine,
+    engine: LocalTarget,
     make_image: ImageMaker,
 ) -> None:
     old, old_image = make_image("a")
     new, new_image = make_image("b")
-    roll_out_local(store, old, engine, image=old_image, timeout=60)
-    roll_out_local(store, new, engine, image=new_image, timeout=60)
+    roll_out(store, old, engine, image=old_image)
+    roll_out(store, new, engine, image=new_image)
 
     version, image = previous_of(store, LOCAL)
-    result = roll_out_local(store, version, engine, image=image, timeout=60, rolled_back=True)
+    result = roll_out(store, version, engine, image=image, rolled_back=True)
 
     assert result.rolled_back and result.version == old
     assert version_on(engine.endpoint) == old

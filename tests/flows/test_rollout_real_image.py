@@ -19,9 +19,10 @@ import pytest
 
 from flows.errors import RolloutError
 from flows.image import BuildOptions, build_image
-from flows.local_target import LocalEngine, http_caller
 from flows.registry import Registry
-from flows.rollout import LOCAL, pick_image, roll_out_local
+from flows.rollout import LOCAL, pick_image, roll_out
+from flows.rollout.local import LocalTarget
+from flows.rollout.smoke import http_caller
 from flows.store import ArtifactStore
 from tests.conftest import free_port
 from tests.factories import iris_trained
@@ -110,11 +111,12 @@ def broken_image(
 
 
 @pytest.fixture
-def engine(docker_client) -> Iterator[LocalEngine]:
-    engine = LocalEngine(
+def engine(docker_client) -> Iterator[LocalTarget]:
+    engine = LocalTarget(
         docker_client,
         port=free_port(),
         name_prefix=f"kiln-test-{RUN}",
+        timeout=120,
         candidate_port=free_port,
         poll_interval=0.2,
         stop_timeout=10,
@@ -128,11 +130,11 @@ def test_real_images_roll_out_answer_and_a_broken_one_is_rolled_back(
     store: ArtifactStore,
     versions: list[str],
     broken_image: str,
-    engine: LocalEngine,
+    engine: LocalTarget,
 ) -> None:
     old, new = versions
-    roll_out_local(store, old, engine, timeout=120)
-    result = roll_out_local(store, new, engine, timeout=120)
+    roll_out(store, old, engine)
+    result = roll_out(store, new, engine)
 
     call = http_caller(engine.endpoint)
     assert call("GET", "/metadata", None).json()["version"] == new
@@ -141,7 +143,7 @@ def test_real_images_roll_out_answer_and_a_broken_one_is_rolled_back(
     assert result.previous_version == old
 
     with Watcher(engine.endpoint) as watcher, pytest.raises(RolloutError) as caught:
-        roll_out_local(store, old, engine, image=broken_image, timeout=120)
+        roll_out(store, old, engine, image=broken_image)
 
     assert "before it was ready" in str(caught.value)
     assert "sha256" in str(caught.value)

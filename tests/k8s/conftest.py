@@ -23,7 +23,8 @@ def add_version(store: ArtifactStore) -> Callable[[str], tuple[str, str]]:
 
     def add(name: str) -> tuple[str, str]:
         version = store.put(
-            f"model {name}".encode(), {0: "setosa", 1: "virginica"},
+            f"model {name}".encode(),
+            {0: "setosa", 1: "virginica"},
             {"sample_input": SAMPLE_INPUT},
         )
         image = f"127.0.0.1:5000/kiln/iris@sha256:{version[:16].ljust(64, '0')}"

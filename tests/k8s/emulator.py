@@ -140,8 +140,12 @@ class EmulatedCluster:
             raise _Error(404, "NotFound", f'namespaces "{namespace}" not found')
         if kind != "Namespace":
             meta["namespace"] = namespace
-        meta.update(uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), generation=1,
-                    creationTimestamp="2026-01-01T00:00:00Z")
+        meta.update(
+            uid=str(uuid.uuid4()),
+            resourceVersion=self._next_rv(),
+            generation=1,
+            creationTimestamp="2026-01-01T00:00:00Z",
+        )
         if kind == "Deployment":
             obj.setdefault("spec", {}).setdefault("replicas", 1)
             obj["status"] = {}
@@ -150,16 +154,27 @@ class EmulatedCluster:
         self.objects[key] = obj
         return obj
 
-    def update(self, kind: str, namespace: str, name: str, new: dict[str, Any],
-               subresource: str | None, check_rv: bool) -> dict[str, Any]:
+    def update(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        new: dict[str, Any],
+        subresource: str | None,
+        check_rv: bool,
+    ) -> dict[str, Any]:
         key = (kind, namespace, name)
         old = self.objects.get(key)
         if old is None:
             raise _Error(404, "NotFound", f'{kind.lower()}s "{name}" not found')
         sent_rv = new.get("metadata", {}).get("resourceVersion")
         if check_rv and sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
-            raise _Error(409, "Conflict", f'Operation cannot be fulfilled on {kind.lower()}s '
-                         f'"{name}": the object has been modified')
+            raise _Error(
+                409,
+                "Conflict",
+                f"Operation cannot be fulfilled on {kind.lower()}s "
+                f'"{name}": the object has been modified',
+            )
         if subresource == "status":
             result = copy.deepcopy(old)
             result["status"] = new.get("status", {})
@@ -201,8 +216,9 @@ class EmulatedCluster:
                 if _hash(rollout.serving_template) == digest:  # rolled back to what serves
                     rollout.updated = want
             _set_status(status, rollout, want, stuck=False)
-            _progressing(status, "True", "ReplicaSetUpdated",
-                         f'ReplicaSet "{name}" is progressing.')
+            _progressing(
+                status, "True", "ReplicaSetUpdated", f'ReplicaSet "{name}" is progressing.'
+            )
             return
         image = template["spec"]["containers"][0]["image"]
         if self.faults.get(image, Fault()).stuck and rollout.updated < want:
@@ -210,22 +226,31 @@ class EmulatedCluster:
             rollout.stuck_polls += 1
             _set_status(status, rollout, want, stuck=True)
             if rollout.stuck_polls >= self.polls_to_deadline:
-                _progressing(status, "False", "ProgressDeadlineExceeded",
-                             f'ReplicaSet "{name}" has timed out progressing.')
+                _progressing(
+                    status,
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    f'ReplicaSet "{name}" has timed out progressing.',
+                )
             return
         if rollout.updated < want:
             rollout.updated += 1
         if rollout.updated >= want:
             rollout.updated = want
             rollout.serving_template = copy.deepcopy(template)
-            _progressing(status, "True", "NewReplicaSetAvailable",
-                         f'ReplicaSet "{name}" has successfully progressed.')
+            _progressing(
+                status,
+                "True",
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{name}" has successfully progressed.',
+            )
         _set_status(status, rollout, want, stuck=False)
 
     # -- the Service proxy ---------------------------------------------------------------
 
-    def proxy(self, namespace: str, service: str, method: str, path: str,
-              body: bytes) -> tuple[int, dict[str, Any]]:
+    def proxy(
+        self, namespace: str, service: str, method: str, path: str, body: bytes
+    ) -> tuple[int, dict[str, Any]]:
         svc = self.objects.get(("Service", namespace, service))
         if svc is None:
             return 404, _status(404, "NotFound", f'services "{service}" not found')
@@ -239,8 +264,9 @@ class EmulatedCluster:
                 rollout = self.rollouts.get((ns, name))
                 template = rollout.serving_template if rollout else None
         if template is None:
-            return 503, _status(503, "ServiceUnavailable",
-                                f'no endpoints available for service "{service}"')
+            return 503, _status(
+                503, "ServiceUnavailable", f'no endpoints available for service "{service}"'
+            )
         image = template["spec"]["containers"][0]["image"]
         fault = self.faults.get(image, Fault())
         annotations = template["metadata"].get("annotations") or {}
@@ -265,8 +291,15 @@ class _Error(Exception):
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 def _hash(obj: Any) -> str | None:
@@ -278,9 +311,13 @@ def _hash(obj: Any) -> str | None:
 def _set_status(status: dict[str, Any], rollout: _Rollout, want: int, stuck: bool) -> None:
     old_pods = 0 if rollout.serving_template is None or rollout.updated >= want else want
     if stuck:
-        status.update(replicas=old_pods + rollout.updated, updatedReplicas=rollout.updated,
-                      availableReplicas=old_pods, unavailableReplicas=rollout.updated,
-                      readyReplicas=old_pods)
+        status.update(
+            replicas=old_pods + rollout.updated,
+            updatedReplicas=rollout.updated,
+            availableReplicas=old_pods,
+            unavailableReplicas=rollout.updated,
+            readyReplicas=old_pods,
+        )
         return
     if rollout.updated < want and old_pods:
         # maxUnavailable 0: old pods stay up until the new ones are available
@@ -288,15 +325,26 @@ def _set_status(status: dict[str, Any], rollout: _Rollout, want: int, stuck: boo
         available = want
     else:
         available = rollout.updated
-    status.update(replicas=old_pods + rollout.updated, updatedReplicas=rollout.updated,
-                  availableReplicas=available, readyReplicas=available,
-                  unavailableReplicas=max(0, want - available))
+    status.update(
+        replicas=old_pods + rollout.updated,
+        updatedReplicas=rollout.updated,
+        availableReplicas=available,
+        readyReplicas=available,
+        unavailableReplicas=max(0, want - available),
+    )
 
 
 def _progressing(status: dict[str, Any], value: str, reason: str, message: str) -> None:
     conditions = [c for c in status.get("conditions", []) if c["type"] != "Progressing"]
-    conditions.append({"type": "Progressing", "status": value, "reason": reason,
-                       "message": message, "lastUpdateTime": "2026-01-01T00:00:00Z"})
+    conditions.append(
+        {
+            "type": "Progressing",
+            "status": value,
+            "reason": reason,
+            "message": message,
+            "lastUpdateTime": "2026-01-01T00:00:00Z",
+        }
+    )
     status["conditions"] = conditions
 
 
@@ -329,8 +377,9 @@ class _Handler(BaseHTTPRequestHandler):
             cluster.authorizations.add(self.headers.get("Authorization") or "")
             proxy = _PROXY.match(path)
             if proxy:
-                code, answer = cluster.proxy(proxy["ns"], proxy["svc"], method,
-                                             proxy["path"] or "/", body)
+                code, answer = cluster.proxy(
+                    proxy["ns"], proxy["svc"], method, proxy["path"] or "/", body
+                )
                 self._send(code, answer)
                 return
             try:
@@ -339,8 +388,9 @@ class _Handler(BaseHTTPRequestHandler):
                 code, answer = err.code, _status(err.code, err.reason, err.message)
             self._send(code, answer)
 
-    def _api(self, cluster: EmulatedCluster, method: str, path: str,
-             body: bytes) -> tuple[int, dict[str, Any]]:
+    def _api(
+        self, cluster: EmulatedCluster, method: str, path: str, body: bytes
+    ) -> tuple[int, dict[str, Any]]:
         match = _PATH.match(path)
         if not match:
             raise _Error(404, "NotFound", f"the server could not find the resource {path}")
@@ -375,8 +425,11 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "PATCH":
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             if content_type != "application/merge-patch+json":
-                raise _Error(415, "UnsupportedMediaType",
-                             f"the emulator only implements merge patches, got {content_type!r}")
+                raise _Error(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the emulator only implements merge patches, got {content_type!r}",
+                )
             if key not in cluster.objects:
                 raise _Error(404, "NotFound", f'{plural}.{group or "core"} "{name}" not found')
             patched = merge_patch(cluster.objects[key], json.loads(body))

@@ -24,8 +24,10 @@ import yaml
 from kubernetes import client
 
 from flows.errors import RolloutError
-from flows.kube import MANIFEST_DIR, KubeCluster, make_api_client
-from flows.rollout import KUBERNETES, roll_out_kubernetes
+from flows.rollout import KUBERNETES, roll_out
+from flows.rollout.kube_api import make_api_client
+from flows.rollout.kubernetes import KubernetesTarget
+from flows.rollout.manifests import MANIFEST_DIR
 from flows.store import ArtifactStore
 
 pytestmark = [
@@ -69,11 +71,13 @@ def manifests(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cluster() -> Iterator[KubeCluster]:
+def cluster(manifests: Path) -> Iterator[KubernetesTarget]:
     namespace = f"kiln-test-{uuid.uuid4().hex[:8]}"
     api_client = make_api_client(context=os.environ.get("KILN_K8S_CONTEXT"))
     try:
-        yield KubeCluster(api_client, namespace=namespace, poll_interval=2.0)
+        yield KubernetesTarget(
+            api_client, namespace=namespace, timeout=300, poll_interval=2.0, manifest_dir=manifests
+        )
     finally:
         client.CoreV1Api(api_client).delete_namespace(namespace)
         api_client.close()
@@ -83,15 +87,15 @@ def image_of(store: ArtifactStore, version: str) -> str:
     return next(ref for ref in store.image_refs(version) if "@sha256:" in ref)
 
 
-def live_image(cluster: KubeCluster) -> str | None:
-    live = cluster.live_deployment()
+def live_image(cluster: KubernetesTarget) -> str | None:
+    live = cluster.current()
     return live.image if live else None
 
 
 def test_rollout_then_upgrade(store, versions, cluster, manifests) -> None:
     old, new = versions
-    roll_out_kubernetes(store, old, cluster, timeout=300, manifest_dir=manifests)
-    result = roll_out_kubernetes(store, new, cluster, timeout=300, manifest_dir=manifests)
+    roll_out(store, old, cluster)
+    result = roll_out(store, new, cluster)
     assert result.previous_version == old
     assert live_image(cluster) == image_of(store, new)
     assert store.deployment(KUBERNETES).current == new
@@ -99,19 +103,17 @@ def test_rollout_then_upgrade(store, versions, cluster, manifests) -> None:
 
 def test_stuck_rollout_is_rolled_back(store, versions, cluster, manifests) -> None:
     old, new = versions
-    roll_out_kubernetes(store, old, cluster, timeout=300, manifest_dir=manifests)
+    roll_out(store, old, cluster)
     missing = image_of(store, new).split("@")[0] + "@sha256:" + "0" * 64  # never pullable
     with pytest.raises(RolloutError, match="progress deadline exceeded"):
-        roll_out_kubernetes(store, new, cluster, image=missing, timeout=300,
-                            manifest_dir=manifests)
+        roll_out(store, new, cluster, image=missing)
     assert live_image(cluster) == image_of(store, old)
 
 
 def test_failed_smoke_test_is_rolled_back(store, versions, cluster, manifests) -> None:
     old, new = versions
-    roll_out_kubernetes(store, old, cluster, timeout=300, manifest_dir=manifests)
+    roll_out(store, old, cluster)
     # new's version id with old's image: the pods run fine but /metadata reports old
     with pytest.raises(RolloutError, match="reports version"):
-        roll_out_kubernetes(store, new, cluster, image=image_of(store, old), timeout=300,
-                            manifest_dir=manifests)
+        roll_out(store, new, cluster, image=image_of(store, old))
     assert live_image(cluster) == image_of(store, old)

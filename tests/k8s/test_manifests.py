@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from flows.errors import RolloutError
-from flows.kube import MANIFEST_DIR, VERSION_ANNOTATION, load_base, render_manifests
+from flows.rollout.manifests import MANIFEST_DIR, VERSION_ANNOTATION, load_base, render_manifests
 
 # The schemas kubernetes-validate ships with the package (no network): the newest it knows.
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -95,7 +95,8 @@ def test_the_deployment_rolls_without_losing_capacity_and_probes_the_server_rout
     deployment = by_kind(load_base())["Deployment"]
     spec = deployment["spec"]
     assert spec["strategy"] == {
-        "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
     }
     container = spec["template"]["spec"]["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"

@@ -14,8 +14,9 @@ import pytest
 from kubernetes import client
 
 from flows.errors import RolloutError
-from flows.kube import VERSION_ANNOTATION, KubeCluster
-from flows.rollout import KUBERNETES, previous_of, roll_out_kubernetes
+from flows.rollout import KUBERNETES, previous_of, roll_out
+from flows.rollout.kubernetes import KubernetesTarget
+from flows.rollout.manifests import VERSION_ANNOTATION
 from flows.store import ArtifactStore
 from tests.k8s.emulator import EmulatedApiServer, EmulatedCluster
 
@@ -29,25 +30,33 @@ def emulator() -> Iterator[EmulatedApiServer]:
 
 
 @pytest.fixture
-def cluster(emulator: EmulatedApiServer) -> Iterator[KubeCluster]:
+def cluster(emulator: EmulatedApiServer) -> Iterator[KubernetesTarget]:
     configuration = client.Configuration(host=emulator.url)
     with client.ApiClient(configuration) as api_client:
-        yield KubeCluster(api_client, namespace=NS, poll_interval=0.0, request_timeout=5)
+        yield KubernetesTarget(
+            api_client, namespace=NS, timeout=30, poll_interval=0.0, request_timeout=5
+        )
 
 
 AddVersion = Callable[[str], tuple[str, str]]
 
 
 def test_first_rollout_creates_everything_waits_smoke_tests_and_records(
-    store: ArtifactStore, add_version: AddVersion, cluster: KubeCluster,
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
 ) -> None:
     version, image = add_version("a")
-    result = roll_out_kubernetes(store, version, cluster, timeout=30)
+    result = roll_out(store, version, cluster)
 
     state = emulator.cluster
     assert {kind for kind, _, _ in state.objects} == {
-        "Namespace", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"
+        "Namespace",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
     }
     deployment = state.deployment(NS, "kiln")
     assert deployment is not None
@@ -67,15 +76,17 @@ def test_first_rollout_creates_everything_waits_smoke_tests_and_records(
 
 
 def test_second_rollout_replaces_the_image_and_keeps_the_previous_for_rollback(
-    store: ArtifactStore, add_version: AddVersion, cluster: KubeCluster,
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
 ) -> None:
     old, old_image = add_version("a")
     new, new_image = add_version("b")
-    roll_out_kubernetes(store, old, cluster, timeout=30)
+    roll_out(store, old, cluster)
     generation = emulator.cluster.deployment(NS, "kiln")["metadata"]["generation"]
 
-    result = roll_out_kubernetes(store, new, cluster, timeout=30)
+    result = roll_out(store, new, cluster)
 
     deployment = emulator.cluster.deployment(NS, "kiln")
     assert deployment["metadata"]["generation"] == generation + 1
@@ -87,16 +98,18 @@ def test_second_rollout_replaces_the_image_and_keeps_the_previous_for_rollback(
 
 
 def test_shipping_the_same_version_again_changes_nothing(
-    store: ArtifactStore, add_version: AddVersion, cluster: KubeCluster,
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
 ) -> None:
     old, _ = add_version("a")
     new, _ = add_version("b")
-    roll_out_kubernetes(store, old, cluster, timeout=30)
-    roll_out_kubernetes(store, new, cluster, timeout=30)
+    roll_out(store, old, cluster)
+    roll_out(store, new, cluster)
     generation = emulator.cluster.deployment(NS, "kiln")["metadata"]["generation"]
 
-    roll_out_kubernetes(store, new, cluster, timeout=30)
+    roll_out(store, new, cluster)
 
     assert emulator.cluster.deployment(NS, "kiln")["metadata"]["generation"] == generation
     record = store.deployment(KUBERNETES)
@@ -104,16 +117,18 @@ def test_shipping_the_same_version_again_changes_nothing(
 
 
 def test_a_live_replica_count_set_by_the_hpa_is_kept(
-    store: ArtifactStore, add_version: AddVersion, cluster: KubeCluster,
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
 ) -> None:
     old, _ = add_version("a")
     new, _ = add_version("b")
-    roll_out_kubernetes(store, old, cluster, timeout=30)
+    roll_out(store, old, cluster)
     with emulator.cluster.lock:  # the HPA scaled the Deployment out
         emulator.cluster.objects[("Deployment", NS, "kiln")]["spec"]["replicas"] = 7
 
-    roll_out_kubernetes(store, new, cluster, timeout=30)
+    roll_out(store, new, cluster)
 
     deployment = emulator.cluster.deployment(NS, "kiln")
     assert deployment["spec"]["replicas"] == 7
@@ -121,16 +136,18 @@ def test_a_live_replica_count_set_by_the_hpa_is_kept(
 
 
 def test_a_stuck_rollout_is_rolled_back_to_the_previous_image(
-    store: ArtifactStore, add_version: AddVersion, cluster: KubeCluster,
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
 ) -> None:
     old, old_image = add_version("a")
     new, new_image = add_version("b")
-    roll_out_kubernetes(store, old, cluster, timeout=30)
+    roll_out(store, old, cluster)
     emulator.cluster.fault(new_image, stuck=True)
 
     with pytest.raises(RolloutError, match="progress deadline exceeded") as caught:
-        roll_out_kubernetes(store, new, cluster, timeout=30)
+        roll_out(store, new, cluster)
 
     assert f"rolled back to {old}" in str(caught.value)
     assert_restored(emulator, old, old_image)
@@ -139,35 +156,40 @@ def test_a_stuck_rollout_is_rolled_back_to_the_previous_image(
 
 
 def test_a_rollout_that_never_finishes_times_out_and_is_rolled_back(
-    store: ArtifactStore, add_version: AddVersion, cluster: KubeCluster,
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
 ) -> None:
     old, old_image = add_version("a")
     new, new_image = add_version("b")
-    roll_out_kubernetes(store, old, cluster, timeout=30)
+    roll_out(store, old, cluster)
     emulator.cluster.polls_to_deadline = 10**9  # the controller never gives its verdict
     emulator.cluster.fault(new_image, stuck=True)
     ticks = iter(range(10**6))
     cluster.clock = lambda: float(next(ticks))  # one "second" per poll, no real waiting
+    cluster.timeout = 5
 
     with pytest.raises(RolloutError, match="timed out after 5s") as caught:
-        roll_out_kubernetes(store, new, cluster, timeout=5)
+        roll_out(store, new, cluster)
 
     assert f"rolled back to {old}" in str(caught.value)
     assert_restored(emulator, old, old_image)
 
 
 def test_a_new_version_reporting_the_wrong_version_is_rolled_back(
-    store: ArtifactStore, add_version: AddVersion, cluster: KubeCluster,
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
 ) -> None:
     old, old_image = add_version("a")
     new, new_image = add_version("b")
-    roll_out_kubernetes(store, old, cluster, timeout=30)
+    roll_out(store, old, cluster)
     emulator.cluster.fault(new_image, metadata_version="something-else")
 
     with pytest.raises(RolloutError, match="reports version 'something-else'") as caught:
-        roll_out_kubernetes(store, new, cluster, timeout=30)
+        roll_out(store, new, cluster)
 
     assert f"rolled back to {old}" in str(caught.value)
     assert_restored(emulator, old, old_image)
@@ -175,47 +197,54 @@ def test_a_new_version_reporting_the_wrong_version_is_rolled_back(
 
 
 def test_a_new_version_failing_predict_is_rolled_back(
-    store: ArtifactStore, add_version: AddVersion, cluster: KubeCluster,
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
 ) -> None:
     old, old_image = add_version("a")
     new, new_image = add_version("b")
-    roll_out_kubernetes(store, old, cluster, timeout=30)
+    roll_out(store, old, cluster)
     emulator.cluster.fault(new_image, predict_status=500)
 
     with pytest.raises(RolloutError, match=r"POST /predict answered 500"):
-        roll_out_kubernetes(store, new, cluster, timeout=30)
+        roll_out(store, new, cluster)
 
     assert_restored(emulator, old, old_image)
 
 
 def test_a_failed_first_rollout_says_there_was_nothing_to_restore(
-    store: ArtifactStore, add_version: AddVersion, cluster: KubeCluster,
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
 ) -> None:
     version, image = add_version("a")
     emulator.cluster.fault(image, predict_status=503)
 
     with pytest.raises(RolloutError, match="nothing to restore"):
-        roll_out_kubernetes(store, version, cluster, timeout=30)
+        roll_out(store, version, cluster)
 
     assert store.deployment(KUBERNETES) is None
 
 
 def test_a_version_without_a_pinned_image_is_refused_before_touching_the_cluster(
-    store: ArtifactStore, cluster: KubeCluster, emulator: EmulatedApiServer,
+    store: ArtifactStore,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
 ) -> None:
     version = store.put(b"model", {0: "a", 1: "b"}, {"sample_input": [[1.0]]})
     store.record_image(version, "127.0.0.1:5000/kiln/iris:latest")
 
     with pytest.raises(RolloutError, match="no image pinned by digest"):
-        roll_out_kubernetes(store, version, cluster, timeout=30)
+        roll_out(store, version, cluster)
 
     assert emulator.cluster.requests == []
 
 
 def test_an_unreachable_api_server_is_a_rollout_error(
-    store: ArtifactStore, add_version: AddVersion,
+    store: ArtifactStore,
+    add_version: AddVersion,
 ) -> None:
     version, _ = add_version("a")
     with EmulatedApiServer() as gone:
@@ -223,18 +252,22 @@ def test_an_unreachable_api_server_is_a_rollout_error(
     configuration = client.Configuration(host=url)
     configuration.retries = 0
     with client.ApiClient(configuration) as api_client:
-        cluster = KubeCluster(api_client, namespace=NS, poll_interval=0.0, request_timeout=2)
+        cluster = KubernetesTarget(
+            api_client, namespace=NS, timeout=5, poll_interval=0.0, request_timeout=2
+        )
         with pytest.raises(RolloutError, match="GET /apis/apps/v1"):
-            roll_out_kubernetes(store, version, cluster, timeout=5)
+            roll_out(store, version, cluster)
 
 
 def test_rolling_back_without_a_previous_version_is_refused(
-    store: ArtifactStore, add_version: AddVersion, cluster: KubeCluster,
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
 ) -> None:
     with pytest.raises(RolloutError, match="nothing was ever deployed"):
         previous_of(store, KUBERNETES)
     version, _ = add_version("a")
-    roll_out_kubernetes(store, version, cluster, timeout=30)
+    roll_out(store, version, cluster)
     with pytest.raises(RolloutError, match="no previous version"):
         previous_of(store, KUBERNETES)
 

@@ -1,16 +1,16 @@
 """The local target: serving images run on the container engine behind 127.0.0.1 ports.
 
-The stable endpoint is http://127.0.0.1:<settings.local_port>; the container that owns
-that port is the current version. A rollout:
+The stable endpoint is http://127.0.0.1:<port>; the container that owns that port is the
+current version. `ship`:
 
 1. starts the new version as a *candidate* container on a free port,
 2. waits until its /ready answers 200, and smoke-tests it there (/metadata, /predict),
 3. on failure: removes the candidate and raises; the current container was never touched,
 4. on success, switches: creates the new version's container on the stable port, stops the
-   old one (gunicorn drains in about a second), starts the new one, waits for /ready,
-   checks /metadata; only then removes the old container and the candidate. If the new
-   one does not come up on the stable port, the old container (stopped, not removed) is
-   started again.
+   old one (gunicorn drains in about a second), starts the new one, waits for /ready and
+   smoke-tests it; only then removes the old container. If the new one does not come up on
+   the stable port, it is removed and `ship` raises; `restore` then starts the old
+   container (stopped, not removed) again.
 
 The trade-off: the stable port refuses connections for the stop-and-start in step 4
 (the old stop plus the new server's start-up; a few seconds here). Every check that can
@@ -26,18 +26,16 @@ Containers carry labels (io.kiln.*), so the engine itself says what runs where.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from flows.errors import RolloutError
-from flows.rollout import Caller, Reply
+from flows.rollout.smoke import SmokeTest, http_caller
+from flows.rollout.target import LOCAL, Deployed
 
 log = logging.getLogger(__name__)
 
@@ -70,38 +68,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def http_caller(base_url: str, timeout: float = 5.0) -> Caller:
-    """(method, path, json body) -> Reply over plain HTTP; connection errors raise OSError."""
-
-    def call(method: str, path: str, body: Any) -> Reply:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            base_url + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data else {},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return Reply(response.status, response.read())
-        except urllib.error.HTTPError as err:
-            return Reply(err.code, err.read())
-
-    return call
-
-
 @dataclass
-class LocalEngine:
+class LocalTarget:
     """kiln's containers on one engine (a docker SDK client: dockerd or podman's socket)."""
 
     docker: Any  # docker.DockerClient
     port: int = 8000
     name_prefix: str = "kiln"
+    timeout: float = 120.0  # seconds for a container to answer /ready
     candidate_port: Callable[[], int] = free_port
     poll_interval: float = 0.2
     stop_timeout: int = 10
     environment: dict[str, str] = field(default_factory=lambda: {"WORKERS": "1"})
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    name = LOCAL
+    where = "locally"
 
     # -- what runs -------------------------------------------------------------------------
 
@@ -124,9 +106,17 @@ class LocalEngine:
             )
         return sorted(out, key=lambda c: (c.role, c.name))
 
-    def current(self) -> LocalContainer | None:
+    def current(self) -> Deployed | None:
         running = [c for c in self.containers() if c.role == CURRENT and c.status == "running"]
-        return running[0] if running else None
+        if not running:
+            return None
+        return Deployed(running[0].version, running[0].image, handle=running[0].name)
+
+    def live(self) -> list[str]:
+        return [
+            f"{c.version} {c.image} {c.role} {c.status} {c.endpoint} ({c.name})"
+            for c in self.containers()
+        ]
 
     @property
     def endpoint(self) -> str:
@@ -134,94 +124,85 @@ class LocalEngine:
 
     # -- the rollout -----------------------------------------------------------------------
 
-    def roll_out(
-        self, version: str, image: str, smoke: Callable[[Caller], None], timeout: float = 120.0
-    ) -> str:
-        """Run `image` as `version` on the stable port, or raise with the old one serving."""
+    def ship(self, version: str, image: str, smoke: SmokeTest) -> str:
+        """Run `image` as `version` on the stable port, or raise (the old one not removed)."""
         before = self.current()
         if before is not None and before.version == version and before.image == image:
-            log.info("%s already serves %s on %s: checking it", before.name, version, self.endpoint)
-            self._check(before.name, self.endpoint, smoke, timeout)
+            log.info("%s already serves %s: checking it", self.endpoint, version)
+            self._check(before.handle, self.endpoint, smoke)
             return self.endpoint
         self._ensure_image(image)
-        short = version[:12]
-        candidate_name = f"{self.name_prefix}-{short}-candidate"
-        self._remove(candidate_name)
+        candidate = f"{self.name_prefix}-{version[:12]}-candidate"
+        self._remove(candidate)
         port = self.candidate_port()
-        log.info("starting candidate %s (%s) on 127.0.0.1:%d", candidate_name, image, port)
-        self._run(candidate_name, image, version, CANDIDATE, port, start=True)
+        log.info("starting candidate %s (%s) on 127.0.0.1:%d", candidate, image, port)
+        self._run(candidate, image, version, CANDIDATE, port, start=True)
         try:
-            self._check(candidate_name, f"http://127.0.0.1:{port}", smoke, timeout)
-        except RolloutError as err:
-            self._remove(candidate_name)
-            still = f"; {before.version} keeps serving on {self.endpoint}" if before else ""
-            raise RolloutError(f"rolling out {version} locally: {err}{still}") from err
-        self._switch(version, image, candidate_name, before, smoke, timeout)
+            self._check(candidate, f"http://127.0.0.1:{port}", smoke)
+        except Exception:
+            self._remove(candidate)
+            raise
+        self._switch(version, image, candidate, before, smoke)
         return self.endpoint
 
     def _switch(
         self,
         version: str,
         image: str,
-        candidate_name: str,
-        before: LocalContainer | None,
-        smoke: Callable[[Caller], None],
-        timeout: float,
+        candidate: str,
+        before: Deployed | None,
+        smoke: SmokeTest,
     ) -> None:
         name = f"{self.name_prefix}-{version[:12]}"
-        if before is not None and before.name == name:  # same version, another image
+        if before is not None and before.handle == name:  # same version, another image
             name = f"{name}-{int(time.time())}"
         self._remove(name)
         new = self._run(name, image, version, CURRENT, self.port, start=False)
-        old = self.docker.containers.get(before.name) if before else None
+        old = self.docker.containers.get(before.handle) if before else None
         # The candidate passed its checks; free its resources before the switch.
-        self._remove(candidate_name)
-        if old is not None and before is not None:
-            log.info("switching %s: stopping %s (%s)", self.endpoint, old.name, before.version)
+        self._remove(candidate)
+        if old is not None:
+            log.info("switching %s: stopping %s", self.endpoint, old.name)
             old.stop(timeout=self.stop_timeout)
         try:
             new.start()
-            self._check(name, self.endpoint, smoke, timeout)
+            self._check(name, self.endpoint, smoke)
         except Exception as err:
-            self._remove(name)
-            restored = ""
-            if old is not None and before is not None:
-                old.start()
-                try:
-                    self._wait_ready(old.name, self.endpoint, timeout)
-                    restored = f"; {before.version} serves again"
-                except RolloutError as again:
-                    restored = f"; restarting {before.version} failed too: {again}"
-            raise RolloutError(
-                f"rolling out {version} locally: on {self.endpoint}: {err}{restored}"
-            ) from err
+            self._remove(name)  # restore() starts the old one again
+            raise RolloutError(f"on {self.endpoint}: {err}") from err
         if old is not None:
             old.remove(force=True)
         log.info("%s now serves %s (%s)", self.endpoint, version, image)
 
+    def restore(self, before: Deployed) -> str:
+        """Start the old container again if the switch stopped it."""
+        container = self.docker.containers.get(before.handle)
+        if container.status == "running":  # the candidate failed: it was never touched
+            return f"{before.version} keeps serving on {self.endpoint}"
+        container.start()
+        self._wait_ready(before.handle, self.endpoint)
+        return f"{before.version} serves again"
+
     # -- helpers ---------------------------------------------------------------------------
 
-    def _check(
-        self, name: str, base_url: str, smoke: Callable[[Caller], None], timeout: float
-    ) -> None:
-        self._wait_ready(name, base_url, timeout)
+    def _check(self, name: str, base_url: str, smoke: SmokeTest) -> None:
+        self._wait_ready(name, base_url)
         try:
             smoke(http_caller(base_url))
         except Exception as err:
             raise RolloutError(f"smoke test on {base_url}: {err}") from err
 
-    def _wait_ready(self, name: str, base_url: str, timeout: float) -> None:
+    def _wait_ready(self, name: str, base_url: str) -> None:
         call = http_caller(base_url, timeout=2.0)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.timeout
         last = "no answer yet"
         while True:
             container = self.docker.containers.get(name)
             if container.status in ("exited", "dead"):
-                logs = self._last_lines(container)
                 raise RolloutError(
                     f"container {name} exited with code "
                     f"{container.attrs.get('State', {}).get('ExitCode')} before it was ready; "
-                    f"its last lines:\n{logs}"
+                    f"its last lines:\n{self._last_lines(container)}"
                 )
             try:
                 reply = call("GET", "/ready", None)
@@ -231,7 +212,7 @@ class LocalEngine:
             except OSError as err:
                 last = str(err)
             if time.monotonic() >= deadline:
-                raise RolloutError(f"container {name} not ready after {timeout:g}s: {last}")
+                raise RolloutError(f"container {name} not ready after {self.timeout:g}s: {last}")
             self.sleep(self.poll_interval)
 
     def _last_lines(self, container: Any, tries: int = 10) -> str:

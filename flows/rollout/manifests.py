@@ -1,0 +1,90 @@
+"""kiln's kustomize base (k8s/) rendered as plain dicts, with a version's image pinned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flows.errors import RolloutError
+
+MANIFEST_DIR = Path(__file__).resolve().parent.parent.parent / "k8s"
+VERSION_ANNOTATION = "kiln.dev/model-version"
+CONTAINER_NAME = "server"
+# Kinds kiln ships that live in a namespace (everything but the Namespace itself).
+CLUSTER_SCOPED = {"Namespace"}
+
+
+def _load_yaml_documents(path: Path) -> list[dict[str, Any]]:
+    with path.open() as fh:
+        return [doc for doc in yaml.safe_load_all(fh) if doc]
+
+
+def _image_with(entry: dict[str, Any], old: str) -> str:
+    name = entry.get("newName", old)
+    if "digest" in entry:
+        return f"{name}@{entry['digest']}"
+    if "newTag" in entry:
+        return f"{name}:{entry['newTag']}"
+    return name
+
+
+def load_base(directory: Path = MANIFEST_DIR) -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize DIRECTORY` would print for kiln's simple base.
+
+    Honours the three kustomization fields the base uses: `resources`, `namespace` and
+    `images`; anything else in kustomization.yaml is refused rather than ignored.
+    """
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unknown = set(kustomization) - {"apiVersion", "kind", "resources", "namespace", "images"}
+    if unknown:
+        raise RolloutError(
+            f"rendering {directory}: kustomization fields {sorted(unknown)} are not supported "
+            "by kiln's renderer; use `kubectl apply -k` or extend flows/rollout/manifests.py"
+        )
+    objects: list[dict[str, Any]] = []
+    for resource in kustomization.get("resources", []):
+        objects.extend(_load_yaml_documents(directory / resource))
+    namespace = kustomization.get("namespace")
+    images = {entry["name"]: entry for entry in kustomization.get("images", [])}
+    for obj in objects:
+        if namespace:
+            set_namespace(obj, namespace)
+        for container in containers(obj):
+            entry = images.get(container["image"])
+            if entry:
+                container["image"] = _image_with(entry, container["image"])
+    return objects
+
+
+def set_namespace(obj: dict[str, Any], namespace: str) -> None:
+    if obj["kind"] == "Namespace":
+        obj["metadata"]["name"] = namespace
+    elif obj["kind"] not in CLUSTER_SCOPED:
+        obj["metadata"]["namespace"] = namespace
+
+
+def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    if obj.get("kind") != "Deployment":
+        return []
+    return obj["spec"]["template"]["spec"]["containers"]
+
+
+def render_manifests(
+    image: str, version: str, namespace: str, directory: Path = MANIFEST_DIR
+) -> list[dict[str, Any]]:
+    """The base with the server image pinned to `image` and `version` annotated everywhere."""
+    if "@sha256:" not in image:
+        raise RolloutError(f"rendering manifests: image {image!r} is not pinned by digest")
+    objects = load_base(directory)
+    for obj in objects:
+        set_namespace(obj, namespace)
+        if obj["kind"] == "Deployment":
+            obj["metadata"].setdefault("annotations", {})[VERSION_ANNOTATION] = version
+            template = obj["spec"]["template"]
+            template["metadata"].setdefault("annotations", {})[VERSION_ANNOTATION] = version
+            for container in containers(obj):
+                if container["name"] == CONTAINER_NAME:
+                    container["image"] = image
+    return objects

@@ -1,0 +1,137 @@
+"""Roll a stored version out to a target, prove it answers, and roll back by itself if not.
+
+One sequence for every target: resolve the version and its image in the store, note what
+serves now, ship (the target starts it, waits until it is ready and runs the smoke test
+with the model's own sample input), then record it; on any failure ask the target to
+restore what served before and raise RolloutError with the reason. Targets implement
+flows/rollout/target.py's `Target`.
+
+Plain functions with their collaborators as parameters; no Prefect here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from flows.errors import KilnError, RolloutError
+from flows.rollout.smoke import Caller, SmokeTestFailed, smoke_test
+from flows.rollout.target import Deployed, RolloutResult, Target, TargetStatus
+
+if TYPE_CHECKING:
+    from flows.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+def pick_image(refs: list[str], version: str) -> str:
+    """The digest-pinned image recorded for a version (the newest registry's first)."""
+    pinned = [ref for ref in refs if "@sha256:" in ref]
+    if not pinned:
+        raise RolloutError(
+            f"rolling out {version}: no image pinned by digest is recorded for it "
+            f"(recorded: {refs or 'none'}); build it first with `kiln build {version}`"
+        )
+    return pinned[0]
+
+
+def roll_out(
+    store: ArtifactStore,
+    version: str,
+    target: Target,
+    *,
+    image: str | None = None,
+    rolled_back: bool = False,
+) -> RolloutResult:
+    """Ship a stored version to `target`; on failure restore what served before and raise."""
+    version, image, sample_input = _resolve(store, version, image)
+    before = target.current()
+    log.info(
+        "rolling out %s (%s) %s; serving now: %s",
+        version,
+        image,
+        target.where,
+        before.version if before else "nothing",
+    )
+
+    def smoke(call: Caller) -> None:
+        smoke_test(call, version, sample_input)
+
+    try:
+        endpoint = target.ship(version, image, smoke)
+    except Exception as err:  # any failure, ours or a client's: put the old one back
+        reason = str(err) if isinstance(err, SmokeTestFailed | KilnError) else _named(err)
+        log.error("rollout of %s %s failed: %s", version, target.where, reason)
+        message = f"rolling out {version} {target.where}: {reason}"
+        raise RolloutError(f"{message}; {_restore(target, before)}") from err
+    _record(store, target.name, version, image)
+    return RolloutResult(
+        target.name,
+        version,
+        image,
+        endpoint,
+        before.version if before else None,
+        before.image if before else None,
+        rolled_back,
+    )
+
+
+def roll_back(store: ArtifactStore, target: Target) -> RolloutResult:
+    """Ship the version that ran on `target` before the current one, with its image."""
+    version, image = previous_of(store, target.name)
+    log.info("rolling %s back to %s (%s)", target.name, version, image)
+    return roll_out(store, version, target, image=image, rolled_back=True)
+
+
+def status(store: ArtifactStore, name: str, target: Callable[[], Target]) -> TargetStatus:
+    """The store's record for `name` and what the target (built by `target()`) reports."""
+    recorded = store.deployment(name)
+    try:
+        live = target().live()
+    except Exception as err:  # an unreachable engine or cluster is a status, not a crash
+        return TargetStatus(name, recorded, [], _named(err))
+    return TargetStatus(name, recorded, live)
+
+
+def previous_of(store: ArtifactStore, target: str) -> tuple[str, str]:
+    """The version and image that ran on `target` before the current one."""
+    record = store.deployment(target)
+    if record is None:
+        raise RolloutError(f"rolling back {target}: nothing was ever deployed there")
+    if not record.previous or not record.previous_image:
+        raise RolloutError(
+            f"rolling back {target}: only {record.current} was ever deployed, no previous version"
+        )
+    return record.previous, record.previous_image
+
+
+def _restore(target: Target, before: Deployed | None) -> str:
+    if before is None:
+        return "nothing to restore (nothing ran there before)"
+    log.warning("restoring %s (%s)", before.version, before.image)
+    try:
+        return target.restore(before)
+    except Exception as err:
+        return f"restoring {before.version} ({before.image}) failed too: {err}"
+
+
+def _resolve(store: ArtifactStore, version: str, image: str | None) -> tuple[str, str, Any]:
+    try:
+        stored = store.get(version)
+    except KilnError as err:
+        raise RolloutError(f"rolling out {version}: {err}") from err
+    version = stored.version
+    chosen = image or pick_image(store.image_refs(version), version)
+    return version, chosen, stored.metadata.get("sample_input")
+
+
+def _record(store: ArtifactStore, target: str, version: str, image: str) -> None:
+    before = store.deployment(target)
+    if before is not None and before.current == version and before.image == image:
+        return  # shipped again: keep the previous version as it is, for rollback
+    store.record_deployment(target, version, image)
+
+
+def _named(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"

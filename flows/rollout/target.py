@@ -1,0 +1,78 @@
+"""What a rollout target is: the small protocol the orchestrator drives, and its results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from flows.rollout.smoke import SmokeTest
+
+KUBERNETES = "kubernetes"
+LOCAL = "local"
+TARGETS = (LOCAL, KUBERNETES)
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What runs on a target: a version, its image, and the target's own handle on it."""
+
+    version: str | None
+    image: str | None
+    handle: Any = None  # the local container's name, the Deployment's pod template...
+
+
+class Target(Protocol):
+    """A place a version can run. The orchestrator ships, checks, records or restores."""
+
+    @property
+    def name(self) -> str:
+        """`local` or `kubernetes`: the key the store records deployments under."""
+        ...
+
+    @property
+    def where(self) -> str:
+        """How messages say where it went: `locally`, `to kubernetes`."""
+        ...
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def current(self) -> Deployed | None:
+        """What serves now, or None."""
+        ...
+
+    def ship(self, version: str, image: str, smoke: SmokeTest) -> str:
+        """Run `image` as `version`, wait until ready, run `smoke` against it; the endpoint.
+
+        Raises on any failure, after cleaning up what it started itself.
+        """
+        ...
+
+    def restore(self, before: Deployed) -> str:
+        """Make `before` serve again after a failed ship; says what happened (one phrase)."""
+        ...
+
+    def live(self) -> list[str]:
+        """One line per thing running, as the target itself reports it."""
+        ...
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    target: str
+    version: str
+    image: str
+    endpoint: str
+    previous_version: str | None
+    previous_image: str | None
+    rolled_back: bool = False  # True when this rollout shipped the previous version again
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """What the store recorded for a target and what the target itself says runs there."""
+
+    target: str
+    recorded: Any  # flows.store.Deployment | None
+    live: list[str]  # one line per thing running: version, image, where
+    error: str | None = None
