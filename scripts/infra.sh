@@ -8,6 +8,7 @@
 #                            images and registry data stay. With KILN_INFRA_STARTED=FILE, `up`
 #                            appends the name of each service it starts to FILE (so a caller
 #                            can stop exactly those: scripts/test.sh does).
+#   scripts/infra.sh install install the missing packages only (apt; part of `up`)
 #   scripts/infra.sh status  say what runs
 #   scripts/infra.sh env     print the exports (eval "$(scripts/infra.sh env)")
 #   scripts/infra.sh gc      reclaim registry space: stop the registry, run its garbage
@@ -43,24 +44,38 @@ need_pkgs() {
         pkg="${pair##*:}"
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
     done
-    if ((${#missing[@]})); then
-        command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
-        log "installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        # policy-rc.d keeps the package from starting its own registry service on :5000
-        local policy=/usr/sbin/policy-rc.d created_policy=0
-        if [[ ! -e $policy ]]; then
-            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
-        fi
-        # runc before podman so apt does not pick crun (which cannot run containers here);
-        # the rest is what podman's rootful networking and storage use.
-        apt-get install -y -qq --no-install-recommends runc >/dev/null
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" ca-certificates \
-            netavark aardvark-dns containernetworking-plugins catatonit iptables uidmap \
-            fuse-overlayfs slirp4netns >/dev/null
-        ((created_policy)) && rm -f "$policy"
+    ((${#missing[@]})) || return 0
+    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # policy-rc.d keeps the package from starting its own registry service on :5000; one
+    # that is already there (every Debian container image ships one) is left as it is.
+    local policy="${INFRA_POLICY_RC_D:-/usr/sbin/policy-rc.d}" created_policy=0 status=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
     fi
+    # runc before podman so apt does not pick crun (which cannot run containers here);
+    # the rest is what podman's rootful networking and storage use.
+    apt_quiet update -qq \
+        && apt_quiet install -y -qq --no-install-recommends runc \
+        && apt_quiet install -y -qq --no-install-recommends "${missing[@]}" ca-certificates \
+            netavark aardvark-dns containernetworking-plugins catatonit iptables uidmap \
+            fuse-overlayfs slirp4netns \
+        || status=$?
+    if ((created_policy)); then rm -f "$policy"; fi
+    ((status == 0)) || die "apt-get failed (status $status) installing ${missing[*]}; its output is above"
+    return 0
+}
+
+# apt-get, quiet when it works; on failure its output goes to stderr, so the reason shows.
+apt_quiet() {
+    local out status=0
+    out="$(apt-get "$@" 2>&1)" || status=$?
+    if ((status)); then
+        printf '%s\n' "$out" >&2
+        log "apt-get $1 failed with status $status"
+    fi
+    return "$status"
 }
 
 # ---------------------------------------------------------------- config
@@ -307,9 +322,10 @@ cmd_gc() {
 
 case "${1:-}" in
     up) cmd_up ;;
+    install) need_pkgs ;;
     down) shift; cmd_down "$@" ;;
     status) cmd_status ;;
     env) print_env ;;
     gc) cmd_gc ;;
-    *) echo "usage: $0 up|down|status|env|gc" >&2; exit 2 ;;
+    *) echo "usage: $0 up|install|down|status|env|gc" >&2; exit 2 ;;
 esac
