@@ -46,15 +46,16 @@ class StepProgress(logging.Handler):
     def _note(self, record: logging.LogRecord) -> None:
         message = " ".join(record.getMessage().split())
         self.flow_run_id = self.flow_run_id or getattr(record, "flow_run_id", None)
-        step = current_task_name() or getattr(record, "task_run_name", None)
+        run_name = getattr(record, "task_run_name", None)
+        step = current_task_name() or (_task_name(run_name) if run_name else None)
         if step:
-            step = _task_name(step)
             if record.levelno >= logging.ERROR or message.startswith("Finished in state Failed"):
                 self.failed_step = step
             if step != self.step:
                 self._finish_step()
-                self.step, self.started = step, time.monotonic()
-        self.detail = message
+                self.step, self.started, self.detail = step, time.monotonic(), ""
+        if not message.startswith("Finished in state"):  # the step line says as much
+            self.detail = message
         if record.levelno >= logging.WARNING and record.name.startswith("flows"):
             self.console.print(f"warning: {message}", highlight=False, markup=False)
 

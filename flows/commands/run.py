@@ -66,6 +66,17 @@ def choose_prefect_server(settings: KilnSettings, say: Any) -> str | None:
     return None
 
 
+def preflight(settings: KilnSettings) -> None:
+    """Reach what the run ships to before training: a missing engine or kubeconfig is the
+    user's to fix, and no retry inside the run would fix it."""
+    from flows import wiring
+
+    if settings.target == "kubernetes":
+        wiring.kube_api_client(settings).close()
+    else:
+        wiring.engine_client(settings).close()
+
+
 def flow_run_link(api: str | None, flow_run_id: str | None) -> str | None:
     if api is None or flow_run_id is None:
         return None
@@ -99,6 +110,7 @@ def run(
     def say(text: str) -> None:
         err_console.print(text, highlight=False, markup=False, soft_wrap=True)
 
+    preflight(settings)
     api = choose_prefect_server(settings, say)
     if api is not None:
         say(f"Prefect: {api.removesuffix('/api')}")

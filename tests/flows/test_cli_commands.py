@@ -148,3 +148,27 @@ def test_the_try_it_line_uses_the_version_sample() -> None:
     assert line is not None and line.startswith("curl -s -X POST http://127.0.0.1:8000/predict ")
     assert """-d '{"data":[[1.5,2.0,3.25,4.0,5.0,6.0,7.0,8.0]]}'""" in line
     assert try_it_command("kubernetes://ns/kiln", [[1.0]]) is None
+
+
+def test_progress_follows_steps_and_remembers_the_failed_one() -> None:
+    import io
+    import logging
+
+    from rich.console import Console
+
+    from flows.commands.progress import progress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False)
+    with progress(console, "starting") as watcher:
+        task_log = logging.getLogger("prefect.task_runs")
+        task_log.info("loaded", extra={"task_run_name": "load-data-a1b"})
+        assert (watcher.step, watcher.detail) == ("load-data", "loaded")
+        task_log.info("pushing", extra={"task_run_name": "build-image-x9z"})
+        task_log.error(
+            "Finished in state Failed('boom')", extra={"task_run_name": "build-image-x9z"}
+        )
+        logging.getLogger("flows.image").warning("the registry is slow")
+    assert watcher.step == "build-image" and watcher.failed_step == "build-image"
+    assert watcher.detail == "the registry is slow"
+    assert out.getvalue() == "warning: the registry is slow\n"  # no live line off a terminal

@@ -102,6 +102,18 @@ CASES = [
         ERROR,
         "cannot reach the container engine at unix://",
     ),
+    (
+        ["run"],
+        {"DOCKER_HOST": "unix://{tmp}/absent.sock"},
+        ERROR,
+        "start it with `kiln up`, or set DOCKER_HOST",
+    ),
+    (
+        ["run", "--target", "kubernetes"],
+        {"KUBECONFIG": "{tmp}/absent-kubeconfig"},
+        ERROR,
+        "no usable Kubernetes configuration (kubeconfig {tmp}/absent-kubeconfig",
+    ),
     (["logs", "--target", "kubernetes"], {}, ERROR, "kubectl logs"),
     (["undeploy", "--target", "kubernetes"], {}, ERROR, "kubectl delete -k k8s/"),
 ]
@@ -128,7 +140,7 @@ def test_a_bad_input_is_one_line_before_any_work(
     assert code == status, err
     lines = err.splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("error: ") and words in lines[0], lines[0]
+    assert lines[0].startswith("error: ") and _fill(words, place) in lines[0], lines[0]
     assert "Traceback" not in err and out == ""
     assert not (place / "store" / "versions").exists()  # nothing trained or stored
     assert not (place / "state").exists()  # nothing started
