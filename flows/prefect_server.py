@@ -24,7 +24,9 @@ def healthy(url: str) -> bool:
         return False
 
 
-def start_prefect_server(state: Path, host: str = "127.0.0.1", port: int = 4200) -> str:
+def start_prefect_server(
+    state: Path, host: str = "127.0.0.1", port: int = 4200, timeout: float = 180.0
+) -> str:
     """Start `prefect server start` (SQLite in PREFECT_HOME) unless one answers already."""
     url = api_url(host, port)
     if healthy(url):
@@ -50,7 +52,7 @@ def start_prefect_server(state: Path, host: str = "127.0.0.1", port: int = 4200)
     finally:
         os.close(log_fd)
     (state / "run" / "prefect.pid").write_text(str(pid))
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + timeout  # about 10 s here when idle, minutes under load
     while not healthy(url):
         exited = os.waitpid(pid, os.WNOHANG)[0] == pid
         if exited or time.monotonic() > deadline:

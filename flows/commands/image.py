@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Annotated
 
 import typer
 
 from flows import wiring
-from flows.commands import make_console
-from flows.commands.options import StoreOption
+from flows.commands import make_console, print_json, print_line
+from flows.commands.options import OutputOption, StoreOption
+from flows.commands.progress import progress
 from flows.engine import run_infra
 from flows.image import build_image
 from flows.prefect_server import start_prefect_server, stop_prefect_server
@@ -49,9 +49,9 @@ def build(
     force: Annotated[
         bool, typer.Option("--force", help="Build even when the registry holds the image.")
     ] = False,
+    output: OutputOption = "text",
 ) -> None:
     """Build the serving image of a stored version and push it; print its digest reference."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     settings = get_settings().with_overrides(
         builder=builder,
         store=store,
@@ -60,7 +60,7 @@ def build(
         base_repository=base_repository,
     )
     options = wiring.build_options(settings, no_cache=no_cache, force=force)
-    with wiring.open_registry(settings) as client:
+    with wiring.open_registry(settings) as client, progress(err_console, "building"):
         result = build_image(
             wiring.open_store(settings),
             version,
@@ -69,10 +69,12 @@ def build(
             engine=lambda: wiring.engine_client(settings),
             cache_dir=settings.wheel_cache_dir,
         )
-    console.print(result.image, highlight=False, soft_wrap=True)
-    console.print(
-        f"builder {result.builder}, {result.seconds:.2f} s, {result.bytes_pushed:,} bytes pushed",
-        highlight=False,
+    if output == "json":
+        print_json(result.__dict__)
+        return
+    print_line(result.image)
+    print_line(
+        f"builder {result.builder}, {result.seconds:.2f} s, {result.bytes_pushed:,} bytes pushed"
     )
 
 

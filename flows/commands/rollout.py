@@ -12,6 +12,7 @@ import typer
 from flows import wiring
 from flows.commands import make_console, print_json, print_line
 from flows.commands.options import OutputOption, StoreOption, TargetOption
+from flows.commands.progress import progress
 from flows.errors import RolloutError
 from flows.rollout import LOCAL, TARGETS, RolloutResult, roll_back, roll_out
 from flows.rollout import status as target_status
@@ -71,7 +72,7 @@ def deploy(
     the_store = wiring.open_store(settings)
     stored = the_store.get(version)
     chosen = image or latest_image(the_store, stored.version)
-    with err_console.status(f"rolling {stored.version} out to {settings.target}..."):
+    with progress(err_console, f"rolling {stored.version[:12]} out to {settings.target}"):
         result = roll_out(
             the_store, stored.version, wiring.make_target(settings, settings.target), image=chosen
         )
@@ -84,7 +85,7 @@ def rollback(
     """Ship the version that ran before the current one (recorded in the store)."""
     settings = get_settings().with_overrides(store=store, target=target)
     the_store = wiring.open_store(settings)
-    with err_console.status(f"rolling {settings.target} back..."):
+    with progress(err_console, f"rolling {settings.target} back"):
         result = roll_back(the_store, wiring.make_target(settings, settings.target))
     sample = the_store.metadata(result.version).get("sample_input")
     _print_result(result, sample, output)
