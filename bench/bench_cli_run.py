@@ -1,0 +1,101 @@
+"""How long `kiln run` takes from iris to a live endpoint, with a Prefect server up and
+without one (Prefect then starts a temporary server), in one run on this machine.
+
+    eval "$(scripts/infra.sh env)"; python bench/bench_cli_run.py [--runs 3]
+
+Each run trains a new version (a new seed), builds its image with the layer builder and
+rolls it out to the local target, on this script's own store, repository, port and
+container names. It starts its own Prefect server (own PREFECT_HOME and port) and stops it
+at the end. Goal (issue 12): under 8 s with a server up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from flows.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def kiln_run(env: dict[str, str], seed: int) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--seed", str(seed)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"kiln run failed:\n{result.stdout}\n{result.stderr}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per mode")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="kiln-bench-cli-"))
+    prefect_port = free_port()
+    name = f"bench-cli-{os.getpid()}"
+    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    base.update(
+        PREFECT_HOME=str(work / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        KILN_STORE=str(work / "store"),
+        KILN_REPOSITORY=f"bench-cli/iris-{os.getpid()}",
+        KILN_LOCAL_PORT=str(free_port()),
+        KILN_LOCAL_NAME=name,
+        KILN_KEEP="50",
+    )
+    os.environ["PREFECT_HOME"] = base["PREFECT_HOME"]
+    try:
+        print(f"starting a Prefect server on 127.0.0.1:{prefect_port} ...", flush=True)
+        start_prefect_server(work / "state", port=prefect_port, timeout=600)
+        up = {**base, "KILN_PREFECT_PORT": str(prefect_port)}
+        kiln_run(up, seed=1000)  # warm-up: the first build of this repository, caches
+        with_server = [kiln_run(up, seed=1001 + i) for i in range(args.runs)]
+        stop_prefect_server(work / "state")
+        down = {**base, "KILN_PREFECT_PORT": str(free_port())}  # nothing answers there
+        temporary = [kiln_run(down, seed=2001 + i) for i in range(args.runs)]
+    finally:
+        stop_prefect_server(work / "state")
+        from flows.engine import docker_client
+        from flows.local_target import LocalEngine
+
+        LocalEngine(docker_client(), name_prefix=name).stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def show(label: str, runs: list[float]) -> None:
+        figures = ", ".join(f"{s:.1f}" for s in runs)
+        print(f"{label:32} median {statistics.median(runs):6.1f} s  ({figures})")
+
+    print("kiln run, iris to a live local endpoint (new version each run):")
+    show("with a Prefect server up", with_server)
+    show("temporary Prefect server", temporary)
+    ratio = statistics.median(temporary) / statistics.median(with_server)
+    print(f"temporary / with a server: {ratio:.2f}x; goal with a server: < 8 s")
+
+
+if __name__ == "__main__":
+    main()
