@@ -81,9 +81,9 @@ def main() -> None:
     finally:
         stop_prefect_server(work / "state")
         from flows.engine import docker_client
-        from flows.local_target import LocalEngine
+        from flows.rollout.local import LocalTarget
 
-        LocalEngine(docker_client(), name_prefix=name).stop_all()
+        LocalTarget(docker_client(), name_prefix=name).stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
     def show(label: str, runs: list[float]) -> None:

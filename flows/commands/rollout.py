@@ -14,7 +14,7 @@ from flows.commands import make_console, print_json, print_line
 from flows.commands.options import OutputOption, StoreOption, TargetOption
 from flows.commands.progress import progress
 from flows.errors import RolloutError
-from flows.rollout import LOCAL, TARGETS, RolloutResult, roll_back, roll_out
+from flows.rollout import LOCAL, TARGETS, RolloutResult, previous_of, roll_back, roll_out
 from flows.rollout import status as target_status
 from flows.settings import get_settings
 from flows.store import ArtifactStore
@@ -85,6 +85,7 @@ def rollback(
     """Ship the version that ran before the current one (recorded in the store)."""
     settings = get_settings().with_overrides(store=store, target=target)
     the_store = wiring.open_store(settings)
+    previous_of(the_store, settings.target)  # nothing to go back to: say so before connecting
     with progress(err_console, f"rolling {settings.target} back"):
         result = roll_back(the_store, wiring.make_target(settings, settings.target))
     sample = the_store.metadata(result.version).get("sample_input")
