@@ -70,6 +70,8 @@ class KilnSettings(BaseSettings):
     k8s_timeout: float = Field(default=600.0, gt=0)  # seconds until a Deployment is ready
     k8s_poll_interval: float = Field(default=2.0, gt=0)
     k8s_request_timeout: float = Field(default=30.0, gt=0)
+    # Create the namespace (restricted Pod Security) if missing; an existing one is never touched.
+    k8s_create_namespace: bool = False
 
     # `kiln serve` (its own default port, so it never collides with the local target).
     serve_port: int = Field(default=8700, ge=1, le=65535)

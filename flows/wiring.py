@@ -96,6 +96,7 @@ def kube_cluster(settings: KilnSettings) -> KubernetesTarget:
         timeout=settings.k8s_timeout,
         poll_interval=settings.k8s_poll_interval,
         request_timeout=settings.k8s_request_timeout,
+        create_namespace=settings.k8s_create_namespace,
     )
 
 

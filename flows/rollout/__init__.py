@@ -15,6 +15,9 @@ from flows.rollout.target import (
     RolloutResult,
     Target,
     TargetStatus,
+    TransientError,
+    is_transient,
+    retry_if_transient,
 )
 
 __all__ = [
@@ -25,6 +28,9 @@ __all__ = [
     "RolloutResult",
     "Target",
     "TargetStatus",
+    "TransientError",
+    "is_transient",
+    "retry_if_transient",
     "pick_image",
     "previous_of",
     "roll_back",

@@ -1,7 +1,9 @@
 """A thin REST client for the few Kubernetes objects kiln ships, over the official client.
 
 Plain dicts in and out (the JSON the API server sends), so the same code runs against a
-real cluster and against the emulated API server the tests use.
+real cluster and against the emulated API server the tests use. Errors come back as
+RolloutError, or TransientError for what a retry can cure (the API server unreachable,
+409 Conflict on a stale precondition, 429, 5xx).
 """
 
 from __future__ import annotations
@@ -18,20 +20,39 @@ from kubernetes.client.exceptions import ApiException
 
 from flows.errors import RolloutError
 from flows.rollout.smoke import Reply
+from flows.rollout.target import TransientError
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "kiln"
-MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+JSON_PATCH = "application/json-patch+json"
 
 # kind -> (api group path, plural, namespaced)
 KINDS: dict[str, tuple[str, str, bool]] = {
     "Namespace": ("/api/v1", "namespaces", False),
     "Service": ("/api/v1", "services", True),
+    "Pod": ("/api/v1", "pods", True),
     "Deployment": ("/apis/apps/v1", "deployments", True),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers", True),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
 }
+
+
+class ApiStatusError(RolloutError):
+    """The API server answered an error status (kept, so callers can tell 404 from 409)."""
+
+    def __init__(self, message: str, status: int, body: Any) -> None:
+        super().__init__(message)
+        self.status, self.body = status, body
+
+
+class ApiTransientError(ApiStatusError, TransientError):
+    """409, 429 or a 5xx: the same call may succeed later."""
+
+
+class ApiUnreachable(TransientError):
+    """No answer from the API server at all."""
 
 
 def make_api_client(context: str | None = None, kubeconfig: str | None = None) -> client.ApiClient:
@@ -85,22 +106,25 @@ class KubeApi:
         response.read()
         return Reply(response.status, response.data or b"")
 
-    def call(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any] | None:
-        """A JSON API call; None on 404, RolloutError on any other failure."""
+    def call(
+        self, method: str, path: str, body: Any = None, *, missing_ok: bool = False, **kw: Any
+    ) -> dict[str, Any] | None:
+        """A JSON API call. A 404 is None when `missing_ok`, an ApiStatusError otherwise."""
+        data: Any
         try:
             response = self.request(method, path, body, **kw)
+            status, data = response.status, response.body
         except ApiException as err:  # raised by the client for non-2xx statuses
-            if err.status == 404:
-                return None
-            raise RolloutError(f"{method} {path}: {err.status} {status_message(err.body)}") from err
+            status, data = err.status or 0, err.body
         except (OSError, urllib3.exceptions.HTTPError) as err:
-            raise RolloutError(f"{method} {path}: {err}") from err
-        if response.status == 404:
+            raise ApiUnreachable(f"{method} {path}: {err}") from err
+        if status == 404 and missing_ok:
             return None
-        if response.status >= 400:
-            message = status_message(response.body)
-            raise RolloutError(f"{method} {path}: {response.status} {message}")
-        return json.loads(response.body) if response.body else {}
+        if status >= 400 or status == 0:
+            message = f"{method} {path}: {status} {status_message(data)}"
+            transient = status in (409, 429) or status >= 500
+            raise (ApiTransientError if transient else ApiStatusError)(message, status, data)
+        return json.loads(data) if data else {}
 
     def raw(self, method: str, path: str, body: Any = None) -> Reply:
         """A call whose error statuses are answers too (the proxy: the server's own replies)."""
@@ -110,7 +134,7 @@ class KubeApi:
             data = err.body.encode() if isinstance(err.body, str) else (err.body or b"")
             return Reply(err.status or 0, data)
         except (OSError, urllib3.exceptions.HTTPError) as err:
-            raise RolloutError(f"{method} {path}: {err}") from err
+            raise ApiUnreachable(f"{method} {path}: {err}") from err
 
 
 def object_path(kind: str, name: str | None, namespace: str | None) -> str:
@@ -131,3 +155,12 @@ def status_message(body: Any) -> str:
         return json.loads(body).get("message", body)
     except (TypeError, ValueError, AttributeError):
         return str(body)[:300]
+
+
+def is_field_conflict(err: ApiStatusError) -> bool:
+    """A server-side apply conflict: another field manager owns a field kiln sets."""
+    try:
+        causes = json.loads(err.body).get("details", {}).get("causes") or []
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(cause.get("reason") == "FieldManagerConflict" for cause in causes)

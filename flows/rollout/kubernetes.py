@@ -1,8 +1,19 @@
-"""The Kubernetes target: apply kiln's kustomize base, watch the Deployment roll, check it.
+"""The Kubernetes target: candidate first, then the main Deployment, both watched and checked.
 
-`ship` renders k8s/ with the version's image pinned by digest, applies every object, waits
-as `kubectl rollout status` does, and smoke-tests through the API server's Service proxy.
-`restore` writes the previous pod template back, as `kubectl rollout undo` does.
+`ship`:
+
+1. refuses a paused Deployment (it would never roll) in one line;
+2. runs the new version as a candidate: one replica of a `<name>-candidate` Deployment
+   whose pods the Service does not select, waits for it, smoke-tests one of its pods
+   through the API server's pod proxy, and deletes the candidate whether it passed or not.
+   A bad model never takes production traffic;
+3. applies every object with server-side apply (field manager `kiln`; the HPA owns the
+   replica count, so kiln never sends one), waits as `kubectl rollout status` does, and
+   checks `/metadata` and `/predict` on one new pod of the main Deployment.
+
+`restore` puts a recorded good version back with a JSON patch of `/spec/template`, guarded
+by a `test` of the generation it read (status writes do not change it; a concurrent spec
+change does), and refuses, in one line, a restore the Deployment already runs.
 """
 
 from __future__ import annotations
@@ -16,15 +27,27 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from flows.errors import RolloutError
-from flows.rollout.kube_api import FIELD_MANAGER, MERGE_PATCH, KubeApi, object_path, status_message
+from flows.rollout.kube_api import (
+    APPLY_PATCH,
+    FIELD_MANAGER,
+    JSON_PATCH,
+    ApiStatusError,
+    ApiTransientError,
+    KubeApi,
+    is_field_conflict,
+    object_path,
+    status_message,
+)
 from flows.rollout.manifests import (
     CONTAINER_NAME,
     MANIFEST_DIR,
     VERSION_ANNOTATION,
+    candidate_of,
+    namespace_manifest,
     render_manifests,
+    server_port,
 )
 from flows.rollout.smoke import Caller, Reply, SmokeTest
 from flows.rollout.target import KUBERNETES, Deployed
@@ -32,7 +55,7 @@ from flows.rollout.target import KUBERNETES, Deployed
 log = logging.getLogger(__name__)
 
 APP_NAME = "kiln"
-SERVICE_PORT = "http"
+RESTORE_ATTEMPTS = 5
 
 
 class RolloutStuck(RolloutError):
@@ -50,6 +73,8 @@ class KubernetesTarget:
     poll_interval: float = 2.0
     request_timeout: float = 30.0
     manifest_dir: Path = MANIFEST_DIR
+    # Create the namespace (restricted Pod Security) when it is missing; never patch one.
+    create_namespace: bool = False
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
@@ -61,122 +86,164 @@ class KubernetesTarget:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.api.host}{self.proxy_path('')}"
+        return (
+            f"{self.api.host}/api/v1/namespaces/{self.namespace}/services/"
+            f"{self.deployment}:http/proxy/"
+        )
 
-    def _path(self) -> str:
-        return object_path("Deployment", self.deployment, self.namespace)
+    def _path(self, name: str | None = None) -> str:
+        return object_path("Deployment", name or self.deployment, self.namespace)
+
+    def _where(self, name: str | None = None) -> str:
+        return f"Deployment {self.namespace}/{name or self.deployment}"
 
     # -- what runs -------------------------------------------------------------------------
 
+    def _live(self) -> dict[str, Any] | None:
+        return self.api.call("GET", self._path(), missing_ok=True)
+
     def current(self) -> Deployed | None:
-        found = self.api.call("GET", self._path())
-        if found is None:
-            return None
-        template = found["spec"]["template"]
-        annotations = template.get("metadata", {}).get("annotations") or {}
-        image = next(
-            (c["image"] for c in template["spec"]["containers"] if c["name"] == CONTAINER_NAME),
-            None,
-        )
-        return Deployed(annotations.get(VERSION_ANNOTATION), image, handle=template)
+        found = self._live()
+        return None if found is None else _deployed(found)
 
     def live(self) -> list[str]:
-        found = self.api.call("GET", self._path())
+        found = self._live()
         if found is None:
             return []
-        current = self.current()
-        assert current is not None
-        return [
-            f"{current.version} {current.image} "
-            f"Deployment {self.namespace}/{self.deployment} "
-            f"replicas {found['spec'].get('replicas')}"
-        ]
+        now = _deployed(found)
+        replicas = found["spec"].get("replicas")
+        return [f"{now.version} {now.image} {self._where()} replicas {replicas}"]
 
     # -- the rollout -----------------------------------------------------------------------
 
     def ship(self, version: str, image: str, smoke: SmokeTest) -> str:
         objects = render_manifests(image, version, self.namespace, self.manifest_dir)
+        main = next(obj for obj in objects if obj["kind"] == "Deployment")
+        live = self._live()
+        if live is not None and live["spec"].get("paused"):
+            raise RolloutError(
+                f"{self._where()} is paused: resume it (kubectl rollout resume "
+                f"deployment/{self.deployment} -n {self.namespace}) and ship again"
+            )
+        if self.create_namespace:
+            self._create_namespace()
+        self._try_candidate(candidate_of(main), image, smoke)
         self.apply(objects)
         self.wait_rolled_out()
-        smoke(self.service_caller())
+        smoke(self.pod_caller(main, image))
         return self.endpoint
 
-    def apply(self, objects: Iterable[dict[str, Any]]) -> None:
-        """Create each object, or merge-patch it to the manifest when it exists (idempotent).
+    def _try_candidate(self, candidate: dict[str, Any], image: str, smoke: SmokeTest) -> None:
+        name = candidate["metadata"]["name"]
+        log.info("starting candidate %s (%s)", self._where(name), image)
+        try:
+            self.apply([candidate], keep_replicas=True)
+            self.wait_rolled_out(name)
+            smoke(self.pod_caller(candidate, image))
+        except Exception as err:
+            raise RolloutError(f"candidate {self._where(name)}: {err}") from err
+        finally:
+            self._delete(name)
+        log.info("candidate %s passed; rolling out", name)
 
-        JSON merge patch (RFC 7386) replaces lists wholesale and leaves fields the manifest
-        does not name alone (a Service's clusterIP, the Deployment's status). A live
-        Deployment keeps its replica count: the HPA owns it once it runs.
+    def _delete(self, name: str) -> None:
+        query = [("propagationPolicy", "Background")]
+        try:
+            self.api.call("DELETE", self._path(name), missing_ok=True, query=query)
+        except RolloutError as err:  # the candidate takes no traffic: a leftover is harmless
+            log.warning("deleting the candidate %s: %s", name, err)
+
+    def _create_namespace(self) -> None:
+        obj = namespace_manifest(self.namespace, self.manifest_dir / "admin")
+        try:
+            self.api.call("POST", object_path("Namespace", None, None), obj)
+            log.info("created namespace %s", self.namespace)
+        except ApiStatusError as err:
+            if err.status != 409:  # AlreadyExists: the admin's, left exactly as it is
+                raise
+
+    def apply(self, objects: Iterable[dict[str, Any]], keep_replicas: bool = False) -> None:
+        """Server-side apply of each object, as field manager `kiln`.
+
+        Fields kiln stops sending are removed; a field another manager changed is a
+        conflict, reported with the manager's name, never overwritten silently. The HPA
+        owns a Deployment's replica count, so it is left out (the candidate keeps its 1).
         """
         for obj in objects:
-            kind, name = obj["kind"], obj["metadata"]["name"]
-            namespace = obj["metadata"].get("namespace", self.namespace)
-            live = self.api.call("GET", object_path(kind, name, namespace))
-            if live is None:
-                log.info("creating %s/%s", kind, name)
+            body = copy.deepcopy(obj)
+            if body["kind"] == "Deployment" and not keep_replicas:
+                body["spec"].pop("replicas", None)
+            kind, name = body["kind"], body["metadata"]["name"]
+            path = object_path(kind, name, self.namespace)
+            log.info("applying %s/%s", kind, name)
+            try:
                 self.api.call(
-                    "POST",
-                    object_path(kind, None, namespace),
-                    obj,
+                    "PATCH",
+                    path,
+                    body,
+                    content_type=APPLY_PATCH,
                     query=[("fieldManager", FIELD_MANAGER)],
                 )
-                continue
-            patch = copy.deepcopy(obj)
-            if kind == "Deployment" and live.get("spec", {}).get("replicas") is not None:
-                patch["spec"]["replicas"] = live["spec"]["replicas"]
-            log.info("updating %s/%s", kind, name)
-            self.api.call(
-                "PATCH",
-                object_path(kind, name, namespace),
-                patch,
-                content_type=MERGE_PATCH,
-                query=[("fieldManager", FIELD_MANAGER)],
-            )
+            except ApiStatusError as err:
+                if is_field_conflict(err):
+                    raise RolloutError(
+                        f"applying {kind}/{name}: another field manager changed fields kiln "
+                        f"owns ({err}); undo that change or hand the fields back to kiln"
+                    ) from err
+                raise
 
     def restore(self, before: Deployed) -> str:
-        """Put the previous pod template back exactly (PUT, not merge), then wait for it."""
-        if before.image is None:
-            raise RolloutError("the previous Deployment has no server container to restore")
-        self._put_template(before)
-        self.wait_rolled_out()
-        return f"rolled back to {before.version} ({before.image})"
-
-    def _put_template(self, before: Deployed) -> None:
-        where = f"restoring {self.namespace}/{self.deployment}"
-        for _attempt in range(5):
-            live = self.api.call("GET", self._path())
+        """Write `before` (a recorded good version) back into the main Deployment's template."""
+        if before.version is None or before.image is None:
+            raise RolloutError("the record names no version and image to restore")
+        objects = render_manifests(before.image, before.version, self.namespace, self.manifest_dir)
+        template = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]
+        for _attempt in range(RESTORE_ATTEMPTS):
+            live = self._live()
             if live is None:
-                raise RolloutError(f"{where}: the Deployment is gone")
-            live["spec"]["template"] = copy.deepcopy(before.handle)
-            annotations = live["metadata"].setdefault("annotations", {})
-            if before.version is not None:
-                annotations[VERSION_ANNOTATION] = before.version
-            live.pop("status", None)
+                raise RolloutError(f"{self._where()} is gone")
+            now = _deployed(live)
+            if (now.version, now.image) == (before.version, before.image):
+                return f"{before.version} keeps serving (nothing to restore)"
             try:
-                response = self.api.request("PUT", self._path(), live)
-            except ApiException as err:
-                if err.status == 409:  # changed under us (resourceVersion): read and retry
-                    continue
-                raise RolloutError(f"{where}: {err.status} {status_message(err.body)}") from err
-            if response.status == 409:
+                self._patch_template(live, before.version, template)
+            except ApiTransientError:
+                continue  # 409: changed under us; read again
+            except ApiStatusError as err:
+                if err.status != 422:  # a failed `test`: the spec changed; read again
+                    raise
                 continue
-            if response.status >= 400:
-                raise RolloutError(f"{where}: {response.status} {status_message(response.body)}")
-            return
-        raise RolloutError(f"{where}: conflicts kept happening")
+            self.wait_rolled_out()
+            return f"rolled back to {before.version} ({before.image})"
+        raise RolloutError(f"restoring {self._where()}: it kept changing under us")
 
-    def wait_rolled_out(self) -> None:
-        """Poll the Deployment until its newest generation is fully available.
+    def _patch_template(self, live: dict[str, Any], version: str, template: dict) -> None:
+        annotations = live["metadata"].get("annotations") or {}
+        key = VERSION_ANNOTATION.replace("~", "~0").replace("/", "~1")
+        operations = [
+            {"op": "test", "path": "/metadata/generation", "value": live["metadata"]["generation"]},
+            {"op": "replace", "path": "/spec/template", "value": template},
+        ]
+        if annotations:
+            operations.append(
+                {"op": "add", "path": f"/metadata/annotations/{key}", "value": version}
+            )
+        query = [("fieldManager", FIELD_MANAGER)]
+        self.api.call("PATCH", self._path(), operations, content_type=JSON_PATCH, query=query)
+
+    def wait_rolled_out(self, name: str | None = None) -> None:
+        """Poll a Deployment until its newest generation is fully available.
 
         The same test `kubectl rollout status` makes. Raises RolloutStuck on the progress
-        deadline (the controller's verdict) or when `timeout` seconds pass (ours).
+        deadline or a replica failure (the controller's verdicts), or when `timeout`
+        seconds pass (ours).
         """
         deadline = self.clock() + self.timeout
         last = ""
         while True:
-            found = self.api.call("GET", self._path())
+            found = self.api.call("GET", self._path(name), missing_ok=True)
             if found is None:
-                raise RolloutStuck(f"Deployment {self.namespace}/{self.deployment} does not exist")
+                raise RolloutStuck(f"{self._where(name)} does not exist")
             done, message = rollout_status(found)
             if message != last:
                 log.info("%s", message)
@@ -187,37 +254,71 @@ class KubernetesTarget:
                 raise RolloutStuck(f"timed out after {self.timeout:g}s: {message}")
             self.sleep(self.poll_interval)
 
-    # -- the Service -------------------------------------------------------------------------
+    # -- reaching the pods -------------------------------------------------------------------
 
-    def proxy_path(self, path: str) -> str:
-        return (
-            f"/api/v1/namespaces/{self.namespace}/services/"
-            f"{self.deployment}:{SERVICE_PORT}/proxy/{path.lstrip('/')}"
+    def pod_caller(self, deployment: dict[str, Any], image: str) -> Caller:
+        """Requests to one ready pod of `deployment` running `image`, via the pod proxy."""
+        labels = deployment["spec"]["selector"]["matchLabels"]
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        found = self.api.call(
+            "GET", object_path("Pod", None, self.namespace), query=[("labelSelector", selector)]
         )
-
-    def service_caller(self) -> Caller:
-        """Requests to the Service through the API server's proxy."""
+        ready = [pod for pod in (found or {}).get("items", []) if _ready_with(pod, image)]
+        if not ready:
+            raise RolloutError(
+                f"no ready pod of {self._where(deployment['metadata']['name'])} runs {image}"
+            )
+        pod = sorted(ready, key=lambda p: p["metadata"]["name"])[0]["metadata"]["name"]
+        base = f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{server_port(deployment)}/proxy"
 
         def call(method: str, path: str, body: Any) -> Reply:
-            return self.api.raw(method, self.proxy_path(path), body)
+            url = f"{base}/{path.lstrip('/')}"
+            reply = self.api.raw(method, url, body)
+            if reply.status in (401, 403):  # the API server refused: not the model's answer
+                message = f"{method} {url}: {reply.status} {status_message(reply.body)}"
+                raise ApiStatusError(message, reply.status, reply.body)
+            return reply
 
         return call
 
 
+def _deployed(deployment: dict[str, Any]) -> Deployed:
+    template = deployment["spec"]["template"]
+    annotations = template.get("metadata", {}).get("annotations") or {}
+    image = next(
+        (c["image"] for c in template["spec"]["containers"] if c["name"] == CONTAINER_NAME),
+        None,
+    )
+    return Deployed(annotations.get(VERSION_ANNOTATION), image)
+
+
+def _ready_with(pod: dict[str, Any], image: str) -> bool:
+    meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    runs = any(c["name"] == CONTAINER_NAME and c["image"] == image for c in spec["containers"])
+    conditions = status.get("conditions") or []
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    return runs and ready
+
+
 def rollout_status(deployment: dict[str, Any]) -> tuple[bool, str]:
-    """(done, message) for a Deployment; raises RolloutStuck past the progress deadline."""
+    """(done, message) for a Deployment; raises RolloutStuck when it cannot finish."""
     meta, spec = deployment["metadata"], deployment["spec"]
     status = deployment.get("status") or {}
     name = meta["name"]
+    if spec.get("paused"):
+        raise RolloutStuck(f"{name} is paused: resume it to let the rollout finish")
     if status.get("observedGeneration", 0) < meta.get("generation", 0):
         return False, f"{name}: waiting for the controller to see generation {meta['generation']}"
     for condition in status.get("conditions") or []:
-        if condition.get("type") == "Progressing" and (
-            condition.get("reason") == "ProgressDeadlineExceeded"
-        ):
+        kind, reason = condition.get("type"), condition.get("reason")
+        if kind == "Progressing" and reason == "ProgressDeadlineExceeded":
             raise RolloutStuck(
                 f"progress deadline exceeded: {condition.get('message', 'no progress')}"
             )
+        if kind == "ReplicaFailure" and condition.get("status") == "True":
+            raise RolloutStuck(f"replica failure ({reason}): {condition.get('message', '')}")
     want = spec.get("replicas", 1)
     updated = status.get("updatedReplicas", 0)
     total = status.get("replicas", 0)

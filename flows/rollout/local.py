@@ -175,12 +175,18 @@ class LocalTarget:
         log.info("%s now serves %s (%s)", self.endpoint, version, image)
 
     def restore(self, before: Deployed) -> str:
-        """Start the old container again if the switch stopped it."""
-        container = self.docker.containers.get(before.handle)
-        if container.status == "running":  # the candidate failed: it was never touched
+        """Start `before`'s container again if the switch stopped it."""
+        found = [
+            c
+            for c in self.containers()
+            if c.role == CURRENT and (c.version, c.image) == (before.version, before.image)
+        ]
+        if not found:
+            raise RolloutError(f"no container of {before.version} is left to start again")
+        if found[0].status == "running":  # the candidate failed: it was never touched
             return f"{before.version} keeps serving on {self.endpoint}"
-        container.start()
-        self._wait_ready(before.handle, self.endpoint)
+        self.docker.containers.get(found[0].name).start()
+        self._wait_ready(found[0].name, self.endpoint)
         return f"{before.version} serves again"
 
     # -- helpers ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +11,23 @@ import yaml
 from flows.errors import RolloutError
 
 MANIFEST_DIR = Path(__file__).resolve().parent.parent.parent / "k8s"
+# What a cluster admin applies once (namespace, the deployer's RBAC); kiln only reads it.
+ADMIN_DIR = MANIFEST_DIR / "admin"
 VERSION_ANNOTATION = "kiln.dev/model-version"
 CONTAINER_NAME = "server"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+CANDIDATE_SUFFIX = "-candidate"
 # Kinds kiln ships that live in a namespace (everything but the Namespace itself).
 CLUSTER_SCOPED = {"Namespace"}
 
 
+# libyaml's loader when PyYAML was built with it: the pure-Python one is ~10x slower.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     with path.open() as fh:
-        return [doc for doc in yaml.safe_load_all(fh) if doc]
+        return [doc for doc in yaml.load_all(fh, Loader=_Loader) if doc]
 
 
 def _image_with(entry: dict[str, Any], old: str) -> str:
@@ -36,7 +45,7 @@ def load_base(directory: Path = MANIFEST_DIR) -> list[dict[str, Any]]:
     Honours the three kustomization fields the base uses: `resources`, `namespace` and
     `images`; anything else in kustomization.yaml is refused rather than ignored.
     """
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    kustomization = yaml.load((directory / "kustomization.yaml").read_text(), Loader=_Loader)
     unknown = set(kustomization) - {"apiVersion", "kind", "resources", "namespace", "images"}
     if unknown:
         raise RolloutError(
@@ -88,3 +97,36 @@ def render_manifests(
                 if container["name"] == CONTAINER_NAME:
                     container["image"] = image
     return objects
+
+
+def namespace_manifest(namespace: str, directory: Path = ADMIN_DIR) -> dict[str, Any]:
+    """The Namespace kiln creates when asked to (restricted Pod Security), named `namespace`."""
+    (obj,) = [d for d in _load_yaml_documents(directory / "namespace.yaml") if d]
+    set_namespace(obj, namespace)
+    return obj
+
+
+def candidate_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    """One replica of `deployment` under another name and instance label.
+
+    The Service and the PodDisruptionBudget select the main instance label, so the
+    candidate's pod takes no traffic and is no part of the budget; no HPA targets it.
+    """
+    candidate = copy.deepcopy(deployment)
+    name = deployment["metadata"]["name"] + CANDIDATE_SUFFIX
+    candidate["metadata"]["name"] = name
+    candidate["metadata"].setdefault("labels", {})[INSTANCE_LABEL] = name
+    candidate["spec"]["replicas"] = 1
+    candidate["spec"]["selector"]["matchLabels"][INSTANCE_LABEL] = name
+    candidate["spec"]["template"]["metadata"]["labels"][INSTANCE_LABEL] = name
+    return candidate
+
+
+def server_port(deployment: dict[str, Any], name: str = "http") -> int:
+    """The server container's port number called `name` (the pod proxy wants a number)."""
+    for container in containers(deployment):
+        if container["name"] == CONTAINER_NAME:
+            for port in container.get("ports") or []:
+                if port.get("name") == name:
+                    return int(port["containerPort"])
+    raise RolloutError(f"the Deployment's {CONTAINER_NAME} container has no port named {name}")

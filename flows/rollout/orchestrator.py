@@ -60,11 +60,12 @@ def roll_out(
 
     try:
         endpoint = target.ship(version, image, smoke)
-    except Exception as err:  # any failure, ours or a client's: put the old one back
+    except Exception as err:  # any failure, ours or a client's: put the good one back
         reason = str(err) if isinstance(err, SmokeTestFailed | KilnError) else _named(err)
         log.error("rollout of %s %s failed: %s", version, target.where, reason)
         message = f"rolling out {version} {target.where}: {reason}"
-        raise RolloutError(f"{message}; {_restore(target, before)}") from err
+        good = rollback_target(store, target.name, version)
+        raise RolloutError(f"{message}; {_restore(target, good)}") from err
     _record(store, target.name, version, image)
     return RolloutResult(
         target.name,
@@ -106,9 +107,26 @@ def previous_of(store: ArtifactStore, target: str) -> tuple[str, str]:
     return record.previous, record.previous_image
 
 
+def rollback_target(store: ArtifactStore, target: str, shipping: str) -> Deployed | None:
+    """The last good version the store recorded for `target`, never the one being shipped.
+
+    The record, not what the target runs now: a run that died after changing the target
+    leaves the target running a version that never passed, and its retry must not call
+    that one "previous".
+    """
+    record = store.deployment(target)
+    if record is None:
+        return None
+    if record.current != shipping:
+        return Deployed(record.current, record.image)
+    if record.previous and record.previous != shipping:
+        return Deployed(record.previous, record.previous_image)
+    return None
+
+
 def _restore(target: Target, before: Deployed | None) -> str:
     if before is None:
-        return "nothing to restore (nothing ran there before)"
+        return f"nothing to restore (no other good version is recorded for {target.name})"
     log.warning("restoring %s (%s)", before.version, before.image)
     try:
         return target.restore(before)

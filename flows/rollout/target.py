@@ -5,11 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from flows.errors import RolloutError
 from flows.rollout.smoke import SmokeTest
 
 KUBERNETES = "kubernetes"
 LOCAL = "local"
 TARGETS = (LOCAL, KUBERNETES)
+
+
+class TransientError(RolloutError):
+    """A failure worth retrying: the API unreachable, a 409 on a stale precondition, a 5xx."""
+
+
+def is_transient(err: BaseException) -> bool:
+    """True when `err`, or an error it was raised from, is transient: retry the rollout.
+
+    A rollout whose new version failed its smoke test (and was rolled back) is never
+    transient, so a retry does not ship it again.
+    """
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, TransientError):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """A Prefect `retry_condition_fn`: retry a failed rollout only for a transient error."""
+    err = getattr(state, "data", None)  # Prefect hands the task's exception in `data`
+    return isinstance(err, BaseException) and is_transient(err)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from flows.rollout import pick_image
 from flows.rollout.kubernetes import RolloutStuck, rollout_status
 from flows.rollout.smoke import Reply, SmokeTestFailed, smoke_test
 from flows.store import ArtifactStore
-from tests.k8s.emulator import EmulatedApiServer
+from tests.k8s.emulator import ENFORCE_LABEL, EmulatedApiServer
 
 SAMPLE = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
@@ -114,6 +114,25 @@ def test_rollout_status_follows_the_deployment_controller(
     assert message in rollout_status(obj)[1]
 
 
+def test_rollout_status_reports_a_replica_failure_and_a_pause() -> None:
+    failing = deployment(
+        conditions=[
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": 'pods "kiln-1" is forbidden: exceeded quota',
+            }
+        ],
+    )
+    with pytest.raises(RolloutStuck, match="replica failure \\(FailedCreate\\): .*exceeded quota"):
+        rollout_status(failing)
+    paused = deployment(updatedReplicas=0)
+    paused["spec"]["paused"] = True
+    with pytest.raises(RolloutStuck, match="paused"):
+        rollout_status(paused)
+
+
 def test_rollout_status_reports_the_progress_deadline() -> None:
     obj = deployment(
         updatedReplicas=1,
@@ -137,6 +156,7 @@ def test_rollout_status_reports_the_progress_deadline() -> None:
 @pytest.fixture
 def emulator() -> Iterator[EmulatedApiServer]:
     with EmulatedApiServer() as server:
+        server.cluster.add_namespace("kiln-cli", {ENFORCE_LABEL: "restricted"})
         yield server
 
 
@@ -184,10 +204,11 @@ def kiln(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def add_version(store: ArtifactStore, name: str) -> tuple[str, str]:
+def add_version(store: ArtifactStore, emulator: EmulatedApiServer, name: str) -> tuple[str, str]:
     version = store.put(f"model {name}".encode(), {0: "a", 1: "b"}, {"sample_input": SAMPLE})
     image = f"127.0.0.1:5000/kiln/iris@sha256:{version.ljust(64, '0')}"
     store.record_image(version, image)
+    emulator.cluster.push(image, version)
     return version, image
 
 
@@ -196,8 +217,8 @@ def test_deploy_status_rollback_through_the_cli(
     kiln_env: dict[str, str], emulator: EmulatedApiServer
 ) -> None:
     store = ArtifactStore(kiln_env["KILN_STORE"])
-    old, old_image = add_version(store, "a")
-    new, new_image = add_version(store, "b")
+    old, old_image = add_version(store, emulator, "a")
+    new, new_image = add_version(store, emulator, "b")
 
     first = kiln(kiln_env, "deploy", old[:6])
     assert first.returncode == 0, first.stderr
@@ -227,15 +248,15 @@ def test_a_failed_deploy_exits_non_zero_with_one_line(
     kiln_env: dict[str, str], emulator: EmulatedApiServer
 ) -> None:
     store = ArtifactStore(kiln_env["KILN_STORE"])
-    old, old_image = add_version(store, "a")
-    new, new_image = add_version(store, "b")
+    old, old_image = add_version(store, emulator, "a")
+    new, new_image = add_version(store, emulator, "b")
     assert kiln(kiln_env, "deploy", old).returncode == 0
     emulator.cluster.fault(new_image, metadata_version="stale")
 
     failed = kiln(kiln_env, "deploy", new)
 
     assert failed.returncode == 1
-    assert f"rolled back to {old}" in failed.stderr and "Traceback" not in failed.stderr
+    assert f"{old} keeps serving" in failed.stderr and "Traceback" not in failed.stderr
     assert emulator.cluster.serving_image("kiln-cli", "kiln") == old_image
 
 

@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from flows.errors import RolloutError
-from flows.rollout.manifests import MANIFEST_DIR, VERSION_ANNOTATION, load_base, render_manifests
+from flows.rollout.manifests import (
+    ADMIN_DIR,
+    MANIFEST_DIR,
+    VERSION_ANNOTATION,
+    candidate_of,
+    load_base,
+    namespace_manifest,
+    render_manifests,
+)
 
 # The schemas kubernetes-validate ships with the package (no network): the newest it knows.
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -20,6 +28,7 @@ IMAGE = "127.0.0.1:5000/kiln/iris@sha256:" + "ab" * 32
 MANIFEST_FILES = sorted(
     p.name for p in MANIFEST_DIR.glob("*.yaml") if p.name != "kustomization.yaml"
 )
+ADMIN_FILES = sorted(p.name for p in ADMIN_DIR.glob("*.yaml"))
 
 
 def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -33,6 +42,46 @@ def test_every_manifest_file_is_valid_against_the_kubernetes_schema(name: str) -
     for document in documents:
         # strict: unknown fields (a typo, a field from another API version) fail too
         kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("name", ADMIN_FILES)
+def test_every_admin_manifest_is_valid_against_the_kubernetes_schema(name: str) -> None:
+    documents = [d for d in yaml.safe_load_all((ADMIN_DIR / name).read_text()) if d]
+    assert documents
+    for document in documents:
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
+def test_the_namespace_is_no_part_of_what_kiln_applies_and_is_restricted() -> None:
+    assert "Namespace" not in by_kind(load_base())
+    namespace = namespace_manifest("elsewhere")
+    assert namespace["metadata"]["name"] == "elsewhere"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_deployment_leaves_replicas_to_the_hpa_and_drains_before_stopping() -> None:
+    deployment = by_kind(load_base())["Deployment"]
+    assert "replicas" not in deployment["spec"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert 0 < sleep < grace
+
+
+def test_the_candidate_takes_no_traffic_and_is_no_part_of_the_budget() -> None:
+    objects = by_kind(render_manifests(IMAGE, "v1", "kiln"))
+    candidate = candidate_of(objects["Deployment"])
+    kubernetes_validate.validate(candidate, K8S_VERSION, strict=True)
+    labels = candidate["spec"]["template"]["metadata"]["labels"]
+    assert candidate["metadata"]["name"] == "kiln-candidate"
+    assert candidate["spec"]["replicas"] == 1
+    assert candidate["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    for selector in (
+        objects["Service"]["spec"]["selector"],
+        objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        objects["Deployment"]["spec"]["selector"]["matchLabels"],
+    ):
+        assert not selector.items() <= labels.items()
 
 
 def test_the_rendered_objects_are_valid_against_the_kubernetes_schema() -> None:

@@ -1,44 +1,34 @@
 """The Kubernetes rollout against an EMULATED API server (tests/k8s/emulator.py).
 
 No cluster can run where these tests run, so an emulator stands in for one: real HTTP on
-127.0.0.1, the REST paths and bodies the official client sends, and a stand-in for the
-deployment controller and the Service proxy. The same scenarios run against a real
-cluster in test_cluster.py when KUBECONFIG is set.
+127.0.0.1, the REST paths and bodies the official client sends, and stand-ins for the
+deployment and endpoints controllers, the proxies, RBAC and Pod Security admission. The
+same scenarios run against a real cluster in test_cluster.py when KUBECONFIG is set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from flows.errors import RolloutError
 from flows.rollout import KUBERNETES, previous_of, roll_out
 from flows.rollout.kubernetes import KubernetesTarget
-from flows.rollout.manifests import VERSION_ANNOTATION
+from flows.rollout.manifests import MANIFEST_DIR, VERSION_ANNOTATION
 from flows.store import ArtifactStore
-from tests.k8s.emulator import EmulatedApiServer, EmulatedCluster
+from tests.k8s.conftest import NS, AddVersion
+from tests.k8s.emulator import EmulatedApiServer
 
-NS = "kiln-test"
-
-
-@pytest.fixture
-def emulator() -> Iterator[EmulatedApiServer]:
-    with EmulatedApiServer(EmulatedCluster(polls_to_deadline=3)) as server:
-        yield server
+CANDIDATE = "kiln-candidate"
 
 
-@pytest.fixture
-def cluster(emulator: EmulatedApiServer) -> Iterator[KubernetesTarget]:
-    configuration = client.Configuration(host=emulator.url)
-    with client.ApiClient(configuration) as api_client:
-        yield KubernetesTarget(
-            api_client, namespace=NS, timeout=30, poll_interval=0.0, request_timeout=5
-        )
-
-
-AddVersion = Callable[[str], tuple[str, str]]
+def deployment_writes(emulator: EmulatedApiServer, name: str = "kiln") -> list[str]:
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments/{name}"
+    return [m for m, p in emulator.cluster.requests if p.split("?")[0] == path and m != "GET"]
 
 
 def test_first_rollout_creates_everything_waits_smoke_tests_and_records(
@@ -66,13 +56,36 @@ def test_first_rollout_creates_everything_waits_smoke_tests_and_records(
     # the rollout polled the Deployment while the emulated controller moved it along
     polls = [p for m, p in state.requests if m == "GET" and p.endswith("/deployments/kiln")]
     assert len(polls) >= 4
-    # the smoke test went through the Service proxy: metadata, then a prediction
-    assert ("GET", "/metadata") in state.proxied and ("POST", "/predict") in state.proxied
+    # the smoke test reached a candidate pod, then a pod of the main Deployment
+    pods = [pod for pod, _, _ in state.proxied]
+    assert pods[0].startswith(f"{CANDIDATE}-") and pods[-1].startswith("kiln-")
+    assert {(m, p) for _, m, p in state.proxied} == {("GET", "/metadata"), ("POST", "/predict")}
+    assert state.deployment(NS, CANDIDATE) is None  # removed once it passed
     assert (result.target, result.version, result.image) == (KUBERNETES, version, image)
     assert result.previous_version is None and not result.rolled_back
     assert result.endpoint.startswith(emulator.url)
     record = store.deployment(KUBERNETES)
     assert record is not None and (record.current, record.image) == (version, image)
+
+
+def test_every_object_is_server_side_applied_by_kiln_without_replicas(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    version, _ = add_version("a")
+    roll_out(store, version, cluster)
+
+    state = emulator.cluster
+    writes = [(m, p) for m, p in state.requests if m not in ("GET", "DELETE")]
+    main = [p for m, p in writes if "/proxy/" not in p and CANDIDATE not in p]
+    assert main and all(m == "PATCH" and "fieldManager=kiln" in p for m, p in writes[:1])
+    assert all("fieldManager=kiln" in p for p in main)
+    owned = state.managers[("Deployment", NS, "kiln")]["kiln"]
+    assert ("spec", "replicas") not in owned
+    # the namespace is the cluster admin's: never written
+    assert [m for m, p in state.requests if p.split("?")[0] == f"/api/v1/namespaces/{NS}"] == []
 
 
 def test_second_rollout_replaces_the_image_and_keeps_the_previous_for_rollback(
@@ -125,8 +138,7 @@ def test_a_live_replica_count_set_by_the_hpa_is_kept(
     old, _ = add_version("a")
     new, _ = add_version("b")
     roll_out(store, old, cluster)
-    with emulator.cluster.lock:  # the HPA scaled the Deployment out
-        emulator.cluster.objects[("Deployment", NS, "kiln")]["spec"]["replicas"] = 7
+    emulator.cluster.scale(NS, "kiln", 7)  # the HPA scaled the Deployment out
 
     roll_out(store, new, cluster)
 
@@ -135,7 +147,19 @@ def test_a_live_replica_count_set_by_the_hpa_is_kept(
     assert deployment["status"]["availableReplicas"] == 7
 
 
-def test_a_stuck_rollout_is_rolled_back_to_the_previous_image(
+def assert_untouched(emulator: EmulatedApiServer, version: str, image: str) -> None:
+    """The main Deployment still runs `version`; the candidate is gone."""
+    state = emulator.cluster
+    deployment = state.deployment(NS, "kiln")
+    template = deployment["spec"]["template"]
+    assert template["spec"]["containers"][0]["image"] == image
+    assert template["metadata"]["annotations"][VERSION_ANNOTATION] == version
+    assert state.serving_image(NS, "kiln") == image
+    assert all(pod.image == image for pod in state.pods(NS, "kiln"))
+    assert state.deployment(NS, CANDIDATE) is None
+
+
+def test_a_candidate_that_never_becomes_ready_never_reaches_the_main_deployment(
     store: ArtifactStore,
     add_version: AddVersion,
     cluster: KubernetesTarget,
@@ -144,18 +168,21 @@ def test_a_stuck_rollout_is_rolled_back_to_the_previous_image(
     old, old_image = add_version("a")
     new, new_image = add_version("b")
     roll_out(store, old, cluster)
+    generation = emulator.cluster.deployment(NS, "kiln")["metadata"]["generation"]
     emulator.cluster.fault(new_image, stuck=True)
 
     with pytest.raises(RolloutError, match="progress deadline exceeded") as caught:
         roll_out(store, new, cluster)
 
-    assert f"rolled back to {old}" in str(caught.value)
-    assert_restored(emulator, old, old_image)
+    assert f"candidate Deployment {NS}/{CANDIDATE}" in str(caught.value)
+    assert f"{old} keeps serving (nothing to restore)" in str(caught.value)
+    assert_untouched(emulator, old, old_image)
+    assert emulator.cluster.deployment(NS, "kiln")["metadata"]["generation"] == generation
     record = store.deployment(KUBERNETES)
     assert (record.current, record.image) == (old, old_image)
 
 
-def test_a_rollout_that_never_finishes_times_out_and_is_rolled_back(
+def test_a_rollout_that_never_finishes_times_out(
     store: ArtifactStore,
     add_version: AddVersion,
     cluster: KubernetesTarget,
@@ -173,30 +200,41 @@ def test_a_rollout_that_never_finishes_times_out_and_is_rolled_back(
     with pytest.raises(RolloutError, match="timed out after 5s") as caught:
         roll_out(store, new, cluster)
 
-    assert f"rolled back to {old}" in str(caught.value)
-    assert_restored(emulator, old, old_image)
+    assert f"{old} keeps serving" in str(caught.value)
+    assert_untouched(emulator, old, old_image)
 
 
-def test_a_new_version_reporting_the_wrong_version_is_rolled_back(
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ({"metadata_version": "something-else"}, "reports version 'something-else'"),
+        ({"predict_status": 500}, "POST /predict answered 500"),
+    ],
+)
+def test_a_candidate_failing_its_smoke_test_takes_no_traffic(
     store: ArtifactStore,
     add_version: AddVersion,
     cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
+    fault: dict,
+    message: str,
 ) -> None:
     old, old_image = add_version("a")
     new, new_image = add_version("b")
     roll_out(store, old, cluster)
-    emulator.cluster.fault(new_image, metadata_version="something-else")
+    emulator.cluster.fault(new_image, **fault)
+    before = len(emulator.cluster.proxied)
 
-    with pytest.raises(RolloutError, match="reports version 'something-else'") as caught:
+    with pytest.raises(RolloutError, match=message):
         roll_out(store, new, cluster)
 
-    assert f"rolled back to {old}" in str(caught.value)
-    assert_restored(emulator, old, old_image)
+    assert_untouched(emulator, old, old_image)
+    tried = emulator.cluster.proxied[before:]
+    assert tried and all(pod.startswith(CANDIDATE) for pod, _, _ in tried)
     assert store.deployment(KUBERNETES).current == old
 
 
-def test_a_new_version_failing_predict_is_rolled_back(
+def test_a_main_rollout_that_fails_is_restored_to_the_recorded_version(
     store: ArtifactStore,
     add_version: AddVersion,
     cluster: KubernetesTarget,
@@ -205,12 +243,44 @@ def test_a_new_version_failing_predict_is_rolled_back(
     old, old_image = add_version("a")
     new, new_image = add_version("b")
     roll_out(store, old, cluster)
-    emulator.cluster.fault(new_image, predict_status=500)
+    emulator.cluster.scale(NS, "kiln", 3)
+    roll_out(store, old, cluster)
+    # the candidate's one pod fits, the main Deployment's three do not
+    emulator.cluster.push(new_image, new, capacity=1)
 
-    with pytest.raises(RolloutError, match=r"POST /predict answered 500"):
+    with pytest.raises(RolloutError, match="progress deadline exceeded") as caught:
         roll_out(store, new, cluster)
 
-    assert_restored(emulator, old, old_image)
+    assert f"rolled back to {old} ({old_image})" in str(caught.value)
+    assert_untouched(emulator, old, old_image)
+    assert "PATCH" in deployment_writes(emulator)
+    assert store.deployment(KUBERNETES).current == old
+
+
+def test_the_rollback_target_is_the_record_not_what_runs(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    """A run died after applying B; its retry ships B again, and B fails: A comes back."""
+    a, a_image = add_version("a")
+    b, b_image = add_version("b")
+    roll_out(store, a, cluster)
+    emulator.cluster.scale(NS, "kiln", 3)
+    from flows.rollout.manifests import render_manifests
+
+    cluster.apply(render_manifests(b_image, b, NS))  # the run that died
+    cluster.wait_rolled_out()
+    emulator.cluster.push(b_image, b, capacity=1)  # B cannot run three pods
+    emulator.cluster.scale(NS, "kiln", 3)
+
+    with pytest.raises(RolloutError) as caught:
+        roll_out(store, b, cluster)
+
+    assert f"rolled back to {a} ({a_image})" in str(caught.value)
+    assert_untouched(emulator, a, a_image)
+    assert store.deployment(KUBERNETES).current == a
 
 
 def test_a_failed_first_rollout_says_there_was_nothing_to_restore(
@@ -226,6 +296,7 @@ def test_a_failed_first_rollout_says_there_was_nothing_to_restore(
         roll_out(store, version, cluster)
 
     assert store.deployment(KUBERNETES) is None
+    assert emulator.cluster.deployment(NS, "kiln") is None  # the candidate failed first
 
 
 def test_a_version_without_a_pinned_image_is_refused_before_touching_the_cluster(
@@ -242,10 +313,12 @@ def test_a_version_without_a_pinned_image_is_refused_before_touching_the_cluster
     assert emulator.cluster.requests == []
 
 
-def test_an_unreachable_api_server_is_a_rollout_error(
+def test_an_unreachable_api_server_is_a_transient_rollout_error(
     store: ArtifactStore,
     add_version: AddVersion,
 ) -> None:
+    from flows.rollout.target import is_transient
+
     version, _ = add_version("a")
     with EmulatedApiServer() as gone:
         url = gone.url  # a port that was just free and is closed again
@@ -255,8 +328,9 @@ def test_an_unreachable_api_server_is_a_rollout_error(
         cluster = KubernetesTarget(
             api_client, namespace=NS, timeout=5, poll_interval=0.0, request_timeout=2
         )
-        with pytest.raises(RolloutError, match="GET /apis/apps/v1"):
+        with pytest.raises(RolloutError, match="GET /apis/apps/v1") as caught:
             roll_out(store, version, cluster)
+    assert is_transient(caught.value)
 
 
 def test_rolling_back_without_a_previous_version_is_refused(
@@ -272,15 +346,233 @@ def test_rolling_back_without_a_previous_version_is_refused(
         previous_of(store, KUBERNETES)
 
 
-def assert_restored(emulator: EmulatedApiServer, version: str, image: str) -> None:
+def test_a_paused_deployment_is_refused_in_one_line_before_anything_changes(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    old, old_image = add_version("a")
+    new, _ = add_version("b")
+    roll_out(store, old, cluster)
+    with emulator.cluster.lock:
+        emulator.cluster.objects[("Deployment", NS, "kiln")]["spec"]["paused"] = True
+    before = len(emulator.cluster.requests)
+
+    with pytest.raises(RolloutError, match="is paused: resume it") as caught:
+        roll_out(store, new, cluster)
+
+    assert "\n" not in str(caught.value)
+    assert all(m == "GET" for m, _ in emulator.cluster.requests[before:])
+    assert emulator.cluster.template_image(NS, "kiln") == old_image
+
+
+def test_a_missing_namespace_is_an_error_and_never_created_unasked(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    version, _ = add_version("a")
+    cluster.namespace = "nowhere"
+
+    with pytest.raises(RolloutError, match='namespaces \\\\?"nowhere\\\\?" not found|404'):
+        roll_out(store, version, cluster)
+
+    assert ("Namespace", "", "nowhere") not in emulator.cluster.objects
+
+
+def test_creating_the_namespace_is_opt_in_and_an_existing_one_is_left_alone(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    version, _ = add_version("a")
+    labels_before = emulator.cluster.objects[("Namespace", "", NS)]["metadata"]["labels"]
+    cluster.create_namespace = True
+    roll_out(store, version, cluster)  # exists: not patched
+    assert emulator.cluster.objects[("Namespace", "", NS)]["metadata"]["labels"] == labels_before
+    paths = [p.split("?")[0] for _, p in emulator.cluster.requests]
+    assert f"/api/v1/namespaces/{NS}" not in paths
+
+    cluster.namespace = "fresh"
+    roll_out(store, version, cluster)
+    labels = emulator.cluster.objects[("Namespace", "", "fresh")]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert emulator.cluster.serving_image("fresh", "kiln") is not None
+
+
+def copy_manifests(tmp_path: Path) -> Path:
+    out = tmp_path / "k8s"
+    shutil.copytree(MANIFEST_DIR, out)
+    return out
+
+
+def edit_deployment(directory: Path, change) -> None:
+    path = directory / "deployment.yaml"
+    deployment = yaml.safe_load(path.read_text())
+    change(deployment)
+    path.write_text(yaml.safe_dump(deployment))
+
+
+def test_fields_removed_from_the_manifests_are_removed_from_the_cluster(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+    tmp_path: Path,
+) -> None:
+    version, _ = add_version("a")
+    new, _ = add_version("b")
+    manifests = copy_manifests(tmp_path)
+    edit_deployment(
+        manifests,
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"].append(
+            {"name": "EXTRA", "value": "1"}
+        ),
+    )
+    cluster.manifest_dir = manifests
+    roll_out(store, version, cluster)
+    env = emulator.cluster.deployment(NS, "kiln")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "EXTRA", "value": "1"} in env["env"]
+
+    edit_deployment(
+        manifests,
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"].pop(),
+    )
+    roll_out(store, new, cluster)
+
+    env = emulator.cluster.deployment(NS, "kiln")["spec"]["template"]["spec"]["containers"][0]
+    assert "EXTRA" not in [e["name"] for e in env["env"]]
+
+
+def test_a_field_another_manager_changed_is_a_conflict_named_not_overwritten(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    old, _ = add_version("a")
+    new, _ = add_version("b")
+    roll_out(store, old, cluster)
+    hand_edit = {"spec": {"progressDeadlineSeconds": 999}}
+    api = cluster.api
+    api.call(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{NS}/deployments/kiln",
+        hand_edit,
+        content_type="application/merge-patch+json",
+        query=[("fieldManager", "kubectl-edit")],
+    )
+
+    with pytest.raises(RolloutError, match='conflict with "kubectl-edit"') as caught:
+        roll_out(store, new, cluster)
+
+    assert "progressDeadlineSeconds" in str(caught.value)
+    assert emulator.cluster.deployment(NS, "kiln")["spec"]["progressDeadlineSeconds"] == 999
+
+
+def test_pods_the_restricted_standard_refuses_are_a_replica_failure(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+    tmp_path: Path,
+) -> None:
+    version, _ = add_version("a")
+    manifests = copy_manifests(tmp_path)
+    edit_deployment(
+        manifests,
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["securityContext"].pop(
+            "allowPrivilegeEscalation"
+        ),
+    )
+    cluster.manifest_dir = manifests
+
+    with pytest.raises(RolloutError, match="replica failure \\(FailedCreate\\)") as caught:
+        roll_out(store, version, cluster)
+
+    assert "allowPrivilegeEscalation != false" in str(caught.value)
+
+
+def test_the_restore_survives_status_writes_and_rereads_after_a_spec_change(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    old, old_image = add_version("a")
+    new, new_image = add_version("b")
+    roll_out(store, old, cluster)
+    emulator.cluster.scale(NS, "kiln", 3)
+    roll_out(store, old, cluster)
+    emulator.cluster.push(new_image, new, capacity=1)
     state = emulator.cluster
-    deployment = state.deployment(NS, "kiln")
-    template = deployment["spec"]["template"]
-    assert template["spec"]["containers"][0]["image"] == image
-    assert template["metadata"]["annotations"][VERSION_ANNOTATION] == version
-    assert deployment["metadata"]["annotations"][VERSION_ANNOTATION] == version
-    assert state.serving_image(NS, "kiln") == image
-    status = deployment["status"]
-    assert status["observedGeneration"] == deployment["metadata"]["generation"]
-    replicas = deployment["spec"]["replicas"]
-    assert status["updatedReplicas"] == status["availableReplicas"] == replicas
+    original = state.json_patch_hook
+
+    def someone_scales_once(key: tuple) -> None:
+        state.json_patch_hook = original
+        state.scale(NS, "kiln", 4)  # a spec change between kiln's read and its patch
+
+    state.json_patch_hook = someone_scales_once
+
+    with pytest.raises(RolloutError, match=f"rolled back to {old}"):
+        roll_out(store, new, cluster)
+
+    patches = [p for m, p in state.requests if m == "PATCH" and p.split("?")[0].endswith("/kiln")]
+    assert len(patches) >= 3  # the apply, the refused restore, the restore
+    assert_untouched(emulator, old, old_image)
+
+
+def deployer_role() -> dict:
+    documents = yaml.safe_load_all((MANIFEST_DIR / "admin" / "rbac.yaml").read_text())
+    return next(d for d in documents if d and d["kind"] == "Role")
+
+
+def test_the_deployer_role_grants_exactly_what_rollouts_and_restores_use(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    role = deployer_role()
+    emulator.cluster.allow(role)
+    a, _ = add_version("a")
+    b, _ = add_version("b")
+    c, c_image = add_version("c")
+    roll_out(store, a, cluster)  # creates every object
+    emulator.cluster.scale(NS, "kiln", 3)
+    roll_out(store, b, cluster)  # updates them
+    emulator.cluster.push(c_image, c, capacity=1)
+    with pytest.raises(RolloutError, match=f"rolled back to {b}"):
+        roll_out(store, c, cluster)  # a failed main rollout, restored
+
+    assert emulator.cluster.forbidden == []
+    granted = {
+        (index, verb, resource)
+        for index, rule in enumerate(role["rules"])
+        for verb in rule["verbs"]
+        for resource in rule["resources"]
+    }
+    assert emulator.cluster.granted == granted  # every permission was needed
+
+
+def test_a_call_the_role_does_not_grant_is_refused_with_403_and_not_retried(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    from flows.rollout.target import is_transient
+
+    role = deployer_role()
+    role["rules"] = [r for r in role["rules"] if r["resources"] != ["pods/proxy"]]
+    emulator.cluster.allow(role)
+    version, _ = add_version("a")
+
+    with pytest.raises(RolloutError, match='cannot get resource \\\\?"pods/proxy') as caught:
+        roll_out(store, version, cluster)
+
+    assert not is_transient(caught.value)
+    assert emulator.cluster.deployment(NS, CANDIDATE) is None
