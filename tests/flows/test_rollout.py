@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from flows.errors import RolloutError
-from flows.rollout import pick_image
+from flows.rollout import is_transient, pick_image, retry_if_transient
+from flows.rollout.kube_api import ApiUnreachable
 from flows.rollout.kubernetes import RolloutStuck, rollout_status
 from flows.rollout.smoke import Reply, SmokeTestFailed, smoke_test
 from flows.store import ArtifactStore
@@ -265,3 +266,64 @@ def test_rollback_with_nothing_before_is_an_error(kiln_env: dict[str, str]) -> N
     failed = kiln(kiln_env, "rollback")
     assert failed.returncode == 1
     assert "nothing was ever deployed" in failed.stderr
+
+
+# -- retries: transient failures only ---------------------------------------------------------
+
+
+def smoke_failed() -> RolloutError:
+    try:
+        raise SmokeTestFailed("GET /metadata reports version 'x', expected 'y'")
+    except SmokeTestFailed as err:
+        try:
+            raise RolloutError("rolling out y to kubernetes: ...; rolled back to x") from err
+        except RolloutError as wrapped:
+            return wrapped
+
+
+def unreachable() -> RolloutError:
+    try:
+        raise ApiUnreachable("GET /apis/apps/v1/...: connection refused")
+    except ApiUnreachable as err:
+        try:
+            raise RolloutError("rolling out y to kubernetes: ...") from err
+        except RolloutError as wrapped:
+            return wrapped
+
+
+def test_only_transient_failures_are_retried() -> None:
+    from prefect.states import Failed
+
+    assert is_transient(unreachable())
+    assert not is_transient(smoke_failed())
+    assert retry_if_transient(None, None, Failed(data=unreachable()))
+    assert not retry_if_transient(None, None, Failed(data=smoke_failed()))
+    assert not retry_if_transient(None, None, Failed(data=ValueError("not ours")))
+
+
+@pytest.mark.slow
+def test_the_pipeline_never_retries_a_rolled_back_version(prefect_server: str) -> None:
+    """The roll-out task's options as ship_steps sets them: a smoke failure runs once."""
+    from prefect import flow, task
+
+    from flows.pipeline import with_retries
+    from flows.settings import KilnSettings
+
+    calls: list[str] = []
+
+    @task
+    def ship(kind: str) -> None:
+        calls.append(kind)
+        raise unreachable() if kind == "transient" else smoke_failed()
+
+    settings = KilnSettings(retries=2, retry_delay=0)
+    step = with_retries(ship, settings).with_options(retry_condition_fn=retry_if_transient)
+
+    @flow
+    def run(kind: str) -> None:
+        step(kind)
+
+    for kind in ("transient", "smoke"):
+        with pytest.raises(RolloutError):
+            run(kind)
+    assert calls.count("transient") == 3 and calls.count("smoke") == 1

@@ -6,7 +6,11 @@ versions whose images the cluster can pull:
     KUBECONFIG=~/.kube/config KILN_TEST_STORE=artifacts \\
     KILN_TEST_VERSIONS=<old>,<new> pytest -m cluster tests/k8s/test_cluster.py
 
-Each test works in a fresh namespace it deletes afterwards. Where no cluster can run (as
+Each test works in a fresh namespace it creates (KILN_K8S_CREATE_NAMESPACE's path, so the
+credentials need `create namespaces`) and deletes afterwards. Scenarios, as on the
+emulator: ship then upgrade; a version whose image cannot be pulled stops at the candidate
+(progress deadline) and the main Deployment keeps the old image; a version reporting the
+wrong /metadata fails its candidate smoke test, the same. Where no cluster can run (as
 on kiln's CI machines) they are skipped; tests/k8s/test_rollout_emulated.py runs the same
 scenarios against the emulated API server.
 """
@@ -76,7 +80,12 @@ def cluster(manifests: Path) -> Iterator[KubernetesTarget]:
     api_client = make_api_client(context=os.environ.get("KILN_K8S_CONTEXT"))
     try:
         yield KubernetesTarget(
-            api_client, namespace=namespace, timeout=300, poll_interval=2.0, manifest_dir=manifests
+            api_client,
+            namespace=namespace,
+            timeout=300,
+            poll_interval=2.0,
+            manifest_dir=manifests,
+            create_namespace=True,
         )
     finally:
         client.CoreV1Api(api_client).delete_namespace(namespace)
