@@ -30,7 +30,7 @@ from flows.image import BuildOptions, BuildResult, build_image
 from flows.registry import Registry
 from flows.reports import publish_model_card, publish_version_table
 from flows.retention import prune_versions
-from flows.rollout import RolloutResult, roll_out
+from flows.rollout import RolloutResult, retry_if_transient, roll_out
 from flows.settings import KilnSettings, get_settings
 from flows.store import ArtifactStore
 from flows.train import TrainParams, TrainResult, check_quality, train_model
@@ -227,9 +227,11 @@ def with_retries(step, settings: KilnSettings):
 
 def ship_steps(store_url: str, version: str, target: str, settings: KilnSettings):
     build = with_retries(build_task, settings)(store_url, version, settings)
-    rollout = with_retries(rollout_task, settings)(
-        store_url, version, target, build.image, settings
-    )
+    # Only a transient failure is retried: a version that failed its smoke test and was
+    # rolled back is never shipped again by a retry.
+    rollout = with_retries(rollout_task, settings).with_options(
+        retry_condition_fn=retry_if_transient
+    )(store_url, version, target, build.image, settings)
     return build, rollout
 
 
