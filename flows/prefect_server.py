@@ -56,6 +56,8 @@ def start_prefect_server(
     while not healthy(url):
         exited = os.waitpid(pid, os.WNOHANG)[0] == pid
         if exited or time.monotonic() > deadline:
+            if not exited:  # never leave a half-started server behind
+                stop_prefect_server(state)
             raise KilnError(
                 f"the Prefect server did not start on {host}:{port}; "
                 f"see {state / 'logs' / 'prefect.log'}"

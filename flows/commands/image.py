@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated
 
@@ -60,7 +61,14 @@ def build(
         base_repository=base_repository,
     )
     options = wiring.build_options(settings, no_cache=no_cache, force=force)
-    with wiring.open_registry(settings) as client, progress(err_console, "building"):
+    with (
+        wiring.open_registry(settings) as client,
+        progress(
+            err_console,
+            "building",
+            level=logging.DEBUG,  # the engine's build lines stream
+        ),
+    ):
         result = build_image(
             wiring.open_store(settings),
             version,

@@ -23,7 +23,7 @@ WATCHED = ("flows", "prefect.flow_runs", "prefect.task_runs")
 
 class StepProgress(logging.Handler):
     def __init__(self, console: Console, title: str, live: bool) -> None:
-        super().__init__(level=logging.INFO)
+        super().__init__()
         self.console = console
         self.live = live
         self.step = title
@@ -87,13 +87,16 @@ def progress(console: Console, title: str, *, level: int = logging.INFO) -> Iter
     """Watch kiln's and Prefect's loggers while the block runs; a status line on a terminal."""
     live = console.is_terminal
     handler = StepProgress(console, title, live)
+    handler.setLevel(logging.DEBUG)
     loggers = [logging.getLogger(name) for name in WATCHED]
     before: list[Any] = [(lg, lg.level, lg.propagate) for lg in loggers]
     loggers[0].propagate = False  # kiln's warnings are shown once, by the handler
     for lg in loggers:
         lg.addHandler(handler)
-        if lg.getEffectiveLevel() > level:
-            lg.setLevel(level)
+        # kiln's own loggers at `level` (DEBUG streams engine build lines); Prefect's at INFO
+        wanted = level if lg is loggers[0] else logging.INFO
+        if lg.getEffectiveLevel() > wanted:
+            lg.setLevel(wanted)
     try:
         if live:
             with console.status(handler):

@@ -8,6 +8,7 @@ starts a temporary one, and the command says so. A failed run ends in one summar
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -116,7 +117,7 @@ def run(
         say(f"Prefect: {api.removesuffix('/api')}")
     from flows.pipeline import pipeline_flow
 
-    with progress(err_console, "starting") as watcher:
+    with progress(err_console, "starting", level=logging.DEBUG) as watcher:
         state = pipeline_flow(
             data=data,
             label_column=label_column,
