@@ -11,31 +11,40 @@ Layout under the root (a local folder or any fsspec URL):
 
 Version ids are the first 12 hex digits of the sha256 of the model and its labels, so the
 same model stored twice is one version. Writes never expose half a version: on a local
-folder a version is staged beside its final place and renamed in (atomic), elsewhere the
-files are written with metadata.json last and readers ignore a folder without it.
+folder a version is staged beside its final place and renamed in (atomic); on S3 the files
+are written with metadata.json last, created only if absent (the commit: of two writers
+of one model, the first commit stands), and readers ignore a folder without it.
+Deployment records change by read-modify-write under a file lock (local) or a conditional
+write on the ETag that was read (S3), so concurrent rollouts never lose a record.
+An S3 store that cannot be reached fails after a few bounded retries with one StoreError.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote, unquote
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from flows.errors import IntegrityError, StoreError, VersionNotFound
+from flows import store_s3
+from flows.errors import IntegrityError, KilnError, StoreError, VersionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,11 @@ MODEL_FILE = "model.onnx"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
 VERSION_ID_LENGTH = 12
+# Tries of a deployment record's read-modify-write before giving up on a busy record.
+RECORD_UPDATE_ATTEMPTS = 20
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -105,13 +119,50 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _store_op(action: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Report a failure to reach the store as one StoreError that says what was being done."""
+
+    def decorate(method: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(method)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            store = args[0]
+            assert isinstance(store, ArtifactStore)
+            failures: tuple[type[BaseException], ...] = (OSError, *store._transport_errors)
+            try:
+                return method(*args, **kwargs)
+            except KilnError:
+                raise
+            except failures as err:
+                raise StoreError(f"{action} in store {store.url}: {_describe(err)}") from err
+
+        return wrapper
+
+    return decorate
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 class ArtifactStore:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+    ) -> None:
         self.url = str(root)
-        fs, path = fsspec.core.url_to_fs(self.url)
+        protocol = fsspec.core.split_protocol(self.url)[0] or "file"
+        self._s3 = protocol in store_s3.S3_PROTOCOLS
+        options = {**store_s3.storage_options(protocol), **(storage_options or {})}
+        try:
+            fs, path = fsspec.core.url_to_fs(self.url, **options)
+        except (ImportError, ValueError) as err:
+            raise StoreError(f"cannot open store {self.url}: {err}") from err
         self.fs: fsspec.AbstractFileSystem = fs
         self.root = path.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
+        self._transport_errors: tuple[type[BaseException], ...] = (
+            store_s3.transport_errors() if self._s3 else ()
+        )
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -128,6 +179,7 @@ class ArtifactStore:
 
     # -- writing a version -----------------------------------------------------------------
 
+    @_store_op("storing a version")
     def put(
         self, model_bytes: bytes, labels: Mapping[Any, str], metadata: Mapping[str, Any]
     ) -> str:
@@ -179,25 +231,35 @@ class ArtifactStore:
     def _publish_remote(self, version: str, files: dict[str, bytes]) -> None:
         directory = self._version_dir(version)
         self.fs.makedirs(directory, exist_ok=True)
-        for name in (MODEL_FILE, LABELS_FILE, METADATA_FILE):  # metadata last: the commit
+        # The same id means the same bytes, so a concurrent writer of this model rewrites
+        # identical objects. A writer that dies before the commit leaves files no reader
+        # lists (clean_staging removes them later); they are not deleted on failure here,
+        # since another writer of the same model may be about to commit them.
+        for name in (MODEL_FILE, LABELS_FILE):
             self.fs.pipe_file(f"{directory}/{name}", files[name])
+        metadata_path = f"{directory}/{METADATA_FILE}"
+        if self._s3:
+            if not store_s3.write_if(self.fs, metadata_path, files[METADATA_FILE], None):
+                log.info("version %s was committed by another writer first", version)
+        else:
+            self.fs.pipe_file(metadata_path, files[METADATA_FILE])
 
     # -- reading ---------------------------------------------------------------------------
 
+    @_store_op("reading a version")
     def exists(self, version: str) -> bool:
         return self.fs.exists(f"{self._version_dir(version)}/{METADATA_FILE}")
 
+    @_store_op("reading a version")
     def metadata(self, version: str) -> dict[str, Any]:
         """A version's metadata.json, without reading or verifying the model."""
         try:
             raw = self.fs.cat_file(f"{self._version_dir(version)}/{METADATA_FILE}")
         except FileNotFoundError:
             raise VersionNotFound(f"no version {version!r} in store {self.url}") from None
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise IntegrityError(f"version {version}: metadata.json is not JSON: {err}") from err
+        return _parse_metadata(version, raw)
 
+    @_store_op("reading a version")
     def get(self, version: str) -> StoredModel:
         """Read a version and verify every file against the sha256 recorded for it."""
         version = self.resolve(version)
@@ -220,6 +282,7 @@ class ArtifactStore:
             )
         return data
 
+    @_store_op("exporting a version")
     def export_version(self, version: str, dest: str | os.PathLike[str]) -> Path:
         """Write a verified copy of a version's three files into a local folder."""
         stored = self.get(version)
@@ -231,6 +294,7 @@ class ArtifactStore:
         (out / METADATA_FILE).write_text(metadata)
         return out
 
+    @_store_op("finding a version")
     def resolve(self, version: str) -> str:
         """Accept a full id, a unique prefix of one, or 'latest'."""
         if version == "latest":
@@ -248,31 +312,53 @@ class ArtifactStore:
         raise VersionNotFound(f"no version {version!r} in store {self.url}")
 
     def _version_ids(self) -> list[str]:
-        base = self._path("versions")
-        if not self.fs.exists(base):
-            return []
-        names = [_basename(p) for p in self.fs.ls(base, detail=False)]
-        return [n for n in names if not n.startswith(".") and self.exists(n)]
+        return sorted(self._scan())
 
+    def _scan(self) -> dict[str, list[str]]:
+        """Every committed version and its image refs, from one listing (one request on S3)."""
+        base = self._path("versions")
+        try:
+            paths = self.fs.find(base)
+        except FileNotFoundError:
+            return {}
+        committed: set[str] = set()
+        images: dict[str, list[str]] = {}
+        for path in paths:
+            parts = path.removeprefix(f"{base}/").split("/")
+            if path == parts[0] or parts[0].startswith("."):
+                continue  # not below the base, or staging/trash of a local writer
+            if parts[1:] == [METADATA_FILE]:
+                committed.add(parts[0])
+            elif len(parts) == 3 and parts[1] == "images":
+                images.setdefault(parts[0], []).append(unquote(parts[2]))
+        return {version: sorted(images.get(version, [])) for version in committed}
+
+    @_store_op("listing versions")
     def list_versions(self) -> list[VersionInfo]:
         """Every complete version, newest first."""
         pinned = set(self.pinned())
+        scanned = self._scan()
+        paths = {self._path("versions", v, METADATA_FILE): v for v in scanned}
+        # One batch (concurrent on S3); a version pruned since the listing is left out.
+        raw = self.fs.cat(list(paths), on_error="omit") if paths else {}
         infos = []
-        for version in self._version_ids():
-            meta = self.metadata(version)
+        for path, data in raw.items():
+            version = paths[path]
+            meta = _parse_metadata(version, data)
             infos.append(
                 VersionInfo(
                     version=version,
                     created=meta.get("created", ""),
                     metrics=meta.get("metrics", {}),
                     pinned=version in pinned,
-                    images=self.image_refs(version),
+                    images=scanned[version],
                 )
             )
         return sorted(infos, key=lambda i: (i.created, i.version), reverse=True)
 
     # -- images ----------------------------------------------------------------------------
 
+    @_store_op("recording an image")
     def record_image(self, version: str, image_ref: str) -> None:
         """Remember an image pushed for this version (`registry/repo@sha256:...`)."""
         directory = self._version_dir(self.resolve(version))
@@ -297,6 +383,7 @@ class ArtifactStore:
                 newest = (stamp, ref)
         return newest[1] if newest else None
 
+    @_store_op("listing a version's images")
     def image_refs(self, version: str) -> list[str]:
         directory = f"{self._version_dir(version)}/images"
         if not self.fs.exists(directory):
@@ -305,12 +392,14 @@ class ArtifactStore:
 
     # -- pins ------------------------------------------------------------------------------
 
+    @_store_op("pinning a version")
     def pin(self, version: str) -> str:
         version = self.resolve(version)
         self.fs.makedirs(self._path("pins"), exist_ok=True)
         self.fs.pipe_file(self._path("pins", version), b"")
         return version
 
+    @_store_op("unpinning a version")
     def unpin(self, version: str) -> str:
         version = self.resolve(version)
         path = self._path("pins", version)
@@ -318,6 +407,7 @@ class ArtifactStore:
             self.fs.rm_file(path)
         return version
 
+    @_store_op("listing pins")
     def pinned(self) -> list[str]:
         base = self._path("pins")
         if not self.fs.exists(base):
@@ -326,43 +416,95 @@ class ArtifactStore:
 
     # -- deployments -----------------------------------------------------------------------
 
+    @_store_op("reading a deployment record")
     def deployment(self, target: str) -> Deployment | None:
         path = self._deployment_path(target)
-        if not self.fs.exists(path):
+        try:
+            return _parse_deployment(self.fs.cat_file(path), target)
+        except FileNotFoundError:
             return None
-        return Deployment(**json.loads(self.fs.cat_file(path)))
 
+    @_store_op("listing deployment records")
     def deployments(self) -> list[Deployment]:
         base = self._path("deployments")
         if not self.fs.exists(base):
             return []
-        targets = [_basename(p).removesuffix(".json") for p in self.fs.ls(base, detail=False)]
+        names = [_basename(p) for p in self.fs.ls(base, detail=False)]
+        targets = [n.removesuffix(".json") for n in names if n.endswith(".json")]
         found = [self.deployment(t) for t in sorted(targets) if not t.startswith(".")]
         return [d for d in found if d is not None]
 
+    @_store_op("recording a deployment")
     def record_deployment(self, target: str, version: str, image: str) -> Deployment:
         """Record that `version` now runs on `target`; what ran before becomes the previous."""
         version = self.resolve(version)
-        before = self.deployment(target)
-        if before is not None and before.current == version:
-            previous, previous_image = before.previous, before.previous_image
-        elif before is not None:
-            previous, previous_image = before.current, before.image
-        else:
-            previous, previous_image = None, None
-        deployment = Deployment(target, version, image, previous, previous_image, _now())
-        self.restore_deployment(target, deployment)
-        return deployment
 
+        def change(before: Deployment | None) -> Deployment:
+            if before is not None and before.current == version:
+                previous, previous_image = before.previous, before.previous_image
+            elif before is not None:
+                previous, previous_image = before.current, before.image
+            else:
+                previous, previous_image = None, None
+            return Deployment(target, version, image, previous, previous_image, _now())
+
+        after = self._update_deployment(target, change)
+        assert after is not None
+        return after
+
+    @_store_op("restoring a deployment record")
     def restore_deployment(self, target: str, deployment: Deployment | None) -> None:
         """Write a deployment record back as it was (None removes it)."""
+        self._update_deployment(target, lambda _before: deployment)
+
+    def _update_deployment(
+        self, target: str, change: Callable[[Deployment | None], Deployment | None]
+    ) -> Deployment | None:
+        """Read-modify-write of one record that never loses a concurrent writer's change."""
         path = self._deployment_path(target)
+        if self._local:
+            with self._record_lock(path):
+                after = change(self.deployment(target))
+                self._write_record(path, after)
+            return after
+        if not self._s3:  # other filesystems have no conditional write: last writer wins
+            after = change(self.deployment(target))
+            self._write_record(path, after)
+            return after
+        for attempt in range(RECORD_UPDATE_ATTEMPTS):
+            found = store_s3.read_with_etag(self.fs, path)
+            before = _parse_deployment(found[0], target) if found else None
+            after = change(before)
+            if after is None:
+                if found:
+                    self.fs.rm_file(path)
+                return None
+            etag = found[1] if found else None
+            if store_s3.write_if(self.fs, path, _encode_deployment(after), etag):
+                return after
+            # Another rollout changed the record since it was read: read it again.
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+        raise StoreError(
+            f"deployment record {target!r} kept changing under {RECORD_UPDATE_ATTEMPTS} tries"
+        )
+
+    @contextlib.contextmanager
+    def _record_lock(self, path: str) -> Iterator[None]:
+        parent, name = path.rsplit("/", 1)
+        os.makedirs(parent, exist_ok=True)
+        fd = os.open(f"{parent}/.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write_record(self, path: str, deployment: Deployment | None) -> None:
         if deployment is None:
             if self.fs.exists(path):
                 self.fs.rm_file(path)
             return
-        data = json.dumps(deployment.__dict__, indent=2, sort_keys=True).encode() + b"\n"
-        self._write_atomic(path, data)
+        self._write_atomic(path, _encode_deployment(deployment))
 
     def _deployment_path(self, target: str) -> str:
         if not target or not all(c.isalnum() or c in "-_." for c in target) or target[0] == ".":
@@ -397,6 +539,7 @@ class ArtifactStore:
                 keep.add(d.previous)
         return keep
 
+    @_store_op("pruning versions")
     def prune(self, keep: int, dry_run: bool = False) -> PruneResult:
         """Remove all but the newest `keep` versions, sparing protected ones."""
         if keep < 1:
@@ -412,6 +555,7 @@ class ArtifactStore:
                 self.remove_version(info.version)
         return PruneResult(removed=removed, kept=kept, dry_run=dry_run)
 
+    @_store_op("removing a version")
     def remove_version(self, version: str) -> None:
         """Delete one version whole; a pinned, deployed or rollback version is refused."""
         if version in self.protected():
@@ -427,15 +571,18 @@ class ArtifactStore:
             self.fs.rm(directory, recursive=True)
         log.info("pruned version %s", version)
 
+    @_store_op("cleaning up after interrupted writers")
     def clean_staging(self, older_than_seconds: float = 3600) -> list[str]:
         """Remove what writers that died mid-write left behind (never visible as versions).
 
         Only leftovers older than `older_than_seconds` go, so a writer still at work is spared.
         """
-        base = Path(self._path("versions"))
-        if not self._local or not base.exists():
-            return []
         cutoff = time.time() - older_than_seconds
+        if not self._local:
+            return self._clean_uncommitted(cutoff)
+        base = Path(self._path("versions"))
+        if not base.exists():
+            return []
         stale = [
             p
             for p in base.iterdir()
@@ -444,6 +591,42 @@ class ArtifactStore:
         for path in stale:
             shutil.rmtree(path, ignore_errors=True)
         return [str(p) for p in stale]
+
+    def _clean_uncommitted(self, cutoff: float) -> list[str]:
+        """Object stores: version folders without metadata.json whose files are all old."""
+        base = self._path("versions")
+        if not self.fs.exists(base):
+            return []
+        removed = []
+        for directory in self.fs.ls(base, detail=False):
+            version = _basename(directory)
+            if version.startswith(".") or self.exists(version):
+                continue
+            # Only objects count: an emptied prefix can linger in an S3 listing for a while.
+            found = self.fs.find(directory, detail=True).items()
+            files = [path for path, info in found if info.get("type") == "file"]
+            if files and all(self.fs.modified(f).timestamp() < cutoff for f in files):
+                self.fs.rm(files)
+                removed.append(directory)
+        return removed
+
+
+def _parse_metadata(version: str, data: bytes) -> dict[str, Any]:
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as err:
+        raise IntegrityError(f"version {version}: metadata.json is not JSON: {err}") from err
+
+
+def _parse_deployment(data: bytes, target: str) -> Deployment:
+    try:
+        return Deployment(**json.loads(data))
+    except (ValueError, TypeError) as err:
+        raise IntegrityError(f"deployment record {target!r} is unreadable: {err}") from err
+
+
+def _encode_deployment(deployment: Deployment) -> bytes:
+    return json.dumps(deployment.__dict__, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def _basename(path: str) -> str:

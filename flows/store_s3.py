@@ -1,0 +1,84 @@
+"""The artifact store's S3 pieces: client settings and conditional writes.
+
+fsspec has no words for "write only if unchanged since I read it", which is what keeps two
+concurrent writers from losing each other's update; S3 has (`If-None-Match: *` to create
+only, `If-Match: <etag>` to replace only what was read), so these helpers speak it through
+s3fs's own client and its configuration (endpoint and key pair from the usual AWS variables).
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import fsspec.asyn
+
+S3_PROTOCOLS = ("s3", "s3a")
+
+# Bounded: a store that cannot be reached fails in seconds with one error, not minutes.
+CLIENT_CONFIG: dict[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 60,
+    "retries": {"max_attempts": 4, "mode": "standard"},
+}
+
+
+def storage_options(protocol: str) -> dict[str, Any]:
+    """What kiln passes to fsspec for a store URL of this protocol."""
+    if protocol in S3_PROTOCOLS:
+        # Listings are never cached: other writers (workers, CLIs) change the store.
+        return {"config_kwargs": CLIENT_CONFIG, "use_listings_cache": False}
+    return {}
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the server could not be reached or answered badly."""
+    from botocore.exceptions import BotoCoreError
+
+    return (BotoCoreError,)
+
+
+def read_with_etag(fs: Any, path: str) -> tuple[bytes, str] | None:
+    """An object's bytes and the ETag of exactly those bytes, or None when it is absent."""
+    bucket, key, _ = fs.split_path(path)
+
+    async def get() -> tuple[bytes, str]:
+        response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+        try:
+            return await response["Body"].read(), response["ETag"]
+        finally:
+            response["Body"].close()
+
+    try:
+        return fsspec.asyn.sync(fs.loop, get)
+    except FileNotFoundError:
+        return None
+
+
+def write_if(fs: Any, path: str, data: bytes, etag: str | None) -> bool:
+    """Write `data` only if the object still has `etag` (None: only if it does not exist).
+
+    False when another writer got there first.
+    """
+    condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+    try:
+        fs.pipe_file(path, data, **condition)
+    except OSError as err:
+        if precondition_failed(err):
+            return False
+        raise
+    return True
+
+
+def precondition_failed(err: BaseException) -> bool:
+    """Whether s3fs's error is the server's 412 (its type depends on the server's wording)."""
+    if isinstance(err, FileExistsError):
+        return True
+    cause = err.__cause__
+    response = getattr(cause, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = response.get("Error", {}).get("Code")
+        # A create-only write some servers answer with 409 while another create is in flight.
+        return status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict")
+    return isinstance(err, OSError) and err.errno == errno.EINVAL and "Precondition" in str(err)
