@@ -31,6 +31,7 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -127,13 +128,18 @@ def _store_op(action: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             store = args[0]
             assert isinstance(store, ArtifactStore)
+            if getattr(store._op, "active", False):  # inside another operation: it reports
+                return method(*args, **kwargs)
             failures: tuple[type[BaseException], ...] = (OSError, *store._transport_errors)
+            store._op.active = True
             try:
                 return method(*args, **kwargs)
             except KilnError:
                 raise
             except failures as err:
                 raise StoreError(f"{action} in store {store.url}: {_describe(err)}") from err
+            finally:
+                store._op.active = False
 
         return wrapper
 
@@ -160,6 +166,7 @@ class ArtifactStore:
         self.fs: fsspec.AbstractFileSystem = fs
         self.root = path.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
+        self._op = threading.local()  # the outermost operation names a failure
         self._transport_errors: tuple[type[BaseException], ...] = (
             store_s3.transport_errors() if self._s3 else ()
         )

@@ -1,0 +1,175 @@
+"""The store commands through the real `kiln` entry point against SeaweedFS (s3:// store)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flows.store import ArtifactStore
+from flows.train import TrainParams
+from flows.training import TrainRequest, train_and_store
+from tests.conftest import free_port
+
+
+def kiln(
+    *args: str, store: str, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KILN_STORE": store, **(env_extra or {})},
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def s3_store(seaweedfs) -> str:
+    return f"s3://{seaweedfs.bucket}/cli-{uuid.uuid4().hex[:12]}"
+
+
+def test_train_models_show_pin_prune_against_s3(s3_store):
+    trained = kiln("train", store=s3_store)
+    assert trained.returncode == 0, trained.stderr
+    store = ArtifactStore(s3_store)
+    [newest] = [v.version for v in store.list_versions()]
+    assert f"stored version {newest}" in trained.stdout
+    older = [train_and_store(store, TrainRequest(params=TrainParams(seed=s))) for s in (1, 2)]
+    assert len(store.list_versions()) == 3
+
+    listed = json.loads(kiln("models", "--json", store=s3_store).stdout)
+    assert {row["version"] for row in listed} == {newest, *(r.version for r in older)}
+    shown = kiln("models", "show", newest[:6], store=s3_store)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["version"] == newest
+
+    # created times have one-second resolution: make the order explicit
+    for age, version in enumerate([newest, older[1].version, older[0].version]):
+        path = f"{store.root}/versions/{version}/metadata.json"
+        meta = json.loads(store.fs.cat_file(path))
+        meta["created"] = f"2026-01-01T00:00:{59 - age:02d}Z"
+        store.fs.pipe_file(path, json.dumps(meta).encode())
+    pinned = kiln("pin", older[0].version[:8], store=s3_store)
+    assert pinned.returncode == 0, pinned.stderr
+    pruned = kiln("prune", "--keep", "1", store=s3_store)
+    assert pruned.returncode == 0, pruned.stderr
+    assert f"removed {older[1].version}" in pruned.stdout
+    assert {v.version for v in store.list_versions()} == {newest, older[0].version}
+    assert json.loads(kiln("models", "show", older[0].version, store=s3_store).stdout)["pinned"]
+
+
+def test_an_unreachable_s3_store_is_one_line(s3_store, tmp_path):
+    env_endpoint = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "models", "--store", s3_store],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env_endpoint},
+        timeout=180,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: listing versions in store {s3_store}: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in result.stderr
+
+
+def test_serve_runs_a_version_from_s3(s3_store, tmp_path):
+    version = train_and_store(ArtifactStore(s3_store), TrainRequest()).version
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 (the server's lifetime)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", version[:8], "--port", str(port)]
+        + ["--workers", "1", "--store", s3_store],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "kiln serve never became ready"
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/metadata").json()["version"] == version
+        labels = httpx.post(f"{base}/predict/label", json={"data": [[5.1, 3.5, 1.4, 0.2]]})
+        assert labels.json() == {"prediction": ["setosa"]}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        log.close()
+
+
+STANDIN = Path(__file__).parent / "standin" / "server.py"
+BASE_IMAGE = "docker.io/library/python:3.11-slim"
+
+
+def build_standin(client, store: ArtifactStore, name: str, workdir: Path) -> tuple[str, str]:
+    """A stored version and a stand-in server image for it (tests/flows/standin)."""
+    model = f"model {name} {uuid.uuid4().hex}".encode()
+    version = store.put(model, {0: "a", 1: "b"}, {"sample_input": [[5.1, 3.5, 1.4, 0.2]]})
+    context = workdir / f"ctx-{name}"
+    (context / "models").mkdir(parents=True)
+    (context / "models" / "model.bin").write_bytes(model)
+    shutil.copy(STANDIN, context / "server.py")
+    (context / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nCOPY server.py /srv/server.py\nCOPY models/ /models/\n"
+        f"ENV MODEL_VERSION={version} MODEL_SHA256={hashlib.sha256(model).hexdigest()}\n"
+        'USER 10001:10001\nEXPOSE 8000\nCMD ["python3", "-u", "/srv/server.py"]\n'
+    )
+    tag = f"localhost/kiln-standin-s3:{name}-{uuid.uuid4().hex[:6]}"
+    client.images.build(path=str(context), tag=tag, rm=True)
+    return version, tag
+
+
+@pytest.mark.e2e
+def test_deploy_status_rollback_record_in_s3(s3_store, tmp_path):
+    from flows.engine import docker_client
+    from flows.local_target import LocalEngine
+
+    try:
+        client = docker_client(timeout=120)
+        client.images.get(BASE_IMAGE)
+    except Exception as err:
+        pytest.skip(f"no container engine or base image (scripts/infra.sh up): {err}")
+    store = ArtifactStore(s3_store)
+    old, old_image = build_standin(client, store, "a", tmp_path)
+    new, new_image = build_standin(client, store, "b", tmp_path)
+    port, name = free_port(), f"kiln-s3-{uuid.uuid4().hex[:6]}"
+    env = {"KILN_LOCAL_PORT": str(port), "KILN_LOCAL_NAME": name, "KILN_TARGET": "local"}
+    try:
+        for version, image in ((old, old_image), (new, new_image)):
+            shipped = kiln("deploy", version, "--image", image, store=s3_store, env_extra=env)
+            assert shipped.returncode == 0, shipped.stderr
+        record = store.deployment("local")
+        assert (record.current, record.previous) == (new, old)
+        status = kiln("status", store=s3_store, env_extra=env)
+        assert f"recorded  {new} {new_image}" in status.stdout
+        back = kiln("rollback", store=s3_store, env_extra=env)
+        assert back.returncode == 0, back.stderr
+        assert f"rolled back to {old}" in back.stdout
+        assert httpx.get(f"http://127.0.0.1:{port}/metadata").json()["version"] == old
+        assert store.deployment("local").current == old
+    finally:
+        LocalEngine(client, port=port, name_prefix=name).stop_all()
+        for image in (old_image, new_image):
+            with contextlib.suppress(Exception):
+                client.images.remove(image, force=True)
+        client.close()
