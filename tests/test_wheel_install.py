@@ -1,0 +1,124 @@
+"""kiln installed as a wheel (what `pip install .` and the runner image do) works from any folder.
+
+The wheel is built once from a copy of the checkout and installed with --no-deps into a
+fresh venv that sees this environment's dependencies (a path file), not its editable kiln.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bin/ folder of a venv with kiln installed from its wheel."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
+    ignore = shutil.ignore_patterns(
+        ".git", "artifacts", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
+    )
+    shutil.copytree(REPO, source, symlinks=True, ignore=ignore)
+    built = run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+        + ["-w", str(work / "dist"), str(source)],
+        cwd=work,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = (work / "dist").glob("kiln-*.whl")
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    target = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    deps = sysconfig.get_paths()["purelib"]
+    # The dependencies of this environment, appended after the venv's own (plain path: the
+    # editable kiln's hook in that folder is not loaded).
+    (target / "site-packages" / "kiln-test-deps.pth").write_text(deps + "\n")
+    installed = run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install"]
+        + ["--no-deps", "--no-index", "-q", str(wheel)],
+        cwd=work,
+    )
+    if installed.returncode != 0 and "no such option: --python" in installed.stderr:
+        pytest.skip("pip too old for --python")
+    assert installed.returncode == 0, installed.stderr
+    return venv / "bin"
+
+
+def test_the_wheel_carries_the_resources_kiln_reads(installed: Path, tmp_path: Path) -> None:
+    probe = textwrap.dedent(
+        """
+        import json
+        import flows, serving
+        from flows.engine import INFRA_SCRIPT
+        from flows.kube import MANIFEST_DIR, render_manifests
+        from flows.serving_base import DOCKERFILE, SERVING_DIR, build_context, serve_requirements
+        model = __import__("pathlib").Path("model")
+        model.mkdir()
+        for name in ("model.onnx", "labels.json", "metadata.json"):
+            (model / name).write_text("{}")
+        objects = render_manifests("reg/kiln@sha256:" + "a" * 64, "v1", "team", MANIFEST_DIR)
+        print(json.dumps({
+            "flows": flows.__file__, "serving": serving.__file__,
+            "paths": [str(p) for p in (INFRA_SCRIPT, MANIFEST_DIR, DOCKERFILE, SERVING_DIR)],
+            "kinds": sorted(o["kind"] for o in objects),
+            "requirements": serve_requirements(),
+            "context": len(build_context(model, []).getvalue()),
+        }))
+        """
+    )
+    result = run([str(installed / "python"), "-c", probe], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    venv = str(installed.parent)
+    assert found["flows"].startswith(venv) and found["serving"].startswith(venv)
+    for path in found["paths"]:
+        assert path.startswith(venv), f"{path} is read from outside the installed package"
+    assert found["kinds"] == [
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Namespace",
+        "PodDisruptionBudget",
+        "Service",
+    ]
+    assert any(r.startswith("onnxruntime") for r in found["requirements"])
+    assert found["context"] > 10_000
+    assert os.access(found["paths"][0], os.R_OK)
+
+
+def test_kiln_trains_and_lists_from_another_folder(installed: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    trained = run([str(installed / "kiln"), "train", "--store", str(store)], cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "stored version" in trained.stdout
+    listed = run([str(installed / "kiln"), "models", "--json", "--store", str(store)], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 1
+    # The infra script is found and runs (status only: the shared services stay as they are).
+    infra = run(
+        [
+            str(installed / "python"),
+            "-c",
+            "from flows.engine import run_infra\n"
+            "print(run_infra('status', check=False).returncode)",
+        ],
+        cwd=tmp_path,
+    )
+    assert infra.returncode == 0, infra.stderr
+    assert "No such file" not in infra.stderr
