@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from flows.errors import EngineUnavailable, KilnError
+from flows.resources import resource_path
 from flows.settings import DEFAULT_STATE_DIR, get_settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-INFRA_SCRIPT = REPO_ROOT / "scripts" / "infra.sh"
+INFRA_SCRIPT = resource_path("infra.sh")  # scripts/infra.sh, shipped in the package
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:

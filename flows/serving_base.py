@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.metadata
 import io
 import logging
 import os
@@ -26,13 +27,15 @@ from pathlib import Path
 
 from flows.errors import BuildError
 from flows.oci import deterministic_tar, read_model_files
+from flows.resources import package_dir, resource_path
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = REPO_ROOT / "Dockerfile.serve"
-SERVING_DIR = REPO_ROOT / "serving"
-PYPROJECT = REPO_ROOT / "pyproject.toml"
+# Shipped in the package, so an installed kiln (pip install .) builds images from any folder.
+DOCKERFILE = resource_path("Dockerfile.serve")
+SERVING_DIR = package_dir("serving")
+# In a checkout the server's requirements come from pyproject.toml; installed, from metadata.
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 # Declared by onnxruntime (and friends) but never imported by the server at run time:
 # measured with `import onnxruntime; InferenceSession(...).run(...)` and sys.modules.
@@ -49,8 +52,28 @@ WHEEL_PREP = "strip-debug,without:" + ",".join(sorted(UNUSED_DISTRIBUTIONS))
 
 
 def serve_requirements(pyproject: Path = PYPROJECT) -> list[str]:
-    data = tomllib.loads(pyproject.read_text())
-    return list(data["project"]["optional-dependencies"]["serve"])
+    """kiln's `serve` extra: from the checkout's pyproject.toml, else the installed metadata."""
+    if pyproject.exists():
+        data = tomllib.loads(pyproject.read_text())
+        if data.get("project", {}).get("name") == "kiln":
+            return list(data["project"]["optional-dependencies"]["serve"])
+    return installed_extra_requirements("kiln", "serve")
+
+
+def installed_extra_requirements(distribution: str, extra: str) -> list[str]:
+    """An extra's requirements from installed metadata, without the `extra == ...` marker."""
+    found = []
+    for line in importlib.metadata.requires(distribution) or []:
+        requirement, _, marker = line.partition(";")
+        clauses = [c.strip() for c in marker.split(" and ")] if marker.strip() else []
+        wanted = f'extra == "{extra}"'
+        if wanted not in clauses:
+            continue
+        rest = " and ".join(c for c in clauses if c != wanted)
+        found.append(f"{requirement.strip()}; {rest}" if rest else requirement.strip())
+    if not found:
+        raise BuildError(f"no requirements for the {extra!r} extra of installed {distribution}")
+    return found
 
 
 def _serving_files(serving_dir: Path) -> dict[str, bytes]:

@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 
 from flows.errors import RolloutError
+from flows.resources import resource_path
 
-MANIFEST_DIR = Path(__file__).resolve().parent.parent.parent / "k8s"
+MANIFEST_DIR = resource_path("k8s")  # the k8s/ base, shipped in the package
 # What a cluster admin applies once (namespace, the deployer's RBAC); kiln only reads it.
 ADMIN_DIR = MANIFEST_DIR / "admin"
 VERSION_ANNOTATION = "kiln.dev/model-version"
