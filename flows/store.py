@@ -374,6 +374,7 @@ class ArtifactStore:
         stamp = str(time.time_ns()).encode()
         self.fs.pipe_file(f"{directory}/images/{quote(image_ref, safe='')}", stamp)
 
+    @_store_op("reading a version's images")
     def latest_image_ref(self, version: str) -> str | None:
         """The digest-pinned image recorded last for a version (None when there is none)."""
         directory = f"{self._version_dir(self.resolve(version))}/images"
