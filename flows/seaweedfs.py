@@ -295,12 +295,19 @@ def stop_seaweedfs(state: Path, timeout: float = STOP_TIMEOUT) -> bool:
     pid = info["pid"]
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGINT)  # weed shuts its components down in order on SIGINT
+    if not _wait_gone(pid, timeout):
+        log.warning("SeaweedFS (pid %d) did not stop within %.0f s: killing it", pid, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        _wait_gone(pid, 10.0)
+    return True
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not _gone(pid):
         if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            break
+            return False
         time.sleep(0.1)
     return True
 
