@@ -67,7 +67,7 @@ def test_the_wheel_carries_the_resources_kiln_reads(installed: Path, tmp_path: P
         import json
         import flows, serving
         from flows.engine import INFRA_SCRIPT
-        from flows.kube import MANIFEST_DIR, render_manifests
+        from flows.rollout.manifests import MANIFEST_DIR, render_manifests
         from flows.serving_base import DOCKERFILE, SERVING_DIR, build_context, serve_requirements
         model = __import__("pathlib").Path("model")
         model.mkdir()

@@ -142,7 +142,7 @@ def build_standin(client, store: ArtifactStore, name: str, workdir: Path) -> tup
 @pytest.mark.e2e
 def test_deploy_status_rollback_record_in_s3(s3_store, tmp_path):
     from flows.engine import docker_client
-    from flows.local_target import LocalEngine
+    from flows.rollout.local import LocalTarget
 
     try:
         client = docker_client(timeout=120)
@@ -168,7 +168,7 @@ def test_deploy_status_rollback_record_in_s3(s3_store, tmp_path):
         assert httpx.get(f"http://127.0.0.1:{port}/metadata").json()["version"] == old
         assert store.deployment("local").current == old
     finally:
-        LocalEngine(client, port=port, name_prefix=name).stop_all()
+        LocalTarget(client, port=port, name_prefix=name).stop_all()
         for image in (old_image, new_image):
             with contextlib.suppress(Exception):
                 client.images.remove(image, force=True)
