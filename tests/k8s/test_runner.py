@@ -93,41 +93,41 @@ def runner_objects() -> list[dict]:
     return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
+def admin_objects() -> list[dict]:
+    objects = []
+    for path in sorted(resource_path("k8s/admin").glob("*.yaml")):
+        objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return objects
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_runner_rbac_is_valid_and_least_privilege(version):
     objects = runner_objects()
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
     kinds = {obj["kind"]: obj for obj in objects}
-    assert set(kinds) == {
-        "Namespace",
-        "ServiceAccount",
-        "Role",
-        "RoleBinding",
-        "ClusterRole",
-        "ClusterRoleBinding",
-    }
-    granted = {
-        (group, resource, verb)
-        for rule in kinds["Role"]["rules"] + kinds["ClusterRole"]["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-    assert all("*" not in part for grant in granted for part in grant)
-    assert not {g for g in granted if g[2] in {"delete", "deletecollection", "escalate", "bind"}}
-    assert not {g for g in granted if g[1] in {"secrets", "pods/exec", "roles", "rolebindings"}}
-    # Every object a rollout writes is covered, and nothing more.
-    assert ("apps", "deployments", "update") in granted
-    assert ("", "services/proxy", "create") in granted
-    assert ("", "namespaces", "create") not in granted
-    [cluster_rule] = kinds["ClusterRole"]["rules"]
-    assert cluster_rule["resourceNames"] == ["kiln"]
-    for binding in (kinds["RoleBinding"], kinds["ClusterRoleBinding"]):
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": "kiln-runner", "namespace": "kiln"}
-        ]
+    assert set(kinds) == {"ServiceAccount", "RoleBinding"}
+    account = kinds["ServiceAccount"]["metadata"]
+    binding = kinds["RoleBinding"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
+    # The runner gets the deployer's Role (k8s/admin/), in the same namespace.
+    [role] = [
+        o
+        for o in admin_objects()
+        if o["kind"] == "Role" and o["metadata"]["name"] == binding["roleRef"]["name"]
+    ]
+    assert binding["roleRef"]["kind"] == "Role"
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "kiln"
+    for rule in role["rules"]:
+        for part in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[part], rule
+        assert not set(rule["resources"]) & {"secrets", "pods/exec", "roles", "rolebindings"}
+        assert not set(rule["verbs"]) & {"escalate", "bind", "impersonate", "deletecollection"}
+        if "delete" in rule["verbs"]:
+            assert rule.get("resourceNames"), f"unrestricted delete: {rule}"
+    # The pods run where the Role applies, as the bound account.
     template = base_job_template()["variables"]["properties"]
-    assert (
-        template["service_account_name"]["default"] == kinds["ServiceAccount"]["metadata"]["name"]
-    )
+    assert template["service_account_name"]["default"] == account["name"]
+    assert template["namespace"]["default"] == account["namespace"]
