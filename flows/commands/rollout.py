@@ -13,10 +13,9 @@ from flows import wiring
 from flows.commands import make_console, print_json, print_line
 from flows.commands.options import OutputOption, StoreOption, TargetOption
 from flows.commands.progress import progress
-from flows.errors import RolloutError
 from flows.rollout import LOCAL, TARGETS, RolloutResult, previous_of, roll_back, roll_out
 from flows.rollout import status as target_status
-from flows.settings import get_settings
+from flows.settings import KilnSettings, get_settings
 from flows.store import ArtifactStore
 
 err_console = make_console(stderr=True)
@@ -93,22 +92,41 @@ def rollback(
 
 
 def undeploy(target: TargetOption = None, store: StoreOption = None) -> None:
-    """Stop what kiln runs on a target and forget its deployment record."""
+    """Stop what kiln runs on a target and forget its deployment record.
+
+    Locally: kiln's containers. On Kubernetes: kiln's objects in the namespace (the
+    Deployment, Service, autoscaler, disruption budget); the namespace itself stays.
+    """
     settings = get_settings().with_overrides(store=store, target=target)
     the_store = wiring.open_store(settings)
-    if settings.target != LOCAL:
-        raise RolloutError(
-            f"undeploy on {settings.target} is not built yet; remove kiln's objects with "
-            f"`kubectl delete -k k8s/ -n {settings.k8s_namespace}`"
-        )
-    engine = wiring.local_engine(settings)
-    removed = [c.name for c in engine.containers()]
-    engine.stop_all()
-    the_store.restore_deployment(LOCAL, None)
-    if removed:
-        print_line(f"undeployed {LOCAL}: removed {', '.join(removed)}")
+    if settings.target == LOCAL:
+        engine = wiring.local_engine(settings)
+        removed = [c.name for c in engine.containers()]
+        engine.stop_all()
     else:
-        print_line(f"nothing ran on {LOCAL}; its record is cleared")
+        removed = _delete_kubernetes_objects(settings)
+    the_store.restore_deployment(settings.target, None)
+    if removed:
+        print_line(f"undeployed {settings.target}: removed {', '.join(removed)}")
+    else:
+        print_line(f"nothing ran on {settings.target}; its record is cleared")
+
+
+def _delete_kubernetes_objects(settings: KilnSettings) -> list[str]:
+    from flows.rollout.kube_api import object_path
+    from flows.rollout.manifests import load_base
+
+    cluster = wiring.kube_cluster(settings)
+    removed = []
+    for obj in reversed(load_base(cluster.manifest_dir)):
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind == "Namespace":
+            continue  # may hold more than kiln: never deleted
+        path = object_path(kind, name, settings.k8s_namespace)
+        query = [("propagationPolicy", "Background")]
+        if cluster.api.call("DELETE", path, missing_ok=True, query=query) is not None:
+            removed.append(f"{kind}/{name}")
+    return removed
 
 
 def status(

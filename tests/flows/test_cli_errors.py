@@ -115,7 +115,12 @@ CASES = [
         "no usable Kubernetes configuration (kubeconfig {tmp}/absent-kubeconfig",
     ),
     (["logs", "--target", "kubernetes"], {}, ERROR, "kubectl logs"),
-    (["undeploy", "--target", "kubernetes"], {}, ERROR, "kubectl delete -k k8s/"),
+    (
+        ["undeploy", "--target", "kubernetes"],
+        {"KUBECONFIG": "{tmp}/absent-kubeconfig"},
+        ERROR,
+        "no usable Kubernetes configuration",
+    ),
 ]
 
 
