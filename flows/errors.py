@@ -11,6 +11,10 @@ class DataError(KilnError):
     """The input data is unusable (missing column, non-numeric value, one class...)."""
 
 
+class ParameterError(KilnError):
+    """A training parameter is invalid (found before any work is done)."""
+
+
 class QualityGateError(KilnError):
     """The trained model scored below the configured threshold."""
 
