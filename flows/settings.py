@@ -37,6 +37,9 @@ class KilnSettings(BaseSettings):
     # Quality gate: the model must reach at least `gate_threshold` on `gate_metric`.
     gate_metric: GateMetric = "accuracy"
     gate_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    # Champion gate: a new model replaces the one a target runs only when its score is at
+    # least the champion's minus this (on the same rows).
+    gate_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
 
     # Image build and registry.
     registry: str = Field(default="127.0.0.1:5000", min_length=1)
