@@ -6,6 +6,7 @@ Layout under the root (a local folder or any fsspec URL):
     versions/<id>/labels.json       {"0": "setosa", ...}
     versions/<id>/metadata.json     written last: a version exists once this file does
     versions/<id>/images/<digest>   one empty marker per pushed image (name = registry ref, quoted)
+    versions/<id>/decisions/*.json  champion/challenger decisions about it, oldest first
     pins/<id>                       a pinned version (kept by retention)
     deployments/<target>.json       what runs on a target, and the version before it
 
@@ -397,6 +398,28 @@ class ArtifactStore:
         if not self.fs.exists(directory):
             return []
         return sorted(unquote(_basename(p)) for p in self.fs.ls(directory, detail=False))
+
+    # -- champion gate decisions -------------------------------------------------------------
+
+    def record_decision(self, version: str, decision: Mapping[str, Any]) -> None:
+        """Keep one champion/challenger decision about a version, beside it (an audit trail).
+
+        metadata.json stays as stored (it is baked into the image); a version can be judged
+        again later (refused, then forced), so each decision is its own file, oldest first.
+        """
+        directory = self._version_dir(self.resolve(version))
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        record = {**decision, "decided": _now()}
+        data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
+        self._write_atomic(f"{directory}/decisions/{stamp}-{uuid.uuid4().hex[:6]}.json", data)
+
+    def decisions(self, version: str) -> list[dict[str, Any]]:
+        """Every decision recorded about a version, oldest first."""
+        directory = f"{self._version_dir(version)}/decisions"
+        if not self.fs.exists(directory):
+            return []
+        paths = sorted(p for p in self.fs.ls(directory, detail=False) if p.endswith(".json"))
+        return [json.loads(self.fs.cat_file(p)) for p in paths]
 
     # -- pins ------------------------------------------------------------------------------
 
