@@ -34,10 +34,11 @@ from flows.store import ArtifactStore  # noqa: E402
 
 def make_version(store: ArtifactStore, c: float) -> str:
     """A stored iris model; each C gives different weights, so a model-only change."""
-    from flows.train import TrainParams
-    from flows.training import TrainRequest, train_and_store
+    from flows.params import TrainParams
+    from flows.promotion import GatePolicy
+    from flows.sequence import run_training
 
-    return train_and_store(store, TrainRequest(params=TrainParams(C=c), gate_threshold=0)).version
+    return run_training(store, TrainParams(C=c), GatePolicy(threshold=0)).version
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -32,6 +32,7 @@ from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId  # noqa: E402
 
 from flows.engine import docker_client  # noqa: E402
+from flows.params import TrainParams  # noqa: E402
 from flows.pipeline import pipeline_flow  # noqa: E402
 from flows.rollout.local import LocalTarget  # noqa: E402
 from flows.settings import get_settings  # noqa: E402
@@ -75,7 +76,7 @@ def configure(**env: str) -> None:
 
 def timed_run(data: str, seed: int) -> tuple[float, Any]:
     start = time.perf_counter()
-    state = pipeline_flow(data=data, seed=seed, return_state=True)
+    state = pipeline_flow(training=TrainParams(data=data, seed=seed), return_state=True)
     return time.perf_counter() - start, state
 
 

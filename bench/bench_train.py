@@ -16,30 +16,42 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flows.checkpoint import build_metadata, store_model
-from flows.data import load_data
 from flows.export import check_parity, export_onnx
+from flows.params import TrainParams
+from flows.promotion import GatePolicy
+from flows.sequence import Exported, TrainingSteps, run_training
 from flows.store import ArtifactStore
-from flows.train import TrainParams, train_model
 
 STEPS = ("load", "train", "export", "parity", "store")
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
-
-
 def run_once(spec: str, store: ArtifactStore) -> dict[str, float]:
-    params = TrainParams()
-    data, t_load = timed(lambda: load_data(spec))
-    result, t_train = timed(lambda: train_model(data, params))
-    onnx_bytes, t_export = timed(lambda: export_onnx(result.model, data.n_features))
-    parity, t_parity = timed(lambda: check_parity(onnx_bytes, result.model, result.X_holdout))
-    metadata = build_metadata(data, params, result.metrics, parity, result.X_holdout[:1].tolist())
-    _, t_store = timed(lambda: store_model(store, onnx_bytes, data, metadata))
-    return dict(zip(STEPS, (t_load, t_train, t_export, t_parity, t_store), strict=True))
+    """The training sequence as `kiln train` runs it, each step timed (export and parity apart)."""
+    times: dict[str, float] = {}
+
+    def timed(name: str, step: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            start = time.perf_counter()
+            value = step(*args)
+            times[name] = time.perf_counter() - start
+            return value
+
+        return run
+
+    def export(data: Any, params: TrainParams, result: Any) -> Exported:
+        onnx_bytes = timed("export", export_onnx)(result.model, data.n_features)
+        parity = timed("parity", check_parity)(onnx_bytes, result.model, result.X_holdout)
+        return Exported(onnx_bytes, parity)
+
+    plain = TrainingSteps()
+    steps = TrainingSteps(
+        load=timed("load", plain.load),
+        train=timed("train", plain.train),
+        export=export,
+        store=timed("store", plain.store),
+    )
+    run_training(store, TrainParams(data=spec), GatePolicy(threshold=0.0), steps)
+    return {step: times[step] for step in STEPS}
 
 
 def main() -> None:

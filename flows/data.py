@@ -16,6 +16,7 @@ import fsspec
 import numpy as np
 
 from flows.errors import DataError
+from flows.params import parse_synthetic
 
 
 @dataclass(frozen=True)
@@ -157,12 +158,9 @@ def load_data(spec: str, label_column: str = "label") -> Dataset:
     if spec == "iris":
         return load_iris_dataset()
     if spec.startswith("synthetic:"):
-        size = spec.removeprefix("synthetic:")
-        rows, _, features = size.partition("x")
         try:
-            return make_synthetic(int(rows), int(features) if features else 20)
-        except ValueError:
-            raise DataError(
-                f"bad synthetic spec {spec!r}: use synthetic:ROWS or ROWSxFEATURES"
-            ) from None
+            rows, features = parse_synthetic(spec)
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        return make_synthetic(rows, features)
     return load_csv(spec, label_column)

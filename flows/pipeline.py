@@ -1,188 +1,129 @@
 """The Prefect flows: each pipeline step is a thin task around a plain function.
 
-Training and export are cached on the data's content hash, the parameters and the code
-(never on a file path), and their results are persisted, so a re-run or a retry after a
-failed build, push or rollout finds them `Cached` and goes straight to the stored model.
-No transaction spans training and the later steps: a failed build never discards them.
+The training steps come from flows/sequence.py, which puts them in order for the flow and
+for `kiln train` alike. Training and export are cached on the data's content hash, the
+parameters and the code (never on a file path), and their results are persisted, so a
+re-run or a retry after a failed build, push or rollout finds them `Cached` and goes
+straight to the stored model. No transaction spans training and the later steps: a failed
+build never discards them.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import inspect
 import json
-from dataclasses import asdict, dataclass
-from functools import lru_cache
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
+from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
-from flows import data as data_module
-from flows import export as export_module
-from flows import train as train_module
 from flows import wiring
-from flows.checkpoint import build_metadata, library_versions, store_model
-from flows.data import Dataset, load_data
-from flows.export import ParityReport, check_parity, export_onnx
-from flows.image import BuildOptions, BuildResult, build_image
-from flows.registry import Registry
+from flows.data import Dataset
+from flows.image import BuildResult, build_image
+from flows.params import TrainParams
+from flows.promotion import SAME, gate_policy
+from flows.provenance import code_fingerprint
 from flows.reports import publish_model_card, publish_version_table
 from flows.retention import prune_versions
 from flows.rollout import RolloutResult, retry_if_transient, roll_out
+from flows.sequence import (
+    Exported,
+    TrainingSteps,
+    TrainOutcome,
+    champion_gate_step,
+    export_step,
+    load_step,
+    quality_gate_step,
+    run_training,
+    store_step,
+    train_step,
+)
 from flows.settings import KilnSettings, get_settings
 from flows.store import ArtifactStore
-from flows.train import TrainParams, TrainResult, check_quality, train_model
-from flows.training import parse_gamma
-
-
-@lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """What the cached steps' output depends on besides data and parameters."""
-    digest = hashlib.sha256()
-    for module in (data_module, train_module, export_module):
-        digest.update(inspect.getsource(module).encode())
-    digest.update(json.dumps(library_versions(), sort_keys=True).encode())
-    return digest.hexdigest()
+from flows.train import TrainResult
 
 
 def training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     data: Dataset = parameters["data"]
     params: TrainParams = parameters["params"]
     payload = json.dumps(
-        [context.task.name, data.content_hash, asdict(params), code_fingerprint()], sort_keys=True
+        [context.task.name, data.content_hash, params.model_params(), code_fingerprint()],
+        sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    onnx_bytes: bytes
-    parity: ParityReport
+# -- the training steps as tasks ----------------------------------------------------------------
 
 
-# -- tasks --------------------------------------------------------------------------------
+def step_task(step: Callable[..., Any], describe: Callable[[Any], str] | None, **options: Any):
+    """`step` as a Prefect task that logs what it produced; its signature stays the step's."""
+
+    @functools.wraps(step)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        value = step(*args, **kwargs)
+        if describe is not None:
+            get_run_logger().info(describe(value))
+        return value
+
+    return task(**options)(run)
 
 
-@task(name="load-data")
-def load_data_task(spec: str, label_column: str) -> Dataset:
-    data = load_data(spec, label_column)
-    get_run_logger().info(
-        "loaded %s: %d rows x %d features, content hash %s",
-        data.source,
-        data.n_rows,
-        data.n_features,
-        data.content_hash[:12],
+def _loaded(data: Dataset) -> str:
+    return (
+        f"loaded {data.source}: {data.n_rows} rows x {data.n_features} features, "
+        f"content hash {data.content_hash[:12]}"
     )
-    return data
 
 
-@task(name="train", cache_key_fn=training_cache_key, persist_result=True)
-def train_task(data: Dataset, params: TrainParams) -> TrainResult:
-    result = train_model(data, params)
-    get_run_logger().info(
-        "trained: accuracy %.4f, f1_macro %.4f",
-        result.metrics["accuracy"],
-        result.metrics["f1_macro"],
+def _trained(result: TrainResult) -> str:
+    metrics = result.metrics
+    return f"trained: accuracy {metrics['accuracy']:.4f}, f1_macro {metrics['f1_macro']:.4f}"
+
+
+def _exported(exported: Exported) -> str:
+    parity = exported.parity
+    return (
+        f"exported {len(exported.onnx_bytes)} bytes; "
+        f"parity max |diff| {parity.max_abs_diff:.2g} over {parity.rows} rows"
     )
-    return result
 
 
-@task(name="quality-gate")
-def quality_gate_task(metrics: dict[str, Any], metric: str, threshold: float) -> None:
-    check_quality(metrics, metric, threshold)
-
-
-@task(name="export-onnx", cache_key_fn=training_cache_key, persist_result=True)
-def export_task(data: Dataset, params: TrainParams, result: TrainResult) -> ExportResult:
-    onnx_bytes = export_onnx(result.model, data.n_features)
-    parity = check_parity(onnx_bytes, result.model, result.X_holdout)
-    get_run_logger().info(
-        "exported %d bytes; parity max |diff| %.2g over %d rows",
-        len(onnx_bytes),
-        parity.max_abs_diff,
-        parity.rows,
-    )
-    return ExportResult(onnx_bytes, parity)
-
-
-@task(
-    name="store-model",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=1),
-    retry_jitter_factor=0.5,
+CACHED = {"cache_key_fn": training_cache_key, "persist_result": True}
+load_data_task = step_task(load_step, _loaded, name="load-data")
+train_task = step_task(train_step, _trained, name="train", **CACHED)
+quality_gate_task = step_task(quality_gate_step, None, name="quality-gate", cache_policy=NO_CACHE)
+export_task = step_task(export_step, _exported, name="export-onnx", **CACHED)
+# Never cached: the champion may have changed since the last run.
+champion_gate_task = step_task(
+    champion_gate_step, lambda d: d.reason, name="champion-gate", cache_policy=NO_CACHE
 )
-def store_task(
-    store_url: str, data: Dataset, params: TrainParams, result: TrainResult, exported: ExportResult
-) -> str:
-    sample = result.X_holdout[:1].tolist()
-    metadata = build_metadata(data, params, result.metrics, exported.parity, sample)
-    version = store_model(ArtifactStore(store_url), exported.onnx_bytes, data, metadata)
-    get_run_logger().info("stored version %s in %s", version, store_url)
-    return version
-
-
-# -- flows --------------------------------------------------------------------------------
-
-
-def train_and_store_steps(
-    store_url: str,
-    data: str,
-    label_column: str,
-    params: TrainParams,
-    gate_metric: str,
-    gate_threshold: float,
-) -> tuple[str, TrainResult, ExportResult, Dataset]:
-    dataset = load_data_task(data, label_column)
-    result = train_task(dataset, params)
-    quality_gate_task(result.metrics, gate_metric, gate_threshold)
-    exported = export_task(dataset, params, result)
-    version = store_task(store_url, dataset, params, result, exported)
-    return version, result, exported, dataset
-
-
-@flow(name="kiln-train", log_prints=True)
-def train_flow(
-    data: str = "iris",
-    label_column: str = "label",
-    C: float = 1.0,  # noqa: N803 (scikit-learn's name for it)
-    kernel: str = "rbf",
-    gamma: str = "scale",
-    seed: int = 42,
-    gate_metric: str | None = None,
-    gate_threshold: float | None = None,
-    store: str | None = None,
-) -> dict[str, Any]:
-    """Train, gate, export and store a model; returns its version and metrics."""
-    settings = get_settings()
-    store_url = store or settings.store
-    params = TrainParams(C=C, kernel=kernel, gamma=parse_gamma(gamma), seed=seed)
-    version, result, exported, dataset = train_and_store_steps(
-        store_url,
-        data,
-        label_column,
-        params,
-        gate_metric or settings.gate_metric,
-        settings.gate_threshold if gate_threshold is None else gate_threshold,
-    )
-    the_store = ArtifactStore(store_url)
-    publish_model_card(the_store, version, parity=exported.parity.as_dict())
-    publish_version_table(the_store)
-    return {"version": version, "data_hash": dataset.content_hash, "metrics": result.metrics}
+store_task = step_task(
+    store_step, lambda v: f"stored version {v}", name="store-model", cache_policy=NO_CACHE
+)
+TASKS = TrainingSteps(
+    load=load_data_task,
+    train=train_task,
+    quality_gate=quality_gate_task,
+    export=export_task,
+    champion_gate=champion_gate_task,
+    store=store_task,
+)
 
 
 @task(name="build-image")
 def build_task(store_url: str, version: str, settings: KilnSettings) -> BuildResult:
     """Build and push the version's image; a no-op when the registry already holds it."""
-    options = BuildOptions(
-        registry=settings.registry,
-        repository=settings.repository,
-        base_image=settings.base_image,
-        builder=settings.builder,
-    )
-    with Registry(settings.registry) as registry:
-        result = build_image(ArtifactStore(store_url), version, registry, options)
+    with wiring.open_registry(settings) as registry:
+        result = build_image(
+            ArtifactStore(store_url), version, registry, wiring.build_options(settings)
+        )
     get_run_logger().info(
         "image %s (%s builder, %.2fs, %d bytes pushed)",
         result.image,
@@ -204,9 +145,9 @@ def rollout_task(
     return result
 
 
-@task(name="retain")
+@task(name="retain", cache_policy=NO_CACHE)
 def retain_task(store_url: str, keep: int, settings: KilnSettings, dry_run: bool = False) -> dict:
-    with Registry(settings.registry) as registry:
+    with wiring.open_registry(settings) as registry:
         pruned = prune_versions(ArtifactStore(store_url), keep, registry=registry, dry_run=dry_run)
     summary = {
         "removed_versions": [info.version for info in pruned.versions.removed],
@@ -235,27 +176,47 @@ def ship_steps(store_url: str, version: str, target: str, settings: KilnSettings
     return build, rollout
 
 
+def retain(settings: KilnSettings, dry_run: bool = False) -> dict[str, Any]:
+    step = with_retries(retain_task, settings)
+    return step(settings.store, settings.keep, settings, dry_run=dry_run)
+
+
 def resolved_settings(**overrides: Any) -> KilnSettings:
     """Environment settings with the flow's non-empty parameters on top, validated."""
     return get_settings().with_overrides(**overrides)
 
 
+def train_steps(
+    settings: KilnSettings, training: TrainParams, target: str | None, force: bool
+) -> TrainOutcome:
+    """The training sequence as tasks, judged against `target`'s champion."""
+    steps = replace(TASKS, store=with_retries(store_task, settings))
+    policy = gate_policy(settings, target, force)
+    return run_training(wiring.open_store(settings), training, policy, steps)
+
+
+def finished(summary: dict[str, Any], message: str) -> Any:
+    """A Completed state carrying the summary: the run's message says what was decided."""
+    get_run_logger().info(message)
+    return Completed(message=message, data=summary)
+
+
 @flow(name="kiln-pipeline")
 def pipeline_flow(
-    data: str = "iris",
-    label_column: str = "label",
-    C: float = 1.0,  # noqa: N803 (scikit-learn's name for it)
-    kernel: str = "rbf",
-    gamma: str = "scale",
-    seed: int = 42,
-    gate_metric: str | None = None,
-    gate_threshold: float | None = None,
+    training: TrainParams = TrainParams(),  # noqa: B008 (a frozen, validated value)
     target: str | None = None,
     builder: str | None = None,
     keep: int | None = None,
     store: str | None = None,
+    gate_metric: str | None = None,
+    gate_threshold: float | None = None,
+    gate_tolerance: float | None = None,
+    force: bool = False,
+    ship: bool = True,
 ) -> dict[str, Any]:
-    """Train, gate, export, store, build, push, roll out and prune: the whole pipeline."""
+    """Train, gate (absolute, then against the target's champion), export, store, build, push,
+    roll out and prune. A refused challenger is stored, not shipped, and the run still ends
+    Completed; `force` ships it anyway; `ship=False` stops after the store."""
     settings = resolved_settings(
         store=store,
         target=target,
@@ -263,33 +224,71 @@ def pipeline_flow(
         keep=keep,
         gate_metric=gate_metric,
         gate_threshold=gate_threshold,
+        gate_tolerance=gate_tolerance,
     )
-    params = TrainParams(C=C, kernel=kernel, gamma=parse_gamma(gamma), seed=seed)
-    version, result, exported, dataset = train_and_store_steps(
-        settings.store, data, label_column, params, settings.gate_metric, settings.gate_threshold
-    )
-    build, rollout = ship_steps(settings.store, version, settings.target, settings)
-    retention = retain_task(settings.store, settings.keep, settings)
-    the_store = ArtifactStore(settings.store)
+    outcome = train_steps(settings, training, settings.target, force)
+    decision = outcome.decision
+    the_store = wiring.open_store(settings)
+    summary = training_summary(outcome)
+    if not ship or not decision.ships:
+        return held_back(the_store, settings, outcome, summary, ship)
+    build, rollout = ship_steps(settings.store, outcome.version, settings.target, settings)
+    retention = retain(settings)
     publish_model_card(
         the_store,
-        version,
-        parity=f"max abs diff {exported.parity.max_abs_diff:.2g} on {exported.parity.rows} rows",
+        outcome.version,
+        decision=decision,
+        parity=_parity_line(outcome),
         image=f"`{build.image}`",
         rollout=f"{rollout.target}: serving at {rollout.endpoint}",
     )
     publish_version_table(the_store)
+    summary.update(
+        shipped=True,
+        image=build.image,
+        builder=build.builder,
+        target=rollout.target,
+        endpoint=rollout.endpoint,
+        pruned=retention["removed_versions"],
+    )
+    verb = "forced onto" if decision.forced else "shipped to"
+    return finished(summary, f"{outcome.version} {verb} {rollout.target}: {decision.reason}")
+
+
+def held_back(
+    store: ArtifactStore,
+    settings: KilnSettings,
+    outcome: TrainOutcome,
+    summary: dict[str, Any],
+    ship: bool,
+) -> Any:
+    """The end of a run that ships nothing: not asked to, refused, or already running."""
+    decision = outcome.decision
+    if ship and decision.outcome != SAME:  # a refused challenger was stored: retention applies
+        summary["pruned"] = retain(settings)["removed_versions"]
+    publish_model_card(store, outcome.version, decision=decision, parity=_parity_line(outcome))
+    publish_version_table(store)
+    if ship:
+        return finished(summary, decision.reason)
+    return finished(
+        summary, f"stored {outcome.version}, not shipped (ship=False): {decision.reason}"
+    )
+
+
+def training_summary(outcome: TrainOutcome) -> dict[str, Any]:
     return {
-        "version": version,
-        "data_hash": dataset.content_hash,
-        "metrics": {k: result.metrics[k] for k in ("accuracy", "f1_macro")},
-        "image": build.image,
-        "builder": build.builder,
-        "target": rollout.target,
-        "endpoint": rollout.endpoint,
-        "sample_input": result.X_holdout[:1].tolist(),
-        "pruned": retention["removed_versions"],
+        "version": outcome.version,
+        "data_hash": outcome.data_hash,
+        "metrics": {k: outcome.metrics[k] for k in ("accuracy", "f1_macro")},
+        "decision": outcome.decision.as_dict(),
+        "shipped": False,
+        "sample_input": outcome.sample_input,
+        "pruned": [],
     }
+
+
+def _parity_line(outcome: TrainOutcome) -> str:
+    return f"max abs diff {outcome.parity.max_abs_diff:.2g} on {outcome.parity.rows} rows"
 
 
 @flow(name="kiln-ship")
@@ -298,8 +297,10 @@ def ship_flow(
 ) -> dict[str, Any]:
     """Build (or find) the image of a stored version and roll it out: redeploy, rollback."""
     settings = resolved_settings(store=store, target=target)
-    version = ArtifactStore(settings.store).resolve(version)
+    the_store = wiring.open_store(settings)
+    version = the_store.resolve(version)
     build, rollout = ship_steps(settings.store, version, settings.target, settings)
+    publish_version_table(the_store)
     return {"version": version, "image": build.image, "endpoint": rollout.endpoint}
 
 
@@ -309,4 +310,6 @@ def prune_flow(
 ) -> dict[str, Any]:
     """Retention for the store and the registry; never what is deployed or pinned."""
     settings = resolved_settings(store=store, keep=keep)
-    return retain_task(settings.store, settings.keep, settings, dry_run=dry_run)
+    summary = retain(settings, dry_run=dry_run)
+    publish_version_table(wiring.open_store(settings))
+    return summary

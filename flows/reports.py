@@ -6,10 +6,16 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.promotion import Decision, decision_summary, latest_decision
 from flows.store import ArtifactStore
 
 
-def model_card(metadata: dict[str, Any], labels: dict[str, str], extra: dict[str, Any]) -> str:
+def model_card(
+    metadata: dict[str, Any],
+    labels: dict[str, str],
+    extra: dict[str, Any],
+    decision: Decision | None = None,
+) -> str:
     metrics = metadata.get("metrics", {})
     names = [labels[k] for k in sorted(labels, key=int)]
     lines = [
@@ -36,14 +42,40 @@ def model_card(metadata: dict[str, Any], labels: dict[str, str], extra: dict[str
         lines.append("| --- " * (len(names) + 1) + "|")
         for name, row in zip(names, matrix, strict=False):
             lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
+    if decision is not None and decision.target is not None:
+        lines += ["", *promotion_table(decision)]
     return "\n".join(lines) + "\n"
 
 
-def publish_model_card(store: ArtifactStore, version: str, **extra: Any) -> None:
+def promotion_table(decision: Decision) -> list[str]:
+    """Challenger and champion side by side, with how and what was decided."""
+    d = decision
+
+    def cell(value: Any, fmt: str = "{}") -> str:
+        return "-" if value is None else fmt.format(value)
+
+    return [
+        f"## Champion gate on {d.target}: {d.outcome}",
+        "",
+        "| | challenger | champion |",
+        "| --- | --- | --- |",
+        f"| version | `{d.challenger}` | {cell(d.champion, '`{}`')} |",
+        f"| {d.metric} | {d.challenger_score:.4f} | {cell(d.champion_score, '{:.4f}')} |",
+        f"| rows scored | {d.challenger_rows} | {cell(d.champion_rows)} |",
+        "",
+        f"compared on {d.basis}; tolerance {d.tolerance:g}",
+        "",
+        f"**{d.outcome}**: {d.reason}",
+    ]
+
+
+def publish_model_card(
+    store: ArtifactStore, version: str, decision: Decision | None = None, **extra: Any
+) -> None:
     stored = store.get(version)
     create_markdown_artifact(
         key="kiln-model-card",
-        markdown=model_card(stored.metadata, stored.labels, extra),
+        markdown=model_card(stored.metadata, stored.labels, extra, decision),
         description=f"model {version}",
     )
 
@@ -59,6 +91,7 @@ def version_rows(store: ArtifactStore) -> list[dict[str, Any]]:
             "version": v.version,
             "created": v.created,
             "accuracy": round(float(v.metrics.get("accuracy", float("nan"))), 4),
+            "decision": decision_summary(latest_decision(store, v.version)),
             "pinned": v.pinned,
             "deployed": ", ".join(deployed.get(v.version, [])),
             "images": ", ".join(v.images),

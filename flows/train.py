@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,18 +15,7 @@ from sklearn.svm import SVC
 
 from flows.data import Dataset
 from flows.errors import DataError, QualityGateError
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    C: float = 1.0
-    kernel: str = "rbf"
-    gamma: str | float = "scale"
-    seed: int = 42
-    test_size: float = 0.25
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from flows.params import TrainParams
 
 
 @dataclass(frozen=True)

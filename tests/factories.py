@@ -7,7 +7,8 @@ from pathlib import Path
 
 from flows.data import Dataset, load_iris_dataset
 from flows.export import export_onnx
-from flows.train import TrainParams, TrainResult, train_model
+from flows.params import TrainParams
+from flows.train import TrainResult, train_model
 
 
 @lru_cache(maxsize=4)

@@ -22,7 +22,8 @@ from flows.commands.options import (
     SeedOption,
     StoreOption,
 )
-from flows.settings import get_settings
+from flows.promotion import decision_summary, latest_decision
+from flows.settings import Target, get_settings
 from flows.store import ArtifactStore
 
 console = make_console()
@@ -40,26 +41,31 @@ def train(
     gamma: GammaOption = "scale",
     seed: SeedOption = 42,
     min_score: MinScoreOption = None,
+    target: Annotated[
+        Target | None,
+        typer.Option(help="Also judge the model against what this target runs (ships nothing)."),
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Train, gate, export to ONNX (parity-checked) and store; prints the version."""
-    from flows.training import TrainRequest, train_and_store
+    from flows.params import TrainParams
+    from flows.promotion import SAME, gate_policy
+    from flows.sequence import TrainingSteps, run_training
 
     settings = get_settings().with_overrides(store=store, gate_threshold=min_score)
-    request = TrainRequest.from_cli(
-        data,
-        label_column,
-        c,
-        kernel,
-        gamma,
-        seed,
-        gate_metric=settings.gate_metric,
-        gate_threshold=settings.gate_threshold,
+    params = TrainParams.checked(
+        data=data, label_column=label_column, C=c, kernel=kernel, gamma=gamma, seed=seed
     )
+    policy = gate_policy(settings, target)
     with console.status("training...") as status:
-        outcome = train_and_store(wiring.open_store(settings), request, progress=status.update)
-    console.print(f"stored version [bold]{outcome.version}[/] ({outcome.data_source})", crop=False)
+        steps = TrainingSteps().announced(status.update)
+        outcome = run_training(wiring.open_store(settings), params, policy, steps)
+    verb = "version" if outcome.decision.outcome == SAME else "stored version"
+    console.print(f"{verb} [bold]{outcome.version}[/] ({outcome.data_source})", crop=False)
     _print_metrics(outcome.metrics)
+    if target is not None:
+        decision = outcome.decision
+        console.print(f"decision {decision.outcome}: {decision.reason}", highlight=False)
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
@@ -94,14 +100,25 @@ def models(
     deployed: dict[str, list[str]] = {}
     for d in the_store.deployments():
         deployed.setdefault(d.current, []).append(d.target)
+    decisions = {v.version: latest_decision(the_store, v.version) for v in versions}
     if as_json or output == "json":
-        print_json([{**v.__dict__, "deployed_on": deployed.get(v.version, [])} for v in versions])
+        print_json(
+            [
+                {
+                    **v.__dict__,
+                    "deployed_on": deployed.get(v.version, []),
+                    "decision": decisions[v.version],
+                }
+                for v in versions
+            ]
+        )
         return
     if not versions:
         console.print(f"no versions in {the_store.url}", highlight=False, crop=False)
         return
     table = Table(box=box.SIMPLE_HEAD)
-    for column in ("version", "created", "accuracy", "f1_macro", "pinned", "deployed", "images"):
+    columns = ("version", "created", "accuracy", "f1_macro", "decision", "pinned", "deployed")
+    for column in (*columns, "images"):
         table.add_column(column, no_wrap=True)
     for v in versions:
         table.add_row(
@@ -109,6 +126,7 @@ def models(
             v.created,
             f"{v.metrics.get('accuracy', float('nan')):.4f}",
             f"{v.metrics.get('f1_macro', float('nan')):.4f}",
+            decision_summary(decisions[v.version]),
             "yes" if v.pinned else "",
             ", ".join(deployed.get(v.version, [])),
             str(len(v.images)),
@@ -136,6 +154,7 @@ def show(
         "labels": stored.labels,
         "images": the_store.image_refs(stored.version),
         "pinned": stored.version in the_store.pinned(),
+        "decisions": the_store.decisions(stored.version),
     }
     if output == "json":
         print_json(shown)

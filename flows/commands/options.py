@@ -80,3 +80,9 @@ TargetOption = Annotated[
 OutputOption = Annotated[
     Output, typer.Option("--output", "-o", help="text for people, json for scripts.")
 ]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Ship even when the model scores worse than the one the target runs."
+    ),
+]

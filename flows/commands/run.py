@@ -20,6 +20,7 @@ from flows.commands import debug_enabled, make_console, print_json, print_line
 from flows.commands.options import (
     COption,
     DataOption,
+    ForceOption,
     GammaOption,
     KernelOption,
     LabelColumnOption,
@@ -32,6 +33,7 @@ from flows.commands.options import (
 from flows.commands.progress import progress
 from flows.commands.rollout import try_it_command
 from flows.errors import KilnError
+from flows.params import TrainParams
 from flows.settings import BuilderName, KilnSettings, get_settings
 
 err_console = make_console(stderr=True)
@@ -101,11 +103,15 @@ def run(
     ] = None,
     output: OutputOption = "text",
     store: StoreOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Train, gate, export, store, build, push, roll out and prune, as one Prefect flow run."""
     # Validate every setting and flag together before Prefect or any step starts.
     settings = get_settings().with_overrides(
         store=store, target=target, builder=builder, keep=keep, gate_threshold=min_score
+    )
+    training = TrainParams.checked(
+        data=data, label_column=label_column, C=c, kernel=kernel, gamma=gamma, seed=seed
     )
 
     def say(text: str) -> None:
@@ -119,17 +125,13 @@ def run(
 
     with progress(err_console, "starting", level=logging.DEBUG) as watcher:
         state = pipeline_flow(
-            data=data,
-            label_column=label_column,
-            C=c,
-            kernel=kernel,
-            gamma=gamma,
-            seed=seed,
+            training=training,
             gate_threshold=min_score,
             target=target,
             builder=builder,
             keep=keep,
             store=store,
+            force=force,
             return_state=True,
         )
     flow_run_id = str(state.state_details.flow_run_id or watcher.flow_run_id or "")
@@ -137,12 +139,18 @@ def run(
     if not state.is_completed():
         raise _failure(state, watcher.failed_step, flow_run_id, link)
     summary = state.result()
-    try_it = try_it_command(summary["endpoint"], summary.get("sample_input"))
+    shipped = summary["shipped"]
+    try_it = try_it_command(summary["endpoint"], summary.get("sample_input")) if shipped else None
     if output == "json":
         print_json({**summary, "flow_run_id": flow_run_id, "flow_run_url": link, "try_it": try_it})
         return
+    decision = summary["decision"]
     print_line(f"version   {summary['version']}")
     print_line(f"accuracy  {summary['metrics']['accuracy']:.4f}")
+    print_line(f"decision  {decision['outcome']}: {decision['reason']}")
+    if not shipped:
+        print_line(f"flow run  {link or flow_run_id}")
+        return
     print_line(f"image     {summary['image']} ({summary['builder']} builder)")
     print_line(f"serving   {summary['target']} at {summary['endpoint']}")
     if summary["pruned"]:

@@ -11,10 +11,10 @@ import pytest
 
 from flows.cli import main
 from flows.commands.rollout import try_it_command
+from flows.params import TrainParams
+from flows.sequence import run_training
 from flows.settings import get_settings
 from flows.store import ArtifactStore
-from flows.train import TrainParams
-from flows.training import TrainRequest, train_and_store
 from tests.factories import write_csv
 
 
@@ -23,8 +23,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """A store with two iris versions that differ in C and seed."""
     root = tmp_path_factory.mktemp("cli-store") / "store"
     store = ArtifactStore(root)
-    first = train_and_store(store, TrainRequest(params=TrainParams(C=1.0, seed=1))).version
-    second = train_and_store(store, TrainRequest(params=TrainParams(C=10.0, seed=2))).version
+    first = run_training(store, TrainParams(C=1.0, seed=1)).version
+    second = run_training(store, TrainParams(C=10.0, seed=2)).version
     return root, first, second
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.params import TrainParams
+from flows.sequence import run_training
 from flows.store import ArtifactStore
-from flows.train import TrainParams
-from flows.training import TrainRequest, train_and_store
 from tests.conftest import free_port
 
 
@@ -46,7 +46,7 @@ def test_train_models_show_pin_prune_against_s3(s3_store):
     store = ArtifactStore(s3_store)
     [newest] = [v.version for v in store.list_versions()]
     assert f"stored version {newest}" in trained.stdout
-    older = [train_and_store(store, TrainRequest(params=TrainParams(seed=s))) for s in (1, 2)]
+    older = [run_training(store, TrainParams(seed=s)) for s in (1, 2)]
     assert len(store.list_versions()) == 3
 
     listed = json.loads(kiln("models", "--json", store=s3_store).stdout)
@@ -86,7 +86,7 @@ def test_an_unreachable_s3_store_is_one_line(s3_store, tmp_path):
 
 
 def test_serve_runs_a_version_from_s3(s3_store, tmp_path):
-    version = train_and_store(ArtifactStore(s3_store), TrainRequest()).version
+    version = run_training(ArtifactStore(s3_store), TrainParams()).version
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 (the server's lifetime)
     server = subprocess.Popen(

@@ -8,14 +8,15 @@ import time
 
 import httpx
 
+from flows.params import TrainParams
+from flows.sequence import run_training
 from flows.store import ArtifactStore
-from flows.training import TrainRequest, train_and_store
 from tests.conftest import free_port
 
 
 def test_serve_answers_with_the_stored_version(tmp_path):
     store = ArtifactStore(tmp_path / "store")
-    version = train_and_store(store, TrainRequest()).version
+    version = run_training(store, TrainParams()).version
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 (the server's lifetime)
     server = subprocess.Popen(

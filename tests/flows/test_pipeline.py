@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.errors import QualityGateError
-from flows.pipeline import train_flow
+from flows.params import TrainParams
+from flows.pipeline import pipeline_flow
 from flows.store import ArtifactStore
 from tests.factories import write_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def task_states(flow_run_id) -> dict[str, list[str]]:
-    """Task name -> the state names of its runs within one flow run."""
+def task_states(flow_run_id, settle: float = 1.0, timeout: float = 60.0) -> dict[str, list[str]]:
+    """Task name -> the state names of its runs within one finished flow run.
+
+    Prefect 3 reports task runs to the server as events, which it records a little later:
+    read until every run has a final state and a second read, `settle` seconds on, agrees.
+    """
+    deadline = time.monotonic() + timeout
+    last: dict[str, list[str]] | None = None
+    while True:
+        states, final = _read_task_states(flow_run_id)
+        if (final and states == last) or time.monotonic() > deadline:
+            return states
+        last = states if final else None
+        time.sleep(settle)
+
+
+def _read_task_states(flow_run_id) -> tuple[dict[str, list[str]], bool]:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
@@ -24,12 +42,20 @@ def task_states(flow_run_id) -> dict[str, list[str]]:
         )
     states: dict[str, list[str]] = {}
     for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-    return states
+        name = run.state.name if run.state else "(none yet)"
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(name)
+    return states, all(run.state is not None and run.state.is_final() for run in runs)
 
 
-def run(**parameters):
-    state = train_flow(**parameters, gate_threshold=0.8, return_state=True)
+def run(store: str, **training):
+    """The deployed flow, stopped after the store (nothing to build or roll out here)."""
+    state = pipeline_flow(
+        training=TrainParams(**training),
+        store=store,
+        gate_threshold=0.8,
+        ship=False,
+        return_state=True,
+    )
     return state, task_states(state.state_details.flow_run_id)
 
 
@@ -70,7 +96,7 @@ def test_changed_data_or_parameter_retrains(tmp_path):
 
 def test_quality_gate_fails_the_run_before_anything_is_stored(tmp_path):
     store = str(tmp_path / "store")
-    state = train_flow(store=store, gate_threshold=0.999, return_state=True)
+    state = pipeline_flow(store=store, gate_threshold=0.999, ship=False, return_state=True)
     assert state.is_failed()
     with pytest.raises(QualityGateError, match="accuracy = .* is below the threshold 0.9990"):
         state.result()

@@ -17,12 +17,13 @@ import httpx
 import pytest
 
 from flows.engine import docker_client, state_dir
+from flows.params import TrainParams
 from flows.pipeline import pipeline_flow
+from flows.promotion import GatePolicy
 from flows.rollout.local import LocalTarget
+from flows.sequence import run_training
 from flows.settings import get_settings
 from flows.store import ArtifactStore
-from flows.train import TrainParams
-from flows.training import TrainRequest, train_and_store
 from tests.conftest import free_port
 from tests.flows.test_pipeline import task_states
 
@@ -88,7 +89,7 @@ def test_failed_build_is_retried_from_the_stored_model(kiln_env):
     try:
         _stop_registry()
         # a seed no other test trains with, so nothing is cached before this run
-        failed = pipeline_flow(seed=1101, return_state=True)
+        failed = pipeline_flow(training=TrainParams(seed=1101), return_state=True)
     finally:
         subprocess.run(
             ["bash", "scripts/infra.sh", "up"], cwd=REPO, check=True, capture_output=True
@@ -170,9 +171,7 @@ def test_deployment_runs_through_a_process_worker(kiln_env, tmp_path):
         [first] = store.list_versions()
         assert store.deployment("local").current == first.version
         # ship another stored version through its deployment, then plan a prune
-        second = train_and_store(
-            store, TrainRequest(params=TrainParams(seed=7), gate_threshold=0.8)
-        )
+        second = run_training(store, TrainParams(seed=7), GatePolicy(threshold=0.8))
         run_deployment("kiln-ship/ship", f"version={second.version}")
         run_deployment("kiln-prune/prune", "keep=1", "dry_run=true")
     finally:

@@ -1,19 +1,26 @@
-"""Turning a trained, exported and checked model into a stored version (the checkpoint)."""
+"""Where a model came from: the metadata stored with it, and the code its cache keys cover."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import inspect
+import json
 import platform
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
+from flows import data as data_module
+from flows import export as export_module
+from flows import params as params_module
+from flows import train as train_module
 from flows.data import Dataset
 from flows.export import TARGET_OPSET, ParityReport
-from flows.store import ArtifactStore
-from flows.train import TrainParams
+from flows.params import TrainParams
 
 TRACKED_LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "kiln")
 
@@ -26,6 +33,16 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """What a trained and exported model depends on besides its data and parameters."""
+    digest = hashlib.sha256()
+    for module in (params_module, data_module, train_module, export_module):
+        digest.update(inspect.getsource(module).encode())
+    digest.update(json.dumps(library_versions(), sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def code_revision(where: Path | None = None) -> str | None:
@@ -59,7 +76,7 @@ def build_metadata(
         "data_source": data.source,
         "data_rows": data.n_rows,
         "feature_names": list(data.feature_names),
-        "params": params.as_dict(),
+        "params": params.model_params(),
         "metrics": metrics,
         "parity": parity.as_dict(),
         "sample_input": sample_input,
@@ -67,10 +84,3 @@ def build_metadata(
         "libraries": library_versions(),
         "code_revision": code_revision(),
     }
-
-
-def store_model(
-    store: ArtifactStore, onnx_bytes: bytes, data: Dataset, metadata: dict[str, Any]
-) -> str:
-    labels = dict(enumerate(data.class_names))
-    return store.put(onnx_bytes, labels, metadata)
