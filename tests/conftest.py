@@ -42,6 +42,9 @@ os.environ.update(
 )
 
 
+PREFECT_START_TIMEOUT = 300
+
+
 def _flush_prefect_logs() -> None:
     """Send buffered run logs before the server goes, so none are lost at teardown."""
     if "prefect" in sys.modules:
@@ -71,7 +74,8 @@ def prefect_server() -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
+        # About 10 s on a quiet machine; well over 90 s on a shared one under load.
+        deadline = time.monotonic() + PREFECT_START_TIMEOUT
         while time.monotonic() < deadline:
             if server.poll() is not None:
                 output = (_PREFECT_HOME / "server.log").read_text()
@@ -82,7 +86,7 @@ def prefect_server() -> Iterator[str]:
             except httpx.HTTPError:
                 time.sleep(0.3)
         else:
-            raise RuntimeError("prefect server did not answer within 90 s")
+            raise RuntimeError(f"prefect server did not answer within {PREFECT_START_TIMEOUT} s")
         yield api
     finally:
         _flush_prefect_logs()
