@@ -138,7 +138,11 @@ def run(
     link = flow_run_link(api, flow_run_id)
     if not state.is_completed():
         raise _failure(state, watcher.failed_step, flow_run_id, link)
-    summary = state.result()
+    print_summary(state.result(), output, flow_run_id, link)
+
+
+def print_summary(summary: dict[str, Any], output: str, flow_run_id: str, link: str | None) -> None:
+    """What the run decided and, when it shipped, where the model serves and how to try it."""
     shipped = summary["shipped"]
     try_it = try_it_command(summary["endpoint"], summary.get("sample_input")) if shipped else None
     if output == "json":
@@ -148,11 +152,9 @@ def run(
     print_line(f"version   {summary['version']}")
     print_line(f"accuracy  {summary['metrics']['accuracy']:.4f}")
     print_line(f"decision  {decision['outcome']}: {decision['reason']}")
-    if not shipped:
-        print_line(f"flow run  {link or flow_run_id}")
-        return
-    print_line(f"image     {summary['image']} ({summary['builder']} builder)")
-    print_line(f"serving   {summary['target']} at {summary['endpoint']}")
+    if shipped:
+        print_line(f"image     {summary['image']} ({summary['builder']} builder)")
+        print_line(f"serving   {summary['target']} at {summary['endpoint']}")
     if summary["pruned"]:
         print_line(f"pruned    {', '.join(summary['pruned'])}")
     print_line(f"flow run  {link or flow_run_id}")

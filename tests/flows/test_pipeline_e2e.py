@@ -18,7 +18,7 @@ import pytest
 
 from flows.engine import docker_client, state_dir
 from flows.params import TrainParams
-from flows.pipeline import pipeline_flow
+from flows.pipeline import pipeline_flow, prune_flow, ship_flow
 from flows.promotion import GatePolicy
 from flows.rollout.local import LocalTarget
 from flows.sequence import run_training
@@ -207,3 +207,87 @@ def test_kiln_run_ends_with_a_curl_line_that_answers(kiln_env):
     assert answer.returncode == 0, answer.stderr
     [probabilities] = json.loads(answer.stdout)["prediction"]
     assert len(probabilities) == 3 and abs(sum(probabilities) - 1) < 1e-3
+
+
+def _serving(endpoint: str) -> str:
+    return httpx.get(f"{endpoint}/metadata", timeout=10).json()["version"]
+
+
+def _container(env: dict[str, str]) -> tuple[str, str]:
+    """The id and start time of the container serving on the test's port."""
+    docker = docker_client()
+    target = LocalTarget(
+        docker, port=int(env["KILN_LOCAL_PORT"]), name_prefix=env["KILN_LOCAL_NAME"]
+    )
+    [running] = [c for c in target.containers() if c.role == "current" and c.status == "running"]
+    attrs = docker.containers.get(running.name).attrs
+    return attrs["Id"], attrs["State"]["StartedAt"]
+
+
+def _version_table(flow_run_id) -> list[dict]:
+    """The kiln-versions table artifact the flow run published."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    [table] = [a for a in found if a.key == "kiln-versions"]
+    data = table.data
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def test_a_scheduled_retrain_never_replaces_a_better_model(kiln_env):
+    """The issue's scenario: a tuned model ships, the default retrain is refused and stored."""
+    store = ArtifactStore(kiln_env["KILN_STORE"])
+    endpoint = f"http://127.0.0.1:{kiln_env['KILN_LOCAL_PORT']}"
+    tuned = pipeline_flow(training=TrainParams(C=4.0), return_state=True)
+    assert tuned.is_completed(), tuned.message
+    better = tuned.result()["version"]
+    assert tuned.result()["decision"]["basis"] == "the absolute gate alone (no champion)"
+    assert _serving(endpoint) == better
+    serving = _container(kiln_env)
+
+    retrain = pipeline_flow(return_state=True)  # the weekly cron: data iris, defaults
+    assert retrain.is_completed()
+    refused = retrain.result()["version"]
+    assert retrain.result()["shipped"] is False
+    for text in (refused, better, "accuracy 0.9474", "accuracy 0.9737", "refused"):
+        assert text in retrain.message
+    states = task_states(retrain.state_details.flow_run_id)
+    assert states["champion-gate"] == ["Completed"] and states["store-model"] == ["Completed"]
+    assert "build-image" not in states and "roll-out" not in states
+    assert store.exists(refused) and store.image_refs(refused) == []
+    assert _serving(endpoint) == better and _container(kiln_env) == serving
+    assert store.deployment("local").current == better
+
+    again = pipeline_flow(training=TrainParams(C=4.0), return_state=True)  # nothing changed
+    assert again.is_completed() and "runs already" in again.message
+    states = task_states(again.state_details.flow_run_id)
+    assert not {"store-model", "build-image", "roll-out", "retain"} & set(states)
+    assert _container(kiln_env) == serving  # no rebuild, no restart
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "models", "--json"],
+        cwd=REPO,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    decisions = {row["version"]: row["decision"]["outcome"] for row in json.loads(listed.stdout)}
+    assert decisions == {better: "promote", refused: "refuse"}
+
+    forced = pipeline_flow(force=True, return_state=True)
+    assert forced.is_completed() and forced.result()["shipped"] is True
+    assert "forced" in forced.message and _serving(endpoint) == refused
+    assert [d["outcome"] for d in store.decisions(refused)] == ["refuse", "force"]
+
+    # shipping (kiln-ship) and pruning (kiln-prune) refresh the version table too
+    shipped = ship_flow(version=better, return_state=True)
+    rows = {row["version"]: row for row in _version_table(shipped.state_details.flow_run_id)}
+    assert rows[better]["deployed"] == "local" and rows[refused]["decision"] == "force on local"
+    pruned = prune_flow(dry_run=True, return_state=True)
+    assert len(_version_table(pruned.state_details.flow_run_id)) == 2
