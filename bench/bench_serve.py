@@ -1,17 +1,19 @@
 """Benchmark kiln's server against a bare ASGI ceiling, with wrk on 127.0.0.1.
 
     python bench/bench_serve.py [--workers 1] [--duration 10] [--connections 16]
-                                [--compare OTHER_CHECKOUT]
+                                [--rounds 1] [--compare OTHER_CHECKOUT]
 
-Starts, one after the other, (a) kiln's server (`python -m serving`: gunicorn, uvicorn
-workers, the real app) and (b) a bare ASGI callable that reads the body, parses it with
-orjson, runs the same ONNX Runtime session and writes JSON, served by gunicorn with the
-same uvicorn worker class and worker count. Each gets wrk POSTing one row per request,
-then 100 rows per request. Prints req/s, rows/s, p50/p99 latency, the kiln/ceiling
-ratio, RSS per worker and the time from start to ready. Figures from one run only
-compare with each other: the machine is shared. ``--compare DIR`` also runs kiln's
-server from another checkout (``git worktree add DIR main``), in the same run, as the
-row ``other``: a before/after comparison of the server code.
+Starts (a) kiln's server (`python -m serving`: gunicorn, kiln's uvicorn worker, the
+real app) and (b) a bare ASGI callable that reads the body, parses it with orjson, runs
+the same ONNX Runtime session and writes JSON, served by gunicorn with uvicorn_worker's
+stock worker class and the same worker count. Each gets wrk POSTing one row per request,
+then 100 rows per request; with ``--rounds N`` the servers take turns N times and the
+best round counts. Prints req/s, rows/s, p50/p99 latency, the kiln/ceiling ratio, the
+workers' CPU time per request (the steadiest figure on a busy machine), RSS per worker
+and the time from start to ready. Figures from one run only compare with each other: the
+machine is shared. ``--compare DIR`` also runs kiln's server from another checkout
+(``git worktree add DIR main``), in the same run, as the row ``other``: a before/after
+comparison of the server code.
 
 Without --model-dir it trains the tests' small iris model (needs the dev extra).
 """
@@ -172,10 +174,34 @@ class Load:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    cpu_seconds: float = 0.0  # the server's workers' CPU time during the run
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Worker CPU per request: unlike req/s, barely moved by other load on the machine."""
+        return self.cpu_seconds / max(1, self.requests) * 1e6
+
+
+def workers_cpu_seconds(master_pid: int) -> float:
+    """User + system CPU seconds of the gunicorn master's children (its workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def run_measured(server: Started, rows: int, args: argparse.Namespace, tmp: Path) -> Load:
+    """One wrk run, with the CPU time the server's workers spent on it."""
+    before = workers_cpu_seconds(server.process.pid)
+    load = run_wrk(server.url, rows, args.duration, args.connections, args.threads, tmp)
+    load.cpu_seconds = workers_cpu_seconds(server.process.pid) - before
+    return load
 
 
 def run_wrk(url: str, rows: int, seconds: int, connections: int, threads: int, tmp: Path) -> Load:
@@ -219,9 +245,7 @@ def measure(starters: dict, model_dir: Path, args, tmp: Path) -> dict[str, dict]
                 run_wrk(server.url, rows, 1, args.connections, args.threads, tmp)  # warm-up
             for _ in range(args.rounds):
                 for name, server in started.items():
-                    load = run_wrk(
-                        server.url, rows, args.duration, args.connections, args.threads, tmp
-                    )
+                    load = run_measured(server, rows, args, tmp)
                     best = results[name].get(rows)
                     if best is None or load.rps > best.rps:
                         results[name][rows] = load
@@ -271,7 +295,7 @@ def report(servers: dict[str, dict], args: argparse.Namespace) -> None:
         f"wrk -t{args.threads}, {args.duration} s per run, best of {args.rounds}\n"
     )
     header = f"{'server':<8} {'rows/req':>8} {'req/s':>9} {'rows/s':>10} {'p50 ms':>7} "
-    header += f"{'p99 ms':>7} {'errors':>6} {'vs ceiling':>10}"
+    header += f"{'p99 ms':>7} {'errors':>6} {'vs ceiling':>10} {'cpu us/req':>10}"
     print(header)
     print("-" * len(header))
     for rows in (1, 100):
@@ -281,7 +305,8 @@ def report(servers: dict[str, dict], args: argparse.Namespace) -> None:
             errors = load.non_2xx + load.socket_errors
             print(
                 f"{name:<8} {rows:>8} {load.rps:>9,.0f} {load.rps * rows:>10,.0f} "
-                f"{load.p50_ms:>7.2f} {load.p99_ms:>7.2f} {errors:>6} {ratio:>9.0%}"
+                f"{load.p50_ms:>7.2f} {load.p99_ms:>7.2f} {errors:>6} {ratio:>9.0%} "
+                f"{load.cpu_us_per_request:>10.1f}"
             )
     print()
     for name, result in servers.items():

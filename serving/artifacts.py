@@ -4,7 +4,9 @@ The artifact store writes ``model.onnx``, ``labels.json`` and ``metadata.json``;
 image puts them under ``/models``. This module checks that the three files are there,
 well formed and consistent: the model's sha256 matches ``MODEL_SHA256`` (when set) and
 ``metadata.json``'s ``model_sha256``. The gunicorn master runs these checks before it
-forks any worker, so it stays free of ONNX Runtime.
+forks any worker, so it stays free of ONNX Runtime, and keeps what it verified
+(``keep_verified``): every worker it forks, a restarted one too, serves those bytes
+(``verified_artifacts``), whatever happens to the files after start-up.
 """
 
 from __future__ import annotations
@@ -136,3 +138,20 @@ def read_artifacts(config: ServingConfig) -> ModelArtifacts:
         labels=labels,
         metadata=metadata,
     )
+
+
+_verified: tuple[ServingConfig, ModelArtifacts] | None = None
+
+
+def keep_verified(config: ServingConfig, artifacts: ModelArtifacts) -> None:
+    """Remember the artifacts verified for ``config`` (the master, before it forks)."""
+    global _verified
+    _verified = (config, artifacts)
+
+
+def verified_artifacts(config: ServingConfig) -> ModelArtifacts:
+    """The artifacts kept for this very config (inherited from the master), else read and
+    verify the files now."""
+    if _verified is not None and _verified[0] == config:
+        return _verified[1]
+    return read_artifacts(config)

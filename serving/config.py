@@ -16,6 +16,8 @@ class ConfigError(ValueError):
     """An environment variable holds a value the server cannot use."""
 
 
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -76,7 +78,7 @@ class ServingConfig:
     expected_version: str | None = None
     model_name: str | None = None
     max_rows: int = 1024
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     metrics_flush_seconds: float = 1.0
@@ -100,7 +102,7 @@ class ServingConfig:
             expected_version=environ.get("MODEL_VERSION", "").strip() or None,
             model_name=environ.get("MODEL_NAME", "").strip() or None,
             max_rows=env_int(environ, "MAX_ROWS", 1024, minimum=1),
-            max_body_bytes=env_int(environ, "MAX_BODY_BYTES", 1024 * 1024, minimum=64),
+            max_body_bytes=env_int(environ, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=64),
             intra_op_threads=env_int(environ, "ORT_INTRA_OP_THREADS", 1, minimum=1),
             inter_op_threads=env_int(environ, "ORT_INTER_OP_THREADS", 1, minimum=1),
             metrics_flush_seconds=env_float(environ, "METRICS_FLUSH_SECONDS", 1.0, minimum=0.05),

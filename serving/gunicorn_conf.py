@@ -6,10 +6,12 @@ Run:  gunicorn -c python:serving.gunicorn_conf
 Start-up: before it forks any worker, the master verifies the model directory (files
 present, JSON well formed, sha256 equal to MODEL_SHA256 and to metadata.json) and has a
 short-lived child open the model in ONNX Runtime and warm it up. On any failure it logs
-one line and exits with status 3; no worker starts, nothing ever answers readiness. A
-worker that still fails to load (it should not) logs one line and exits with status 3,
-which stops gunicorn too. A setting the server cannot use (``MAX_ROWS=lots``) exits
-with status 2.
+one line and exits with status 3; no worker starts, nothing ever answers readiness. The
+master keeps the verified bytes, and every worker it forks serves them. A worker that
+still fails to load (it should not) logs one line and is replaced a second later; the
+other workers keep serving (serving/worker.py). A setting the server cannot use
+(``MAX_ROWS=lots``) exits with status 2. Importing this module only reads the
+environment: every check that can stop the server runs in ``on_starting``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from serving.config import ConfigError
 from serving.logs import logging_config
+from serving.runner import OWNED_MODEL_DIR, remove_private_dir
 from serving.server_settings import ServerSettings, server_settings
 
 EXIT_MODEL_NOT_LOADED = 3  # gunicorn's own WORKER_BOOT_ERROR: the same status either way
@@ -49,7 +53,7 @@ keepalive = _settings.keepalive
 backlog = _settings.backlog
 loglevel = _settings.log_level
 wsgi_app = "serving.app:create_app()"
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "serving.worker.KilnWorker"
 proc_name = "kiln"
 accesslog = "-" if _settings.access_log else None
 errorlog = "-"
@@ -74,36 +78,37 @@ def _make_metrics_dir() -> Path:
     return metrics_dir
 
 
-def _remove_own_metrics_dir() -> None:
+def _remove_own_dirs() -> None:
+    """Remove the metrics directory this config made, and a model directory handed over
+    with ``KILN_OWNED_MODEL_DIR`` (`kiln serve`'s private copy)."""
     owned = os.environ.get(_OWNED)
     if owned and owned == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shutil.rmtree(owned, ignore_errors=True)
+    model_dir = os.environ.get(OWNED_MODEL_DIR)
+    if model_dir:
+        remove_private_dir(Path(model_dir))
 
 
 def on_starting(server) -> None:
-    """Master, once: check the settings, fresh metrics files, then verify the model before
-    forking workers."""
+    """Master, once: check the settings, fresh metrics files, then verify the model and
+    keep it before forking workers."""
     if _bad_setting is not None:
-        server.log.error("bad server setting, not serving: %s", _bad_setting)
-        sys.exit(EXIT_BAD_SETTING)
+        _stop(server, EXIT_BAD_SETTING, "bad server setting, not serving: %s", _bad_setting)
     _make_metrics_dir()
 
-    from serving.artifacts import ModelLoadError, read_artifacts
+    from serving.artifacts import ModelLoadError, keep_verified, read_artifacts
     from serving.config import ServingConfig
 
     try:
         config = ServingConfig.from_env(os.environ)
     except ConfigError as err:
-        server.log.error("bad server setting, not serving: %s", err)
-        _remove_own_metrics_dir()
-        sys.exit(EXIT_BAD_SETTING)
+        _stop(server, EXIT_BAD_SETTING, "bad server setting, not serving: %s", err)
     try:
         artifacts = read_artifacts(config)
         _check_loads(artifacts)
     except ModelLoadError as err:
-        server.log.error("model not loaded, not serving: %s", err)
-        _remove_own_metrics_dir()
-        sys.exit(EXIT_MODEL_NOT_LOADED)
+        _stop(server, EXIT_MODEL_NOT_LOADED, "model not loaded, not serving: %s", err)
+    keep_verified(config, artifacts)  # the workers, restarted ones too, serve these bytes
     server.log.info(
         "model %s verified: version %s, sha256 %s; starting %d worker(s)",
         artifacts.model_path,
@@ -111,6 +116,13 @@ def on_starting(server) -> None:
         artifacts.sha256,
         server.cfg.workers,
     )
+
+
+def _stop(server, status: int, message: str, reason: object) -> NoReturn:
+    """One log line, then exit before binding or forking, leaving nothing behind."""
+    server.log.error(message, reason)
+    _remove_own_dirs()
+    sys.exit(status)
 
 
 def _check_loads(artifacts) -> None:
@@ -178,8 +190,8 @@ def post_worker_init(worker) -> None:
 
 
 def on_exit(server) -> None:
-    """Master, at the end: remove the metrics directory if this config made it."""
-    _remove_own_metrics_dir()
+    """Master, at the end: remove the directories this server owns."""
+    _remove_own_dirs()
 
 
 def child_exit(server, worker) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from serving.artifacts import ModelArtifacts, ModelLoadError, read_artifacts
+from serving.artifacts import ModelArtifacts, ModelLoadError, verified_artifacts
 from serving.config import ServingConfig
 
 logger = logging.getLogger(__name__)
@@ -151,8 +151,9 @@ class Model:
 
 
 def load_model(config: ServingConfig) -> Model:
-    """Read, verify, load and warm up the model the config names."""
-    artifacts = read_artifacts(config)
+    """Load and warm up the model the config names: the bytes the master verified, or the
+    files read and verified now."""
+    artifacts = verified_artifacts(config)
     model = Model(artifacts, config.intra_op_threads, config.inter_op_threads)
     logger.info(
         "model %s loaded: version %s, sha256 %s, %d features, %d classes",

@@ -11,12 +11,37 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from serving.config import ConfigError, env_bool, env_choice, env_int
+from serving.config import (
+    DEFAULT_MAX_BODY_BYTES,
+    ConfigError,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+)
 
 LOG_LEVELS = {"debug", "info", "warning", "error", "critical"}
 LOG_FORMATS = {"text", "json"}
 
-__all__ = ["ConfigError", "ServerSettings", "cpu_count", "server_settings"]
+__all__ = ["ConfigError", "ConnectionLimits", "ServerSettings", "cpu_count", "server_settings"]
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection may cost a worker (enforced by serving/protocol.py).
+
+    Gunicorn's own limit_request_line, limit_request_fields, limit_request_field_size and
+    worker_connections do not reach uvicorn workers (uvicorn_worker passes only keep-alive,
+    timeout, max_requests, backlog and forwarded IPs), and uvicorn's httptools protocol has
+    no header limit at all: kiln enforces these itself."""
+
+    max_request_line: int = 8190
+    max_headers: int = 100
+    max_header_bytes: int = 16384
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 2048
 
 
 @dataclass(frozen=True)
@@ -32,6 +57,7 @@ class ServerSettings:
     log_level: str = "info"
     log_format: str = "text"
     access_log: bool = False
+    limits: ConnectionLimits = ConnectionLimits()
 
 
 def cpu_count() -> int:
@@ -64,4 +90,25 @@ def server_settings(environ: Mapping[str, str], cpus: int | None = None) -> Serv
         log_level=env_choice(environ, "LOG_LEVEL", "info", LOG_LEVELS),
         log_format=env_choice(environ, "LOG_FORMAT", "text", LOG_FORMATS),
         access_log=env_bool(environ, "ACCESS_LOG", False),
+        limits=connection_limits(environ),
     )
+
+
+def connection_limits(environ: Mapping[str, str]) -> ConnectionLimits:
+    """The per-connection limits ``environ`` asks for; ConfigError names a bad one."""
+    default = ConnectionLimits()
+    limits = ConnectionLimits(
+        max_request_line=env_int(environ, "MAX_REQUEST_LINE", default.max_request_line, 64),
+        max_headers=env_int(environ, "MAX_HEADERS", default.max_headers, 1),
+        max_header_bytes=env_int(environ, "MAX_HEADER_BYTES", default.max_header_bytes, 256),
+        max_body_bytes=env_int(environ, "MAX_BODY_BYTES", default.max_body_bytes, 64),
+        header_timeout=env_float(environ, "HEADER_TIMEOUT", default.header_timeout, 0.1),
+        body_timeout=env_float(environ, "BODY_TIMEOUT", default.body_timeout, 0.1),
+        max_connections=env_int(environ, "MAX_CONNECTIONS", default.max_connections, 1),
+    )
+    if limits.max_request_line > limits.max_header_bytes:
+        raise ConfigError(
+            f"MAX_REQUEST_LINE={limits.max_request_line} is above "
+            f"MAX_HEADER_BYTES={limits.max_header_bytes} (the whole request head)"
+        )
+    return limits

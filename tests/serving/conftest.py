@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from asgi_client import AppClient
 from model_dirs import write_model_dir
+from servers import Server
 
 from serving.app import KilnApp, create_app
 from serving.config import ServingConfig
@@ -57,3 +58,17 @@ def make_client(model_dir: Path) -> Iterator:
     yield make
     for http in made:
         http.close()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    """Start real servers (`python -m serving`); each is killed, with its workers, at the end."""
+    started: list[Server] = []
+
+    def start(model_dir: Path, **kwargs) -> Server:
+        started.append(Server(model_dir, tmp_path, **kwargs))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.kill_group()

@@ -2,102 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from model_dirs import write_model_dir
-
-REPO = Path(__file__).resolve().parents[2]
-WAIT = 60  # seconds: an upper bound for a busy machine, not a performance assertion
-
-
-class Server:
-    """`python -m serving` on port 0; the port is read from gunicorn's log."""
-
-    def __init__(self, model_dir: Path, tmp: Path, workers: int = 1, **env: str) -> None:
-        environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        environ.update({"PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "PYTHONPATH": str(REPO)})
-        environ.update(env)
-        if not environ["PROMETHEUS_MULTIPROC_DIR"]:
-            del environ["PROMETHEUS_MULTIPROC_DIR"]  # let gunicorn_conf make its own
-        (tmp / "metrics").mkdir(exist_ok=True)
-        argv = [sys.executable, "-m", "serving", "--model-dir", str(model_dir)]
-        argv += ["--port", "0", "--workers", str(workers)]
-        self.process = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            env=environ,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group: teardown can end the workers too
-        )
-        self.lines: list[str] = []
-        self.port: int | None = None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
-            if found:
-                self.port = int(found.group(1))
-
-    def wait_ready(self) -> str:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "\n".join(self.lines)
-            if self.port is not None:
-                url = f"http://127.0.0.1:{self.port}"
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        return url
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.1)
-        raise AssertionError("server not ready:\n" + "\n".join(self.lines))
-
-    def wait_exit(self) -> int:
-        code = self.process.wait(timeout=WAIT)
-        self._reader.join(timeout=5)
-        if not self._reader.is_alive():
-            self.process.stdout.close()
-        return code
-
-    def kill_group(self) -> None:
-        """Teardown: SIGKILL the master and any worker it left behind."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.wait_exit()
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.wait_exit()
-
-
-@pytest.fixture
-def server_factory(tmp_path):
-    started: list[Server] = []
-
-    def start(model_dir: Path, **kwargs) -> Server:
-        started.append(Server(model_dir, tmp_path, **kwargs))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.kill_group()
+from servers import REPO, WAIT
 
 
 def test_serves_over_http_with_two_workers(server_factory, model_dir):
@@ -213,3 +128,66 @@ def test_a_metrics_dir_it_made_is_removed_at_exit(server_factory, model_dir, tmp
     failed = server_factory(model_dir, MODEL_SHA256="0" * 64, **own)
     assert failed.wait_exit() == 3
     assert list(scratch.glob("kiln-metrics-*")) == []
+
+
+def _children(server) -> list[str]:
+    pid = server.process.pid
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def _replaced(server, gone: str) -> list[str]:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        children = _children(server)
+        if gone not in children and len(children) == 2:
+            return children
+        time.sleep(0.1)
+    raise AssertionError("the killed worker was not replaced:\n" + "\n".join(server.lines))
+
+
+def test_a_restarted_worker_serves_the_verified_model_whatever_the_files_became(
+    server_factory, tmp_path
+):
+    """The master keeps the bytes it verified: a worker started later serves those."""
+    directory = write_model_dir(tmp_path / "model")
+    server = server_factory(directory, workers=2)
+    url = server.wait_ready()
+    sha = httpx.get(f"{url}/metadata").json()["sha256"]
+    (directory / "model.onnx").write_bytes(b"not a model any more")
+    (directory / "labels.json").unlink()
+    victim = _children(server)[0]
+    os.kill(int(victim), signal.SIGKILL)
+    _replaced(server, victim)
+    deadline = time.monotonic() + WAIT
+    answers = []
+    while len(answers) < 20 and time.monotonic() < deadline:  # new connections: both workers
+        response = httpx.get(f"{url}/metadata", timeout=WAIT)
+        if response.status_code == 200:
+            answers.append(response.json()["sha256"])
+    assert answers == [sha] * 20
+    assert server.process.poll() is None
+    assert not any("model not loaded" in line for line in server.lines), server.lines
+
+
+def test_a_worker_that_cannot_load_never_takes_healthy_ones_down(server_factory, model_dir):
+    tests_dir = str(Path(__file__).parent)
+    server = server_factory(
+        model_dir,
+        workers=2,
+        PYTHONPATH=f"{REPO}:{tests_dir}",
+        GUNICORN_CMD_ARGS="--worker-class faulty_worker.FaultyWorker",
+    )
+    url = server.wait_ready()
+    victim = _children(server)[0]
+    os.kill(int(victim), signal.SIGKILL)
+    deadline = time.monotonic() + WAIT
+    while not any("exited with code 5" in line for line in server.lines):
+        assert time.monotonic() < deadline, "\n".join(server.lines)
+        time.sleep(0.1)
+    for _ in range(20):  # the healthy worker answers everything meanwhile
+        answer = httpx.post(f"{url}/predict/label", json={"data": [[5.1, 3.5, 1.4, 0.2]]})
+        assert answer.json() == {"prediction": ["setosa"]}
+    assert server.process.poll() is None
+    assert any("MODEL_VERSION is not-the-version-on-disk" in line for line in server.lines)
+    assert any("did not start" in line for line in server.lines)
+    assert server.stop() == 0

@@ -104,3 +104,49 @@ def test_importing_the_config_neither_exits_nor_writes(tmp_path):
         "None",
     ]
     assert list(scratch.iterdir()) == []
+
+
+def test_connection_limits_defaults_and_overrides():
+    from serving.server_settings import ConnectionLimits, connection_limits
+
+    assert connection_limits({}) == ConnectionLimits()
+    assert server_settings({}, cpus=1).limits == ConnectionLimits()
+    limits = connection_limits(
+        {
+            "MAX_REQUEST_LINE": "1000",
+            "MAX_HEADERS": "10",
+            "MAX_HEADER_BYTES": "2000",
+            "MAX_BODY_BYTES": "4096",
+            "HEADER_TIMEOUT": "0.5",
+            "BODY_TIMEOUT": "2.5",
+            "MAX_CONNECTIONS": "7",
+        }
+    )
+    assert limits == ConnectionLimits(1000, 10, 2000, 4096, 0.5, 2.5, 7)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"MAX_HEADERS": "0"}, "MAX_HEADERS=0 is below the minimum 1"),
+        ({"MAX_HEADER_BYTES": "10"}, "MAX_HEADER_BYTES=10 is below the minimum 256"),
+        ({"HEADER_TIMEOUT": "never"}, "HEADER_TIMEOUT='never' is not a number"),
+        ({"BODY_TIMEOUT": "0"}, "BODY_TIMEOUT=0.0 is below the minimum 0.1"),
+        ({"MAX_CONNECTIONS": "0"}, "MAX_CONNECTIONS=0 is below the minimum 1"),
+        (
+            {"MAX_REQUEST_LINE": "9000", "MAX_HEADER_BYTES": "4096"},
+            "MAX_REQUEST_LINE=9000 is above MAX_HEADER_BYTES=4096",
+        ),
+    ],
+)
+def test_bad_connection_limits_are_named(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        server_settings(environ, cpus=1)
+
+
+def test_a_worker_caps_connections_below_its_open_file_limit():
+    from serving.worker import worker_limits
+
+    assert worker_limits({}, open_files=100_000).max_connections == 2048
+    assert worker_limits({}, open_files=1024).max_connections == 1024 - 64
+    assert worker_limits({"MAX_CONNECTIONS": "10"}, open_files=1024).max_connections == 10

@@ -1,0 +1,78 @@
+"""The gunicorn worker class: uvicorn's, with kiln's bounded HTTP protocol, and a model
+load failure that costs only this worker.
+
+``uvicorn_worker.UvicornWorker`` hands uvicorn gunicorn's keep-alive, timeout, backlog
+and max_requests, nothing else; gunicorn's request limits do not reach it. This class
+puts serving/protocol.py's ``KilnHttpProtocol`` (bounded request line, head, header
+count, body, time and connections) in uvicorn's place, raises the worker's open-file
+limit to its hard limit so connections are refused by kiln's cap and not by the kernel,
+and changes one exit: a worker whose app fails to start (the model does not load) exits
+with ``EXIT_WORKER_NOT_READY`` after ``RESTART_DELAY`` seconds, so gunicorn starts
+another one. uvicorn_worker exits with gunicorn's WORKER_BOOT_ERROR (3) there, which
+makes gunicorn stop every worker, the healthy ones too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gunicorn.arbiter import Arbiter
+from uvicorn_worker import UvicornWorker
+
+from serving.config import ConfigError
+from serving.protocol import protocol_class
+from serving.server_settings import ConnectionLimits, connection_limits
+
+EXIT_WORKER_NOT_READY = 5  # neither 3 (WORKER_BOOT_ERROR) nor 4 (APP_LOAD_ERROR): both halt
+RESTART_DELAY = 1.0  # seconds: a worker that cannot load is not restarted in a tight loop
+_FILES_RESERVED = 64  # descriptors kept for the listening socket, logs, the model, metrics
+
+
+class KilnWorker(UvicornWorker):
+    """A uvicorn worker with bounded connections (see serving/protocol.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits = worker_limits(os.environ, raise_file_limit())
+        self.config.http = protocol_class(limits)
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except SystemExit as exit:
+            if exit.code != Arbiter.WORKER_BOOT_ERROR:
+                raise
+            self.log.error(
+                "worker %s did not start (its app failed to load); gunicorn starts another",
+                os.getpid(),
+            )
+            time.sleep(RESTART_DELAY)
+            sys.exit(EXIT_WORKER_NOT_READY)
+
+
+def worker_limits(environ: Mapping[str, str], open_files: int) -> ConnectionLimits:
+    """The environment's limits, with connections capped below the open-file limit."""
+    try:
+        limits = connection_limits(environ)
+    except ConfigError:  # the master has checked these already; be safe all the same
+        limits = ConnectionLimits()
+    cap = max(1, open_files - _FILES_RESERVED)
+    if limits.max_connections > cap:
+        limits = ConnectionLimits(**{**limits.__dict__, "max_connections": cap})
+    return limits
+
+
+def raise_file_limit() -> int:
+    """Raise this process's soft open-file limit to its hard limit; return the new soft one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
