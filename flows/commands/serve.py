@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,20 +29,24 @@ def serve(
     store: StoreOption = None,
 ) -> None:
     """Serve a stored version locally with gunicorn, as its image would."""
-    from serving.runner import exec_server
+    from serving.runner import exec_server, private_model_dir, remove_private_dir
 
     settings = get_settings().with_overrides(store=store, serve_port=port)
     port = settings.serve_port
     check_port_free(host, port)
     the_store = wiring.open_store(settings)
     version = the_store.resolve(version)
-    # A fresh, verified copy each time: the server checks it against the recorded sha256.
-    model_dir = Path(tempfile.gettempdir()) / f"kiln-serve-{os.getuid()}" / version
-    the_store.export_version(version, model_dir)
+    # This server's own verified copy (0700, files 0400), removed by gunicorn at exit.
+    model_dir = private_model_dir(f"kiln-serve-{version[:12]}-")
+    try:
+        the_store.export_version(version, model_dir)
+        os.environ["MODEL_SHA256"] = the_store.metadata(version)["model_sha256"]
+    except BaseException:
+        remove_private_dir(model_dir)
+        raise
     os.environ["MODEL_VERSION"] = version
-    os.environ["MODEL_SHA256"] = the_store.metadata(version)["model_sha256"]
     console.print(f"serving {version} on http://{host}:{port} (Ctrl-C stops)")
-    exec_server(model_dir, host=host, port=port, workers=workers)
+    exec_server(model_dir, host=host, port=port, workers=workers, owned=True)
 
 
 def check_port_free(host: str, port: int) -> None:
