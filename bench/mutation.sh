@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Mutation testing of the Kubernetes target (flows/rollout/kubernetes.py: the wait, apply,
-# candidate smoke test and restore) against the emulated suite. Too slow for
-# scripts/test.sh: run it by hand after changing the target or the emulator.
+# candidate smoke test and restore) against the emulated suite, with mutmut from PyPI.
+# Too slow for scripts/test.sh (about 20 minutes here): run it by hand after changing the
+# target or the emulator.
 #
-#   bench/mutation.sh            # prints mutmut's summary and every surviving mutant
+#   bench/mutation.sh      # mutmut's counts, then killed/surviving per function,
+#                          # then the diff of every survivor
 #
 # It works in a scratch copy of the repository (mutmut writes a mutants/ tree next to
-# the code), with mutmut from PyPI installed into the active virtualenv if missing.
+# the code). MUTMUT_CHILDREN sets the parallel workers (default 2).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d /tmp/kiln-mutation-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
 python3 -c "import mutmut" 2>/dev/null || python3 -m pip install -q "mutmut==3.8.1"
-git -C "$repo" ls-files -z --cached --others --exclude-standard \
-    | (cd "$repo" && xargs -0 cp --parents -t "$work")
+git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 cp --parents -t "$work")
 cd "$work"
 cat > setup.cfg <<'CFG'
 [mutmut]
@@ -28,11 +29,24 @@ pytest_add_cli_args_test_selection=tests/k8s/test_rollout_emulated.py
     tests/flows/test_rollout.py
 CFG
 start=$(date +%s)
-mutmut run --max-children "${MUTMUT_CHILDREN:-2}" || true
+mutmut run --max-children "${MUTMUT_CHILDREN:-2}" > run.log 2>&1 || true
 echo "mutation run took $(( $(date +%s) - start )) s"
-mutmut results --all true | tee "$work/results.txt" | awk '{print $NF}' | sort | uniq -c
+mutmut results --all true > results.txt
+python3 - <<'PY'
+import collections, re
+per_function = collections.defaultdict(collections.Counter)
+total = collections.Counter()
+for line in open("results.txt"):
+    match = re.match(r"\s*(\S+)__mutmut_\d+: (.+)$", line)
+    if match:
+        function = match[1].split(".")[-1].replace("xǁKubernetesTargetǁ", "KubernetesTarget.")
+        per_function[function][match[2]] += 1
+        total[match[2]] += 1
+print("all mutants:", dict(total))
+for function, counts in sorted(per_function.items()):
+    print(f"  {function:40} {dict(counts)}")
+PY
 echo "survivors:"
-grep -E "survived|no tests" "$work/results.txt" || echo "  none"
-for mutant in $(grep -E "survived" "$work/results.txt" | awk -F: '{print $1}'); do
+grep -E ": survived" results.txt | sed 's/:.*//' | while read -r mutant; do
     mutmut show "$mutant"
 done

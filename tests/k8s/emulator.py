@@ -178,6 +178,8 @@ def json_patch(target: dict[str, Any], operations: list[dict[str, Any]]) -> dict
     """RFC 6902 for the ops kiln may send (test, add, replace, remove); 422 when one fails."""
     result = copy.deepcopy(target)
     for op in operations:
+        if op.get("op") not in ("test", "add", "replace", "remove"):
+            raise ApiError(422, "Invalid", f"Unexpected kind: {op.get('op')}")
         keys = [part.replace("~1", "/").replace("~0", "~") for part in op["path"].split("/")[1:]]
         parent = result
         for key in keys[:-1]:

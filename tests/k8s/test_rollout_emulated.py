@@ -154,6 +154,7 @@ def assert_untouched(emulator: EmulatedApiServer, version: str, image: str) -> N
     template = deployment["spec"]["template"]
     assert template["spec"]["containers"][0]["image"] == image
     assert template["metadata"]["annotations"][VERSION_ANNOTATION] == version
+    assert deployment["metadata"]["annotations"][VERSION_ANNOTATION] == version
     assert state.serving_image(NS, "kiln") == image
     assert all(pod.image == image for pod in state.pods(NS, "kiln"))
     assert state.deployment(NS, CANDIDATE) is None
@@ -239,9 +240,18 @@ def test_a_main_rollout_that_fails_is_restored_to_the_recorded_version(
     add_version: AddVersion,
     cluster: KubernetesTarget,
     emulator: EmulatedApiServer,
+    tmp_path: Path,
 ) -> None:
     old, old_image = add_version("a")
     new, new_image = add_version("b")
+    manifests = copy_manifests(tmp_path)  # the restore renders these, not the defaults
+    edit_deployment(
+        manifests,
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"].append(
+            {"name": "EXTRA", "value": "1"}
+        ),
+    )
+    cluster.manifest_dir = manifests
     roll_out(store, old, cluster)
     emulator.cluster.scale(NS, "kiln", 3)
     roll_out(store, old, cluster)
@@ -255,6 +265,12 @@ def test_a_main_rollout_that_fails_is_restored_to_the_recorded_version(
     assert_untouched(emulator, old, old_image)
     assert "PATCH" in deployment_writes(emulator)
     assert store.deployment(KUBERNETES).current == old
+    env = emulator.cluster.deployment(NS, "kiln")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "EXTRA", "value": "1"} in env["env"]
+    # the restore wrote as kiln: the next apply owns the template without a conflict
+    fixed, fixed_image = add_version("c")
+    roll_out(store, fixed, cluster)
+    assert emulator.cluster.serving_image(NS, "kiln") == fixed_image
 
 
 def test_the_rollback_target_is_the_record_not_what_runs(
@@ -576,3 +592,46 @@ def test_a_call_the_role_does_not_grant_is_refused_with_403_and_not_retried(
 
     assert not is_transient(caught.value)
     assert emulator.cluster.deployment(NS, CANDIDATE) is None
+
+
+def test_a_restore_needs_a_recorded_version_and_a_deployment(cluster: KubernetesTarget) -> None:
+    from flows.rollout.target import Deployed
+
+    image = "127.0.0.1:5000/kiln/iris@sha256:" + "c" * 64
+    with pytest.raises(RolloutError, match="names no version and image"):
+        cluster.restore(Deployed(None, image))
+    with pytest.raises(RolloutError, match=f"Deployment {NS}/kiln is gone"):
+        cluster.restore(Deployed("v1", image))
+
+
+def test_a_restore_retries_a_transient_error_and_gives_up_on_endless_changes(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    from tests.k8s.emulator import ApiError
+
+    old, old_image = add_version("a")
+    new, new_image = add_version("b")
+    roll_out(store, old, cluster)
+    emulator.cluster.scale(NS, "kiln", 3)
+    roll_out(store, old, cluster)
+    emulator.cluster.push(new_image, new, capacity=1)
+    state = emulator.cluster
+    busy = iter([True])
+
+    def conflict_once(key: tuple) -> None:
+        if next(busy, False):
+            raise ApiError(409, "Conflict", "the object has been modified")
+
+    state.json_patch_hook = conflict_once
+    with pytest.raises(RolloutError, match=f"rolled back to {old}"):
+        roll_out(store, new, cluster)
+    assert_untouched(emulator, old, old_image)
+
+    state.push(new_image, new, capacity=1)
+    flips = iter(range(10**6))  # someone changes the spec before every patch
+    state.json_patch_hook = lambda key: state.scale(NS, "kiln", 4 + next(flips) % 2)
+    with pytest.raises(RolloutError, match="kept changing under us"):
+        roll_out(store, new, cluster)
