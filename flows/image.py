@@ -1,61 +1,39 @@
 """Model-in-image builds: one immutable serving image per stored model version.
 
-Two builders behind one entry point, `build_image`:
+`build_image` exports the version from the store (verified), returns at once when the
+registry already holds this model on this serving base, else picks a builder and records
+the pushed image's digest in the store:
 
-- engine: Dockerfile.serve built by a container engine (the Docker Engine API through the
-  docker SDK: dockerd or podman's compatible socket), then pushed. Also publishes the
-  serving base (the `serve-base` stage: everything but the model) under a content-hash tag.
-- layer: no daemon. Reads the serving base's manifest and config from the registry,
-  appends one deterministic layer with the model files, adds the model's env and labels to
-  the config, mounts the base layers into the target repository and pushes only the new
-  layer, the config and the manifest.
+- layer (flows/builders/layer.py): no daemon; the serving base read from the registry plus
+  one model layer, a few KB pushed.
+- engine (flows/builders/engine.py): Dockerfile.serve through a container engine; also
+  publishes the serving base the layer builder needs.
 
 `auto` takes the layer path when the current base is in the registry, else the engine path.
-The layer, config and manifest come from pure functions in flows/oci.py; the serving base's
-key, wheels and build context from flows/serving_base.py.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+from flows.builders.engine import EngineJob, build_with_engine
+from flows.builders.layer import append_model_layer
+from flows.builders.model import ModelImageSpec, image_spec
 from flows.errors import BuildError
-from flows.oci import (
-    LABEL_BASE_KEY,
-    LABEL_MODEL_SHA,
-    ModelImageSpec,
-    append_config,
-    append_manifest,
-    canonical_json,
-    epoch_of,
-    image_spec,
-    model_layer,
-)
-from flows.registry import (
-    Registry,
-    RegistryError,
-    manifest_blobs,
-)
-from flows.serving_base import (
-    base_key,
-    build_context,
-    default_cache_dir,
-    download_wheels,
-    serve_requirements,
-)
+from flows.registry import Registry
+from flows.serving_base import base_key
 
 log = logging.getLogger(__name__)
 
 Builder = Literal["auto", "engine", "layer"]
+BUILDERS = ("auto", "engine", "layer")
 
 DEFAULT_BASE_REPOSITORY = "kiln/serve-base"
 
@@ -71,144 +49,6 @@ class BuildResult:
     tag: str  # registry/repository:version
 
 
-# ---------------------------------------------------------------------------- builders
-
-
-@dataclass(frozen=True)
-class Target:
-    registry: str  # host:port
-    repository: str
-    tag: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.tag}"
-
-    def at(self, digest: str) -> str:
-        return f"{self.name}@{digest}"
-
-
-def existing_image(registry: Registry, target: Target, spec: ModelImageSpec) -> str | None:
-    """The digest of target's tag when it already holds this model on this base."""
-    digest = registry.manifest_digest(target.repository, target.tag)
-    if digest is None:
-        return None
-    manifest, digest, _ = registry.manifest(target.repository, digest)
-    config = json.loads(registry.blob(target.repository, manifest["config"]["digest"]))
-    labels = (config.get("config") or {}).get("Labels") or {}
-    if (
-        labels.get(LABEL_MODEL_SHA) == spec.model_sha256
-        and labels.get(LABEL_BASE_KEY) == spec.base_key
-    ):
-        return digest
-    return None
-
-
-def append_model_layer(
-    registry: Registry,
-    model_dir: Path,
-    spec: ModelImageSpec,
-    target: Target,
-    base_repository: str,
-) -> str:
-    """The layer builder: base from the registry + one model layer. Returns the digest."""
-    base_manifest, _, _ = registry.manifest(base_repository, spec.base_key)
-    base_config = json.loads(registry.blob(base_repository, base_manifest["config"]["digest"]))
-    layer = model_layer(model_dir, epoch_of(spec.created))
-    config_bytes = canonical_json(append_config(base_config, layer, spec))
-    manifest_bytes, media_type = append_manifest(base_manifest, config_bytes, layer)
-    for blob in base_manifest["layers"]:
-        registry.mount_blob(target.repository, blob["digest"], base_repository)
-    registry.push_blob(target.repository, layer.blob, layer.digest)
-    registry.push_blob(target.repository, config_bytes)
-    return registry.put_manifest(target.repository, target.tag, manifest_bytes, media_type)
-
-
-def _check_stream(what: str, stream: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Consume an engine build/push stream; any error in it fails with its message."""
-    chunks = []
-    for chunk in stream:
-        chunks.append(chunk)
-        if "errorDetail" in chunk or "error" in chunk:
-            detail = chunk.get("errorDetail") or {}
-            message = detail.get("message") or chunk.get("error") or str(chunk)
-            raise BuildError(f"{what}: {str(message).strip()}")
-        if "stream" in chunk and chunk["stream"].strip():
-            log.debug("%s", chunk["stream"].rstrip())
-    return chunks
-
-
-def engine_build(
-    client: Any,
-    context: io.BytesIO,
-    tag: str,
-    *,
-    target_stage: str,
-    build_args: Mapping[str, str],
-    no_cache: bool = False,
-) -> None:
-    context.seek(0)
-    stream = client.api.build(
-        fileobj=context,
-        custom_context=True,
-        dockerfile="Dockerfile.serve",
-        tag=tag,
-        target=target_stage,
-        buildargs=dict(build_args),
-        nocache=no_cache,
-        rm=True,
-        forcerm=True,
-        pull=False,
-        decode=True,
-    )
-    _check_stream(f"building {tag}", stream)
-
-
-def engine_push(
-    client: Any, name: str, tag: str, registry: Registry, *, attempts: int | None = None
-) -> None:
-    """Push through the engine; transient failures retried per the registry's policy."""
-    policy = registry.retry
-    delays = list(policy.delays())
-    tries = attempts or policy.attempts
-    for attempt in range(1, tries + 1):
-        try:
-            stream = client.api.push(name, tag=tag, stream=True, decode=True)
-            _check_stream(f"pushing {name}:{tag}", stream)
-            return
-        except BuildError as err:
-            transient = re.search(
-                r"connection refused|connection reset|timeout|EOF|503|502", str(err), re.I
-            )
-            if not transient or attempt == tries:
-                suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-                raise BuildError(f"{err}{suffix}") from err
-            delay = delays[min(attempt - 1, len(delays) - 1)] if delays else 1.0
-            log.warning("%s; retrying in %.1fs", err, delay)
-            time.sleep(delay)
-
-
-def repository_blobs(registry: Registry, repository: str) -> set[str]:
-    """Every blob the repository's tagged manifests reference (to count what a push adds)."""
-    found: set[str] = set()
-    for tag in registry.tags(repository):
-        try:
-            manifest, _, _ = registry.manifest(repository, tag)
-        except RegistryError:
-            continue
-        found.update(b["digest"] for b in manifest_blobs(manifest))
-    return found
-
-
-def new_bytes(registry: Registry, repository: str, digest: str, before: set[str]) -> int:
-    manifest, _, raw = registry.manifest(repository, digest)
-    return len(raw) + sum(b["size"] for b in manifest_blobs(manifest) if b["digest"] not in before)
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     registry: str = "127.0.0.1:5000"
@@ -221,6 +61,83 @@ class BuildOptions:
     force: bool = False  # build even when the registry already holds this image
 
 
+@dataclass(frozen=True)
+class BuildJob:
+    """Everything one builder needs for one version."""
+
+    registry: Registry
+    model_dir: Path
+    spec: ModelImageSpec
+    options: BuildOptions
+    engine: Callable[[], Any] | None
+    cache_dir: Path | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.options.registry}/{self.options.repository}"
+
+
+class ImageBuilder(Protocol):
+    def __call__(self, job: BuildJob) -> tuple[str, int]:
+        """Build and push job's image; return (digest, bytes pushed)."""
+        ...
+
+
+def build_by_layer(job: BuildJob) -> tuple[str, int]:
+    before = job.registry.bytes_pushed
+    digest = append_model_layer(
+        job.registry,
+        job.model_dir,
+        job.spec,
+        job.options.repository,
+        job.spec.version,
+        job.options.base_repository,
+    )
+    return digest, job.registry.bytes_pushed - before
+
+
+def build_by_engine(job: BuildJob) -> tuple[str, int]:
+    if job.engine is None:
+        from flows.engine import docker_client
+
+        client = docker_client()
+    else:
+        client = job.engine()
+    engine_job = EngineJob(
+        registry_host=job.options.registry,
+        repository=job.options.repository,
+        tag=job.spec.version,
+        base_repository=job.options.base_repository,
+        base_image=job.options.base_image,
+        no_cache=job.options.no_cache,
+    )
+    return build_with_engine(
+        client, job.registry, job.model_dir, job.spec, engine_job, job.cache_dir
+    )
+
+
+DEFAULT_BUILDERS: Mapping[str, ImageBuilder] = {"layer": build_by_layer, "engine": build_by_engine}
+
+
+def choose_builder(requested: str, has_base: Callable[[], bool]) -> str:
+    """The builder to run: `auto` means layer when the serving base is there, else engine."""
+    if requested not in BUILDERS:
+        raise BuildError(f"unknown builder {requested!r}")
+    if requested == "auto":
+        return "layer" if has_base() else "engine"
+    return requested
+
+
+def existing_image(registry: Registry, repository: str, spec: ModelImageSpec) -> str | None:
+    """The digest of the version's tag when it already holds this model on this base."""
+    digest = registry.manifest_digest(repository, spec.version)
+    if digest is None:
+        return None
+    if spec.holds_this_model(registry.read_image(repository, digest).config):
+        return digest
+    return None
+
+
 def build_image(
     store: Any,
     version: str,
@@ -230,6 +147,7 @@ def build_image(
     engine: Callable[[], Any] | None = None,
     cache_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    builders: Mapping[str, ImageBuilder] = DEFAULT_BUILDERS,
 ) -> BuildResult:
     """Build and push the image of one stored version; record its digest in the store.
 
@@ -238,101 +156,27 @@ def build_image(
     engine path runs).
     """
     started = time.perf_counter()
-    pushed_before = registry.bytes_pushed
     with tempfile.TemporaryDirectory(prefix="kiln-build-") as tmp:
         model_dir = store.export_version(version, Path(tmp) / "model")
         metadata = json.loads((model_dir / "metadata.json").read_text())
-        version = str(metadata["version"])
         key = base_key(base_image=options.base_image)
         spec = image_spec(metadata, key, source=options.source, environ=environ)
-        target = Target(options.registry, options.repository, version)
-
+        job = BuildJob(registry, model_dir, spec, options, engine, cache_dir)
         registry.ping()
-        digest = None if options.force else existing_image(registry, target, spec)
+        digest = None if options.force else existing_image(registry, options.repository, spec)
         if digest is not None:
-            used = "registry"
-            pushed = 0
-            log.info("%s already holds %s; nothing to build", target.ref, digest)
+            used, pushed = "registry", 0
+            log.info("%s:%s already holds %s; nothing to build", job.name, spec.version, digest)
         else:
-            used = options.builder
-            if used == "auto":
-                has_base = registry.manifest_digest(options.base_repository, key) is not None
-                used = "layer" if has_base else "engine"
-            if used == "layer":
-                if registry.manifest_digest(options.base_repository, key) is None:
-                    raise BuildError(
-                        f"the serving base {options.base_repository}:{key} is not in "
-                        f"{registry.host}; build once with --builder engine (or auto)"
-                    )
-                digest = append_model_layer(
-                    registry, model_dir, spec, target, options.base_repository
-                )
-                pushed = registry.bytes_pushed - pushed_before
-            elif used == "engine":
-                if engine is None:
-                    from flows.engine import docker_client
-
-                    engine = docker_client
-                digest, pushed = _engine_path(
-                    engine(), registry, model_dir, spec, target, options, cache_dir
-                )
-            else:
-                raise BuildError(f"unknown builder {options.builder!r}")
-    image = target.at(digest)
-    store.record_image(version, image)
+            used = choose_builder(
+                options.builder,
+                lambda: registry.manifest_digest(options.base_repository, key) is not None,
+            )
+            digest, pushed = builders[used](job)
+    image = f"{job.name}@{digest}"
+    store.record_image(spec.version, image)
     seconds = time.perf_counter() - started
     log.info("built %s with %s in %.2fs, %d bytes pushed", image, used, seconds, pushed)
-    return BuildResult(image, digest, seconds, pushed, used, version, target.ref)
-
-
-def _engine_path(
-    client: Any,
-    registry: Registry,
-    model_dir: Path,
-    spec: ModelImageSpec,
-    target: Target,
-    options: BuildOptions,
-    cache_dir: Path | None,
-) -> tuple[str, int]:
-    clock = time.perf_counter()
-
-    def phase(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        log.info("engine: %s took %.2fs", name, now - clock)
-        clock = now
-
-    wheels = download_wheels(serve_requirements(), cache_dir or default_cache_dir())
-    context = build_context(model_dir, wheels)
-    phase("wheels and context")
-    args = spec.build_args(options.base_image)
-    base = Target(options.registry, options.base_repository, spec.base_key)
-    if registry.manifest_digest(base.repository, base.tag) is None:
-        # Publish the serving base for the layer builder (once per change of server or deps).
-        engine_build(
-            client,
-            context,
-            base.ref,
-            target_stage="serve-base",
-            build_args=args,
-            no_cache=options.no_cache,
-        )
-        engine_push(client, base.name, base.tag, registry)
-        phase(f"publishing the serving base {base.ref}")
-    before = repository_blobs(registry, target.repository)
-    phase("listing the repository's blobs")
-    engine_build(
-        client,
-        context,
-        target.ref,
-        target_stage="serve",
-        build_args=args,
-        no_cache=options.no_cache,
+    return BuildResult(
+        image, digest, seconds, pushed, used, spec.version, f"{job.name}:{spec.version}"
     )
-    phase("build")
-    engine_push(client, target.name, target.tag, registry)
-    phase("push")
-    digest = registry.manifest_digest(target.repository, target.tag)
-    if digest is None:
-        raise BuildError(f"pushing {target.ref}: the registry does not show the tag afterwards")
-    return digest, new_bytes(registry, target.repository, digest, before)

@@ -1,124 +1,43 @@
-"""Images as values: deterministic layers, configs and manifests for the layer builder.
+"""Images as values: deterministic layers and an `Image` that operations copy, never change.
 
-Pure functions that return new objects and leave their inputs alone, so the same model on
-the same base always gives the same bytes and the same digest.
+Pure functions over bytes and dicts (no kiln imports, no I/O): `append(image, layer)` and
+`configure(image, ...)` each return a new `Image` and leave their input alone, so the same
+files on the same base always give the same bytes and the same digest. Reading and writing
+images is the registry client's job (`Registry.read_image`, `Registry.write_image`).
 """
 
 from __future__ import annotations
 
 import copy
 import gzip
+import hashlib
 import io
 import json
-import os
 import tarfile
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-from flows.errors import BuildError
-from flows.registry import (
-    DOCKER_MANIFEST,
-    OCI_MANIFEST,
-    sha256_digest,
-)
-
-MODEL_FILES = ("model.onnx", "labels.json", "metadata.json")
-MODEL_DIR_IN_IMAGE = "models"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-LABEL_MODEL_SHA = "io.kiln.model.sha256"
-LABEL_BASE_KEY = "io.kiln.base"
 
 
-@dataclass(frozen=True)
-class ModelImageSpec:
-    """What goes into one model's image besides the serving base."""
-
-    version: str
-    model_sha256: str
-    created: str  # RFC 3339, UTC
-    revision: str
-    source: str
-    base_key: str
-
-    def env(self) -> dict[str, str]:
-        return {
-            "MODEL_FILEPATH": f"/{MODEL_DIR_IN_IMAGE}/model.onnx",
-            "LABEL_FILEPATH": f"/{MODEL_DIR_IN_IMAGE}/labels.json",
-            "MODEL_VERSION": self.version,
-            "MODEL_SHA256": self.model_sha256,
-        }
-
-    def labels(self) -> dict[str, str]:
-        return {
-            "org.opencontainers.image.title": "kiln model server",
-            "org.opencontainers.image.version": self.version,
-            "org.opencontainers.image.revision": self.revision,
-            "org.opencontainers.image.created": self.created,
-            "org.opencontainers.image.source": self.source,
-            LABEL_MODEL_SHA: self.model_sha256,
-            LABEL_BASE_KEY: self.base_key,
-        }
-
-    def build_args(self, base_image: str) -> dict[str, str]:
-        return {
-            "BASE_IMAGE": base_image,
-            "MODEL_VERSION": self.version,
-            "MODEL_SHA256": self.model_sha256,
-            "CREATED": self.created,
-            "REVISION": self.revision,
-            "SOURCE": self.source,
-            "BASE_KEY": self.base_key,
-        }
+class NotAnImage(ValueError):
+    """A manifest that is not one single-platform image (an index, an unknown type)."""
 
 
-# ---------------------------------------------------------------------------- time
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def source_epoch(created: str, environ: Mapping[str, str] | None = None) -> int:
-    """SOURCE_DATE_EPOCH when set, else the model's own creation time: stable per model."""
-    env = os.environ if environ is None else environ
-    raw = env.get("SOURCE_DATE_EPOCH", "").strip()
-    if raw:
-        try:
-            return int(raw)
-        except ValueError:
-            raise BuildError(f"SOURCE_DATE_EPOCH={raw!r} is not an integer") from None
-    return epoch_of(created)
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-def epoch_of(created: str) -> int:
-    if not created:
-        return 0
-    return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
-
-
-def rfc3339(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def image_spec(
-    metadata: Mapping[str, Any],
-    base_key: str,
-    *,
-    source: str = "",
-    environ: Mapping[str, str] | None = None,
-) -> ModelImageSpec:
-    epoch = source_epoch(str(metadata.get("created", "")), environ)
-    return ModelImageSpec(
-        version=str(metadata["version"]),
-        model_sha256=str(metadata["model_sha256"]),
-        created=rfc3339(epoch),
-        revision=str(metadata.get("code_revision") or ""),
-        source=source,
-        base_key=base_key,
-    )
-
-
-# ---------------------------------------------------------------------------- tar
+# ---------------------------------------------------------------------------- layers
 
 
 def deterministic_tar(
@@ -157,13 +76,6 @@ def gzip_deterministic(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def read_model_files(model_dir: Path) -> dict[str, bytes]:
-    missing = [n for n in MODEL_FILES if not (model_dir / n).is_file()]
-    if missing:
-        raise BuildError(f"model dir {model_dir} lacks {', '.join(missing)}")
-    return {f"{MODEL_DIR_IN_IMAGE}/{n}": (model_dir / n).read_bytes() for n in MODEL_FILES}
-
-
 @dataclass(frozen=True)
 class Layer:
     tar: bytes  # uncompressed
@@ -172,66 +84,97 @@ class Layer:
     digest: str
 
 
-def model_layer(model_dir: Path, mtime: int) -> Layer:
-    raw = deterministic_tar(read_model_files(model_dir), mtime=mtime)
+def layer_of(files: Mapping[str, bytes], *, mtime: int) -> Layer:
+    """One gzip layer holding `files` (path in the image -> bytes), byte for byte reproducible."""
+    raw = deterministic_tar(files, mtime=mtime)
     blob = gzip_deterministic(raw)
     return Layer(raw, blob, sha256_digest(raw), sha256_digest(blob))
 
 
-# ---------------------------------------------------------------------------- config
+# ---------------------------------------------------------------------------- images
 
 
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+@dataclass(frozen=True)
+class Image:
+    """One single-platform image: its manifest, its config, and the layer blobs it adds.
+
+    `manifest` lists every layer; `blobs` holds the bytes of the layers this value added
+    (digest -> gzip), the others are wherever `origin` (a repository) has them.
+    """
+
+    manifest: Mapping[str, Any]
+    config: Mapping[str, Any]
+    blobs: Mapping[str, bytes] = field(default_factory=dict)
+    origin: str | None = None
+
+    def __post_init__(self) -> None:
+        media_type = self.manifest.get("mediaType") or OCI_MANIFEST
+        if media_type not in MANIFEST_TYPES:
+            raise NotAnImage(f"manifest has media type {media_type}; need a single image")
+
+    @property
+    def media_type(self) -> str:
+        return str(self.manifest.get("mediaType") or OCI_MANIFEST)
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        return [dict(layer) for layer in self.manifest.get("layers", [])]
+
+    def config_bytes(self) -> bytes:
+        return canonical_json(self.config)
+
+    def manifest_bytes(self) -> bytes:
+        """The manifest as pushed: the config's descriptor filled in, annotations dropped."""
+        config = self.config_bytes()
+        manifest = copy.deepcopy(dict(self.manifest))
+        manifest["mediaType"] = self.media_type
+        manifest["config"] = {
+            "mediaType": self.manifest["config"]["mediaType"],
+            "digest": sha256_digest(config),
+            "size": len(config),
+        }
+        manifest.pop("annotations", None)
+        return json.dumps(manifest, indent=3).encode()
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest_bytes())
 
 
-def append_config(
-    base_config: Mapping[str, Any], layer: Layer, spec: ModelImageSpec
-) -> dict[str, Any]:
-    """A new image config: the base's plus the model layer, env and labels. Pure."""
-    cfg = copy.deepcopy(dict(base_config))
-    container = cfg.setdefault("config", {}) or {}
-    cfg["config"] = container
-    env = list(container.get("Env") or [])
-    for key, value in spec.env().items():
-        env = [e for e in env if e.split("=", 1)[0] != key]
-        env.append(f"{key}={value}")
-    container["Env"] = env
-    labels = dict(container.get("Labels") or {})
-    labels.update(spec.labels())
-    container["Labels"] = labels
-    rootfs = cfg.setdefault("rootfs", {"type": "layers", "diff_ids": []})
-    rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), layer.diff_id]
-    cfg["history"] = [
-        *cfg.get("history", []),
-        {"created": spec.created, "created_by": f"kiln: model {spec.version} in /models"},
-    ]
-    cfg["created"] = spec.created
-    return cfg
-
-
-def append_manifest(
-    base_manifest: Mapping[str, Any], config_bytes: bytes, layer: Layer
-) -> tuple[bytes, str]:
-    """The new manifest bytes and media type: the base's layers plus the model layer."""
-    media_type = base_manifest.get("mediaType") or OCI_MANIFEST
-    if media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
-        raise BuildError(f"base manifest has media type {media_type}; need a single image")
-    oci = media_type == OCI_MANIFEST
-    manifest = copy.deepcopy(dict(base_manifest))
-    manifest["mediaType"] = media_type
-    manifest["config"] = {
-        "mediaType": base_manifest["config"]["mediaType"],
-        "digest": sha256_digest(config_bytes),
-        "size": len(config_bytes),
-    }
+def append(image: Image, layer: Layer, *, created: str = "", created_by: str = "") -> Image:
+    """A new image: `image` plus `layer` on top (manifest, rootfs and history)."""
+    layer_type = OCI_LAYER if image.media_type == OCI_MANIFEST else DOCKER_LAYER
+    manifest = copy.deepcopy(dict(image.manifest))
     manifest["layers"] = [
-        *base_manifest["layers"],
-        {
-            "mediaType": OCI_LAYER if oci else DOCKER_LAYER,
-            "digest": layer.digest,
-            "size": len(layer.blob),
-        },
+        *image.manifest.get("layers", []),
+        {"mediaType": layer_type, "digest": layer.digest, "size": len(layer.blob)},
     ]
-    manifest.pop("annotations", None)
-    return json.dumps(manifest, indent=3).encode(), media_type
+    config = copy.deepcopy(dict(image.config))
+    rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+    rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), layer.diff_id]
+    step = {"created_by": created_by, **({"created": created} if created else {})}
+    config["history"] = [*config.get("history", []), step]
+    blobs = {**image.blobs, layer.digest: layer.blob}
+    return Image(manifest, config, blobs, image.origin)
+
+
+def configure(
+    image: Image,
+    *,
+    env: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    created: str | None = None,
+) -> Image:
+    """A new image whose config sets `env` (replacing same-named), adds `labels`, `created`."""
+    config = copy.deepcopy(dict(image.config))
+    container = config.get("config") or {}
+    config["config"] = container
+    variables = list(container.get("Env") or [])
+    for key, value in (env or {}).items():
+        variables = [e for e in variables if e.split("=", 1)[0] != key]
+        variables.append(f"{key}={value}")
+    container["Env"] = variables
+    container["Labels"] = {**(container.get("Labels") or {}), **(labels or {})}
+    if created is not None:
+        config["created"] = created
+    return Image(copy.deepcopy(dict(image.manifest)), config, dict(image.blobs), image.origin)

@@ -2,19 +2,17 @@
 
 python-dxf (a maintained Docker/OCI distribution client) does the protocol: blob pushes,
 cross-repository mounts, manifests by tag or digest, deletes. This module adds what kiln
-needs around it: one client per registry and repository, retries with backoff when the
-registry cannot be reached, errors that say what was being done, and retention (deleting
-the manifests of pruned versions by digest).
+needs around it: one client per registry and repository, retries per flows/retry.py when
+the registry cannot be reached, errors that say what was being done, images read and
+written whole as flows/oci.py values, and deletes by digest (for retention).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
@@ -22,34 +20,18 @@ from dxf import DXF
 from dxf.exceptions import DXFMountFailed
 
 from flows.errors import BuildError
+from flows.oci import MANIFEST_TYPES, Image, NotAnImage, sha256_digest
+from flows.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = {"Accept": ", ".join(MANIFEST_TYPES)}
 
 
 class RegistryError(BuildError):
     """The registry refused a request or could not be reached."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded retries with exponential backoff, for a registry that is briefly away."""
-
-    attempts: int = 4
-    first_delay: float = 0.5
-    factor: float = 2.0
-
-    def delays(self) -> Iterable[float]:
-        delay = self.first_delay
-        for _ in range(self.attempts - 1):
-            yield delay
-            delay *= self.factor
 
 
 def is_transient(err: BaseException) -> bool:
@@ -59,23 +41,16 @@ def is_transient(err: BaseException) -> bool:
     return response is not None and response.status_code in {429, 502, 503, 504}
 
 
-def with_retries(what: str, fn: Callable[[], T], policy: RetryPolicy, sleep=time.sleep) -> T:
+def registry_call(what: str, fn: Callable[[], T], policy: RetryPolicy, sleep=time.sleep) -> T:
     """Call fn; retry transient failures per policy; raise RegistryError naming `what`."""
-    delays = iter(policy.delays())
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return fn()
-        except RegistryError:
-            raise
-        except Exception as err:  # noqa: BLE001 - every failure becomes a RegistryError
-            delay = next(delays, None) if is_transient(err) else None
-            if delay is None:
-                tries = f" after {attempt} attempts" if attempt > 1 else ""
-                raise RegistryError(f"{what}{tries}: {_describe(err)}") from err
-            log.warning("%s failed (%s); retrying in %.1fs", what, _describe(err), delay)
-            sleep(delay)
+
+    def fail(err: Exception, attempts: int) -> Exception:
+        if isinstance(err, RegistryError):
+            return err
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return RegistryError(f"{what}{tries}: {_describe(err)}")
+
+    return policy.call(what, fn, transient=is_transient, fail=fail, describe=_describe, sleep=sleep)
 
 
 def _describe(err: BaseException) -> str:
@@ -103,10 +78,6 @@ def split_reference(ref: str) -> tuple[str, str, str]:
     if not repository:
         raise ValueError(f"image reference {ref!r} names no registry host")
     return host, repository, reference
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class Registry:
@@ -150,7 +121,7 @@ class Registry:
         return client
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        return with_retries(f"{what} on {self.host}", fn, self.retry)
+        return registry_call(f"{what} on {self.host}", fn, self.retry)
 
     # -- manifests -----------------------------------------------------------------------
 
@@ -271,6 +242,31 @@ class Registry:
                 ) from err
 
         self._call(f"mounting {digest[:19]} from {source} into {repository}", mount)
+
+    # -- whole images --------------------------------------------------------------------
+
+    def read_image(self, repository: str, reference: str) -> Image:
+        """The image a tag or digest names, as a value whose layers stay in `repository`."""
+        manifest, _, _ = self.manifest(repository, reference)
+        try:
+            config = json.loads(self.blob(repository, manifest["config"]["digest"]))
+            return Image(manifest, config, origin=repository)
+        except (NotAnImage, KeyError, ValueError) as err:
+            raise RegistryError(f"reading image {repository}:{reference}: {err}") from err
+
+    def write_image(self, repository: str, tag: str, image: Image) -> str:
+        """Push an image under `tag`: its layers mounted from its origin or uploaded, then its
+        config and manifest. Returns the manifest digest."""
+        for layer in image.layers:
+            digest = layer["digest"]
+            if digest in image.blobs:
+                self.push_blob(repository, image.blobs[digest], digest)
+            elif image.origin:
+                self.mount_blob(repository, digest, image.origin)
+            elif not self.has_blob(repository, digest):
+                raise RegistryError(f"pushing {repository}:{tag}: layer {digest[:19]} is nowhere")
+        self.push_blob(repository, image.config_bytes())
+        return self.put_manifest(repository, tag, image.manifest_bytes(), image.media_type)
 
     def ping(self) -> None:
         def get() -> None:

@@ -25,8 +25,9 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from flows.builders.model import read_model_files
 from flows.errors import BuildError
-from flows.oci import deterministic_tar, read_model_files
+from flows.oci import deterministic_tar
 from flows.resources import package_dir, resource_path
 
 log = logging.getLogger(__name__)

@@ -11,32 +11,31 @@ from pathlib import Path
 import pytest
 import requests
 
-from flows.errors import BuildError
-from flows.image import _check_stream
-from flows.oci import (
-    DOCKER_LAYER,
+from flows.builders.engine import check_stream
+from flows.builders.model import (
     LABEL_BASE_KEY,
     LABEL_MODEL_SHA,
-    OCI_LAYER,
     ModelImageSpec,
-    append_config,
-    append_manifest,
-    canonical_json,
-    deterministic_tar,
-    gzip_deterministic,
     image_spec,
+    model_image,
     model_layer,
     source_epoch,
 )
-from flows.registry import (
+from flows.errors import BuildError
+from flows.oci import (
+    DOCKER_LAYER,
     DOCKER_MANIFEST,
+    OCI_LAYER,
     OCI_MANIFEST,
-    RegistryError,
-    RetryPolicy,
+    Image,
+    NotAnImage,
+    canonical_json,
+    deterministic_tar,
+    gzip_deterministic,
     sha256_digest,
-    split_reference,
-    with_retries,
 )
+from flows.registry import RegistryError, registry_call, split_reference
+from flows.retry import RetryPolicy
 from flows.serving_base import base_key
 
 SPEC = ModelImageSpec(
@@ -130,6 +129,12 @@ def test_image_spec_from_metadata_is_stable():
     )
 
 
+BASE_MANIFEST = {
+    "schemaVersion": 2,
+    "mediaType": OCI_MANIFEST,
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "x", "size": 1},
+    "layers": [],
+}
 BASE_CONFIG = {
     "architecture": "amd64",
     "os": "linux",
@@ -145,11 +150,14 @@ BASE_CONFIG = {
 }
 
 
-def test_append_config_adds_env_labels_layer_and_leaves_the_base_alone(tmp_path):
+def test_model_image_adds_env_labels_layer_and_leaves_the_base_alone(tmp_path):
     before = json.loads(json.dumps(BASE_CONFIG))
     layer = model_layer(_model_dir(tmp_path), mtime=0)
-    cfg = append_config(BASE_CONFIG, layer, SPEC)
-    assert before == BASE_CONFIG  # pure: the input is untouched
+    base = Image(BASE_MANIFEST, BASE_CONFIG)
+    image = model_image(base, layer, SPEC)
+    cfg = image.config
+    assert before == BASE_CONFIG and base.config == BASE_CONFIG  # pure: the input is untouched
+    assert base.blobs == {} and image.blobs == {layer.digest: layer.blob}
     env = cfg["config"]["Env"]
     assert env[0] == "PATH=/opt/venv/bin:/usr/bin"
     assert "MODEL_VERSION=abc123def456" in env and "MODEL_VERSION=stale" not in env
@@ -165,13 +173,14 @@ def test_append_config_adds_env_labels_layer_and_leaves_the_base_alone(tmp_path)
     assert cfg["rootfs"]["diff_ids"] == ["sha256:aaa", "sha256:bbb", layer.diff_id]
     assert len(cfg["history"]) == 2 and cfg["created"] == SPEC.created
     assert cfg["config"]["Entrypoint"] == BASE_CONFIG["config"]["Entrypoint"]
-    assert canonical_json(cfg) == canonical_json(append_config(BASE_CONFIG, layer, SPEC))
+    assert canonical_json(cfg) == canonical_json(model_image(base, layer, SPEC).config)
+    assert image.config_bytes() == canonical_json(cfg)
 
 
 @pytest.mark.parametrize(
     ("media_type", "layer_type"), [(OCI_MANIFEST, OCI_LAYER), (DOCKER_MANIFEST, DOCKER_LAYER)]
 )
-def test_append_manifest(tmp_path, media_type, layer_type):
+def test_model_image_manifest(tmp_path, media_type, layer_type):
     base = {
         "schemaVersion": 2,
         "mediaType": media_type,
@@ -179,13 +188,14 @@ def test_append_manifest(tmp_path, media_type, layer_type):
         "layers": [{"mediaType": layer_type, "digest": "sha256:l1", "size": 10}],
     }
     layer = model_layer(_model_dir(tmp_path), mtime=0)
-    raw, got_type = append_manifest(base, b"{}", layer)
+    image = model_image(Image(base, BASE_CONFIG), layer, SPEC)
+    raw, got_type = image.manifest_bytes(), image.media_type
     manifest = json.loads(raw)
     assert got_type == media_type
     assert manifest["config"] == {
         "mediaType": "application/x-config",
-        "digest": sha256_digest(b"{}"),
-        "size": 2,
+        "digest": sha256_digest(image.config_bytes()),
+        "size": len(image.config_bytes()),
     }
     assert manifest["layers"][0] == base["layers"][0]
     assert manifest["layers"][1] == {
@@ -193,13 +203,15 @@ def test_append_manifest(tmp_path, media_type, layer_type):
         "digest": layer.digest,
         "size": len(layer.blob),
     }
-    assert raw == append_manifest(base, b"{}", layer)[0]
+    assert raw == model_image(Image(base, BASE_CONFIG), layer, SPEC).manifest_bytes()
+    assert image.digest == sha256_digest(raw)
+    assert base["layers"] == [{"mediaType": layer_type, "digest": "sha256:l1", "size": 10}]
 
 
-def test_append_manifest_refuses_an_index(tmp_path):
+def test_an_index_is_not_an_image():
     index = {"mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
-    with pytest.raises(BuildError, match="single image"):
-        append_manifest(index, b"{}", model_layer(_model_dir(tmp_path), mtime=0))
+    with pytest.raises(NotAnImage, match="single image"):
+        Image(index, {})
 
 
 def test_base_key_follows_server_code_and_dependencies(tmp_path):
@@ -232,12 +244,12 @@ def test_base_key_follows_server_code_and_dependencies(tmp_path):
 
 def test_engine_stream_errors_fail_with_their_message():
     ok = [{"stream": "Step 1/2"}, {"status": "Pushed"}]
-    assert _check_stream("building x", ok) == ok
+    assert check_stream("building x", ok) == ok
     bad = [{"status": "Pushing"}, {"errorDetail": {"message": "http: server gave HTTP response"}}]
     with pytest.raises(BuildError, match="pushing x: http: server gave HTTP response"):
-        _check_stream("pushing x", iter(bad))
+        check_stream("pushing x", iter(bad))
     with pytest.raises(BuildError, match="no space left"):
-        _check_stream("building x", [{"error": "no space left"}])
+        check_stream("building x", [{"error": "no space left"}])
 
 
 def test_split_reference():
@@ -260,7 +272,7 @@ def test_retries_are_bounded_with_backoff_and_the_error_is_clear():
 
     policy = RetryPolicy(attempts=4, first_delay=0.5, factor=2)
     with pytest.raises(RegistryError, match="pushing x after 4 attempts: registry unreachable"):
-        with_retries("pushing x", down, policy, sleep=sleeps.append)
+        registry_call("pushing x", down, policy, sleep=sleeps.append)
     assert len(calls) == 4 and sleeps == [0.5, 1.0, 2.0]
 
 
@@ -275,7 +287,7 @@ def test_non_transient_errors_are_not_retried():
         raise requests.HTTPError(response=response)
 
     with pytest.raises(RegistryError, match="HTTP 400 .*MANIFEST_INVALID"):
-        with_retries("pushing x", bad, RetryPolicy(), sleep=lambda _: None)
+        registry_call("pushing x", bad, RetryPolicy(), sleep=lambda _: None)
     assert calls == [1]
 
 
@@ -288,7 +300,7 @@ def test_transient_failure_then_success():
             raise item
         return item
 
-    assert with_retries("x", flaky, RetryPolicy(), sleep=lambda _: None) == "ok"
+    assert registry_call("x", flaky, RetryPolicy(), sleep=lambda _: None) == "ok"
 
 
 def test_engine_host_resolution(tmp_path):

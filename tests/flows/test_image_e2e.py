@@ -21,8 +21,9 @@ import pytest
 from flows.engine import docker_client, run_infra
 from flows.errors import BuildError, IntegrityError
 from flows.image import BuildOptions, BuildResult, build_image
-from flows.registry import Registry, RetryPolicy
+from flows.registry import Registry
 from flows.retention import prune_versions
+from flows.retry import RetryPolicy
 from flows.store import ArtifactStore
 from tests.conftest import free_port
 from tests.factories import iris_trained
