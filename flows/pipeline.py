@@ -21,7 +21,6 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.states import Completed
-from prefect.tasks import exponential_backoff
 
 from flows import wiring
 from flows.data import Dataset
@@ -31,6 +30,7 @@ from flows.promotion import SAME, gate_policy
 from flows.provenance import code_fingerprint
 from flows.reports import publish_model_card, publish_version_table
 from flows.retention import prune_versions
+from flows.retry import RetryPolicy
 from flows.rollout import RolloutResult, retry_if_transient, roll_out
 from flows.sequence import (
     Exported,
@@ -158,26 +158,23 @@ def retain_task(store_url: str, keep: int, settings: KilnSettings, dry_run: bool
     return summary
 
 
-def with_retries(step, settings: KilnSettings):
-    """The step with the configured retries: exponential backoff with jitter."""
-    delays = exponential_backoff(backoff_factor=settings.retry_delay) if settings.retries else 0
-    return step.with_options(
-        retries=settings.retries, retry_delay_seconds=delays, retry_jitter_factor=0.5
-    )
+def retried(step, settings: KilnSettings):
+    """The step with the configured retries (flows/retry.py): exponential backoff, jitter."""
+    return step.with_options(**RetryPolicy.from_settings(settings).task_options())
 
 
 def ship_steps(store_url: str, version: str, target: str, settings: KilnSettings):
-    build = with_retries(build_task, settings)(store_url, version, settings)
+    build = retried(build_task, settings)(store_url, version, settings)
     # Only a transient failure is retried: a version that failed its smoke test and was
     # rolled back is never shipped again by a retry.
-    rollout = with_retries(rollout_task, settings).with_options(
-        retry_condition_fn=retry_if_transient
-    )(store_url, version, target, build.image, settings)
+    rollout = retried(rollout_task, settings).with_options(retry_condition_fn=retry_if_transient)(
+        store_url, version, target, build.image, settings
+    )
     return build, rollout
 
 
 def retain(settings: KilnSettings, dry_run: bool = False) -> dict[str, Any]:
-    step = with_retries(retain_task, settings)
+    step = retried(retain_task, settings)
     return step(settings.store, settings.keep, settings, dry_run=dry_run)
 
 
@@ -190,7 +187,7 @@ def train_steps(
     settings: KilnSettings, training: TrainParams, target: str | None, force: bool
 ) -> TrainOutcome:
     """The training sequence as tasks, judged against `target`'s champion."""
-    steps = replace(TASKS, store=with_retries(store_task, settings))
+    steps = replace(TASKS, store=retried(store_task, settings))
     policy = gate_policy(settings, target, force)
     return run_training(wiring.open_store(settings), training, policy, steps)
 
