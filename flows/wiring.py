@@ -32,10 +32,15 @@ def open_store(settings: KilnSettings) -> ArtifactStore:
     return ArtifactStore(settings.store)
 
 
-def open_registry(settings: KilnSettings) -> Registry:
+def open_registry(settings: KilnSettings, *, retried_outside: bool = False) -> Registry:
+    """The registry client, retrying per KILN_RETRIES; `retried_outside`: a Prefect task
+    retries the whole step, so the client tries each call once (flows/retry.py)."""
     from flows.registry import Registry
+    from flows.retry import RetryPolicy
 
-    return Registry(settings.registry, timeout=settings.registry_timeout)
+    policy = RetryPolicy.from_settings(settings)
+    retry = policy.once() if retried_outside else policy
+    return Registry(settings.registry, timeout=settings.registry_timeout, retry=retry)
 
 
 def build_options(
