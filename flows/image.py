@@ -26,7 +26,8 @@ from typing import Any, Literal, Protocol
 from flows.builders.engine import EngineJob, build_with_engine
 from flows.builders.layer import append_model_layer
 from flows.builders.model import ModelImageSpec, image_spec
-from flows.errors import BuildError
+from flows.errors import BuildError, VersionNotFound
+from flows.locks import Locks, store_key, store_locks
 from flows.registry import Registry
 from flows.serving_base import base_key
 
@@ -148,13 +149,32 @@ def build_image(
     cache_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
     builders: Mapping[str, ImageBuilder] = DEFAULT_BUILDERS,
+    locks: Locks | None = None,
 ) -> BuildResult:
     """Build and push the image of one stored version; record its digest in the store.
 
     The model is exported (and its sha256 verified) before anything is built, so a tampered
     model never reaches an image. `engine` returns a docker SDK client (only called when the
-    engine path runs).
+    engine path runs). The store's lock is held throughout, so no prune removes the version
+    between its export and the record of its image.
     """
+    locks = locks or store_locks(store)
+    with locks.hold(store_key(store.url), f"building {version}"):
+        return _build_locked(
+            store, version, registry, options, engine, cache_dir, environ, builders
+        )
+
+
+def _build_locked(
+    store: Any,
+    version: str,
+    registry: Registry,
+    options: BuildOptions,
+    engine: Callable[[], Any] | None,
+    cache_dir: Path | None,
+    environ: Mapping[str, str] | None,
+    builders: Mapping[str, ImageBuilder],
+) -> BuildResult:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kiln-build-") as tmp:
         model_dir = store.export_version(version, Path(tmp) / "model")
@@ -174,9 +194,26 @@ def build_image(
             )
             digest, pushed = builders[used](job)
     image = f"{job.name}@{digest}"
-    store.record_image(spec.version, image)
+    record_image(store, registry, spec.version, image, pushed_now=used != "registry")
     seconds = time.perf_counter() - started
     log.info("built %s with %s in %.2fs, %d bytes pushed", image, used, seconds, pushed)
     return BuildResult(
         image, digest, seconds, pushed, used, spec.version, f"{job.name}:{spec.version}"
     )
+
+
+def record_image(
+    store: Any, registry: Registry, version: str, image: str, pushed_now: bool
+) -> None:
+    """Record the image in the store; if the version vanished meanwhile (a prune that took no
+    lock), delete what this build pushed, so no image is left that no version names."""
+    try:
+        store.record_image(version, image)
+    except VersionNotFound as err:
+        repository, digest = image.split("/", 1)[1].split("@", 1)
+        if pushed_now:
+            registry.delete_manifest(repository, digest)
+        raise BuildError(
+            f"building {version}: the version left the store during the build ({err}); "
+            f"{'the image pushed for it was deleted again' if pushed_now else 'nothing pushed'}"
+        ) from err

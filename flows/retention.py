@@ -3,17 +3,26 @@
 Images go first: a failure part-way leaves versions in the store whose images may be gone
 already, and the next prune finishes the job; the other order would leave images that no
 stored version names any more, which nothing would ever delete.
+
+A prune holds the store's lock (flows/locks.py), the one builds and deploys hold too: it
+never removes a version that another run is building or rolling out, and two prunes take
+turns instead of removing the same version twice.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from flows.errors import VersionNotFound
 from flows.image import DEFAULT_BASE_REPOSITORY
+from flows.locks import Locks, store_key, store_locks
 from flows.registry import Registry
 from flows.store import ArtifactStore, PruneResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,8 +103,23 @@ def prune_versions(
     registry: Registry | None = None,
     dry_run: bool = False,
     base_repositories: Iterable[str] = (DEFAULT_BASE_REPOSITORY,),
+    locks: Locks | None = None,
 ) -> Pruned:
     """Keep the newest `keep` versions plus pinned, deployed and rollback ones."""
+    if dry_run:  # changes nothing: no need to wait for a build or a deploy
+        return _prune_locked(store, keep, registry, dry_run, base_repositories)
+    locks = locks or store_locks(store)
+    with locks.hold(store_key(store.url), f"pruning {store.url}"):
+        return _prune_locked(store, keep, registry, dry_run, base_repositories)
+
+
+def _prune_locked(
+    store: ArtifactStore,
+    keep: int,
+    registry: Registry | None,
+    dry_run: bool,
+    base_repositories: Iterable[str],
+) -> Pruned:
     plan = store.prune(keep, dry_run=True)
     images = None
     if registry is not None and any(info.images for info in plan.removed):
@@ -108,6 +132,14 @@ def prune_versions(
         )
     if not dry_run:
         for info in plan.removed:
-            store.remove_version(info.version)
+            remove_version(store, info.version)
         store.clean_staging()
     return Pruned(PruneResult(plan.removed, plan.kept, dry_run), images)
+
+
+def remove_version(store: ArtifactStore, version: str) -> None:
+    """Remove one version; one that is already gone (a prune without the lock) is no error."""
+    try:
+        store.remove_version(version)
+    except (FileNotFoundError, VersionNotFound):
+        log.info("version %s was already removed", version)
