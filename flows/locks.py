@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WAIT = 600.0  # seconds a run waits for another before it gives up
 
+_HELD = threading.local()  # lock files this thread holds, whichever FileLocks took them
+
 
 class LockTimeout(KilnError):
     """Another run held the lock for longer than this run would wait."""
@@ -65,29 +67,28 @@ class FileLocks:
         self.wait = wait
         self.poll = poll
         self.notify = notify
-        self._held = threading.local()  # keys this thread holds: nested holds re-enter
 
     def __repr__(self) -> str:
         return f"FileLocks({str(self.directory)!r})"
 
     @contextlib.contextmanager
     def hold(self, key: str, purpose: str) -> Iterator[None]:
-        held: set[str] = self._held.__dict__.setdefault("keys", set())
-        if key in held:
-            yield
-            return
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{key}.lock"
+        held: set[str] = _HELD.__dict__.setdefault("paths", set())
+        if str(path) in held:  # the same thread again (a build inside a held deploy): re-enter
+            yield
+            return
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
         try:
             self._acquire(fd, path, key, purpose)
-            held.add(key)
+            held.add(str(path))
             try:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, _holder(purpose).encode(), 0)
                 yield
             finally:
-                held.discard(key)
+                held.discard(str(path))
                 os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
