@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flows.errors import KilnError, RolloutError
+from flows.locks import Locks, store_key, store_locks
 from flows.rollout.smoke import Caller, SmokeTestFailed, smoke_test
 from flows.rollout.target import Deployed, RolloutResult, Target, TargetStatus
 
@@ -43,8 +44,20 @@ def roll_out(
     *,
     image: str | None = None,
     rolled_back: bool = False,
+    locks: Locks | None = None,
 ) -> RolloutResult:
-    """Ship a stored version to `target`; on failure restore what served before and raise."""
+    """Ship a stored version to `target`; on failure restore what served before and raise.
+
+    Holds the store's lock (flows/locks.py), as builds and prunes do: two deploys take turns
+    and no prune removes the version while it rolls out."""
+    locks = locks or store_locks(store)
+    with locks.hold(store_key(store.url), f"deploying {version} {target.where}"):
+        return _roll_out_locked(store, version, target, image, rolled_back)
+
+
+def _roll_out_locked(
+    store: ArtifactStore, version: str, target: Target, image: str | None, rolled_back: bool
+) -> RolloutResult:
     version, image, sample_input = _resolve(store, version, image)
     before = target.current()
     log.info(
@@ -78,11 +91,13 @@ def roll_out(
     )
 
 
-def roll_back(store: ArtifactStore, target: Target) -> RolloutResult:
+def roll_back(store: ArtifactStore, target: Target, *, locks: Locks | None = None) -> RolloutResult:
     """Ship the version that ran on `target` before the current one, with its image."""
-    version, image = previous_of(store, target.name)
-    log.info("rolling %s back to %s (%s)", target.name, version, image)
-    return roll_out(store, version, target, image=image, rolled_back=True)
+    locks = locks or store_locks(store)
+    with locks.hold(store_key(store.url), f"rolling {target.name} back"):  # roll_out re-enters
+        version, image = previous_of(store, target.name)
+        log.info("rolling %s back to %s (%s)", target.name, version, image)
+        return roll_out(store, version, target, image=image, rolled_back=True, locks=locks)
 
 
 def status(store: ArtifactStore, name: str, target: Callable[[], Target]) -> TargetStatus:

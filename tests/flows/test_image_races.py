@@ -7,12 +7,15 @@ files and the locks are real.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -148,7 +151,7 @@ def test_listing_while_a_prune_removes_a_version(tmp_path, monkeypatch):
 def test_a_dry_run_does_not_wait(tmp_path):
     store, versions = stored(tmp_path / "store", 2)
     shared = locks(tmp_path, wait=0.0)
-    with shared.hold(store_key(store.url), "building x"):
+    with held_elsewhere(shared, store_key(store.url), "building x"):
         holder = threading.Thread(
             target=lambda: prune_versions(store, 1, dry_run=True, locks=shared)
         )
@@ -164,7 +167,7 @@ def test_the_second_run_waits_with_a_message_then_fails_with_one_line(tmp_path):
     messages: list[str] = []
     first = FileLocks(tmp_path, wait=30)
     second = FileLocks(tmp_path, wait=0.2, poll=0.01, notify=messages.append)
-    with first.hold("store-x", "deploying v1 to local"):
+    with held_elsewhere(first, "store-x", "deploying v1 to local"):
         started = time.monotonic()
         with pytest.raises(LockTimeout) as err, second.hold("store-x", "pruning store x"):
             pass
@@ -217,3 +220,36 @@ def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
         holder.stdout.close()
     with FileLocks(tmp_path, wait=5, poll=0.01).hold("k", "next"):
         pass
+
+
+def test_a_deploy_holds_the_stores_lock(tmp_path):
+    from flows.rollout import roll_back, roll_out
+
+    store, (version, _) = stored(tmp_path / "store", 2)
+    target = SimpleNamespace(name="local", where="locally")  # never reached: the lock comes first
+    patient = locks(tmp_path, wait=0.05)
+    with held_elsewhere(locks(tmp_path), store_key(store.url), "pruning the store"):
+        with pytest.raises(LockTimeout, match=f"deploying {version} locally: gave up"):
+            roll_out(store, version, target, locks=patient)  # type: ignore[arg-type]
+        with pytest.raises(LockTimeout, match="rolling local back: gave up .*pruning the store"):
+            roll_back(store, target, locks=patient)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def held_elsewhere(shared: FileLocks, key: str, purpose: str) -> Iterator[None]:
+    """Hold `key` in another thread (another run) for the block."""
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with shared.hold(key, purpose):
+            taken.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert taken.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
