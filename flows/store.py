@@ -117,8 +117,9 @@ class PruneResult:
     dry_run: bool
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _now(clock: Callable[[], datetime] | None = None) -> str:
+    moment = clock() if clock is not None else datetime.now(UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _store_op(action: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -154,9 +155,14 @@ def _describe(err: BaseException) -> str:
 
 class ArtifactStore:
     def __init__(
-        self, root: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+        self,
+        root: str | os.PathLike[str],
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.url = str(root)
+        self.clock = clock  # what "now" is for `created` and deployment times (tests)
         protocol = fsspec.core.split_protocol(self.url)[0] or "file"
         self._s3 = protocol in store_s3.S3_PROTOCOLS
         options = {**store_s3.storage_options(protocol), **(storage_options or {})}
@@ -200,7 +206,7 @@ class ArtifactStore:
         full_metadata = {
             **metadata,
             "version": version,
-            "created": _now(),
+            "created": _now(self.clock),
             "model_sha256": sha256_hex(model_bytes),
             "labels_sha256": sha256_hex(labels_bytes),
         }
@@ -477,7 +483,7 @@ class ArtifactStore:
                 previous, previous_image = before.current, before.image
             else:
                 previous, previous_image = None, None
-            return Deployment(target, version, image, previous, previous_image, _now())
+            return Deployment(target, version, image, previous, previous_image, _now(self.clock))
 
         after = self._update_deployment(target, change)
         assert after is not None
