@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -284,14 +285,16 @@ def test_stopped_registry_retries_then_fails_clearly(
 def test_retention_deletes_pruned_images_by_digest_but_never_deployed_or_base(
     engine_result, registry, options, tmp_path
 ):
-    store = ArtifactStore(tmp_path / "retention")
+    ticks = iter(range(1, 100))  # distinct `created` seconds, so "newest" is well defined
+    store = ArtifactStore(
+        tmp_path / "retention", clock=lambda: datetime(2026, 1, 1, 0, 0, next(ticks), tzinfo=UTC)
+    )
     repo = f"kiln-test/{RUN}/retention"
     opts = _with(options, builder="layer", repository=repo)
     built = {}
     for seed in (1, 2, 3):  # created in this order: 3 is the newest
         v = _put_model(store, seed)
         built[seed] = build_image(store, v, registry, opts)
-        time.sleep(1.1)  # distinct `created` seconds, so "newest" is well defined
     store.record_deployment("local", built[1].version, built[1].image)
     pruned = prune_versions(
         store, keep=1, registry=registry, base_repositories=[options.base_repository]

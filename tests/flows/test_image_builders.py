@@ -1,0 +1,103 @@
+"""Which builder runs, and when none does: a real store, fakes at the wiring edge only."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.builders.model import LABEL_BASE_KEY, LABEL_MODEL_SHA
+from flows.errors import BuildError
+from flows.image import BuildOptions, build_image, choose_builder
+from flows.locks import FileLocks
+from flows.oci import OCI_MANIFEST, Image
+from flows.store import ArtifactStore
+
+DIGEST = "sha256:" + "e" * 64
+
+
+def test_auto_takes_the_layer_path_only_when_the_base_is_there():
+    assert choose_builder("auto", lambda: True) == "layer"
+    assert choose_builder("auto", lambda: False) == "engine"
+    never = lambda: pytest.fail("an explicit builder must not look for the base")  # noqa: E731
+    assert choose_builder("engine", never) == "engine"
+    assert choose_builder("layer", never) == "layer"
+    with pytest.raises(BuildError, match="unknown builder 'kaniko'"):
+        choose_builder("kaniko", never)
+
+
+class FakeRegistry:
+    """Holds the serving base (or not) and, optionally, the version's image already."""
+
+    host = "127.0.0.1:5000"
+
+    def __init__(self, has_base: bool, existing: dict | None = None) -> None:
+        self.has_base = has_base
+        self.existing = existing  # labels of the image under the version's tag
+
+    def ping(self) -> None:
+        pass
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        if reference.startswith("base-"):
+            return DIGEST if self.has_base else None
+        return DIGEST if self.existing is not None else None
+
+    def read_image(self, repository: str, reference: str) -> Image:
+        manifest = {"mediaType": OCI_MANIFEST, "config": {"mediaType": "c"}, "layers": []}
+        return Image(manifest, {"config": {"Labels": self.existing}})
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    return store, store.put(b"model", {0: "a", 1: "b"}, {"metrics": {}})
+
+
+def build(store, registry, builder="auto", **options):
+    ran: list[str] = []
+
+    def fake(name):
+        def run(job):
+            ran.append(name)
+            return DIGEST, 123
+
+        return run
+
+    the_store, version = store
+    result = build_image(
+        the_store,
+        version,
+        registry,
+        BuildOptions(builder=builder, **options),
+        builders={"layer": fake("layer"), "engine": fake("engine")},
+        locks=FileLocks(the_store.root + "/locks", wait=1),
+    )
+    return result, ran
+
+
+@pytest.mark.parametrize(("has_base", "expected"), [(True, "layer"), (False, "engine")])
+def test_auto_dispatch_and_the_record(store, has_base, expected):
+    result, ran = build(store, FakeRegistry(has_base))
+    assert ran == [expected] and result.builder == expected and result.bytes_pushed == 123
+    assert store[0].image_refs(store[1]) == [f"127.0.0.1:5000/kiln/iris@{DIGEST}"]
+
+
+def test_an_image_already_there_is_reused_unless_forced(store):
+    the_store, version = store
+    sha = the_store.metadata(version)["model_sha256"]
+    registry = FakeRegistry(True, existing=None)
+    _, ran = build(store, registry)
+    assert ran == ["layer"]
+    registry.existing = {LABEL_MODEL_SHA: sha, LABEL_BASE_KEY: _base_key()}
+    result, ran = build(store, registry)
+    assert (ran, result.builder, result.bytes_pushed) == ([], "registry", 0)
+    _, ran = build(store, registry, force=True)
+    assert ran == ["layer"]
+    registry.existing = {LABEL_MODEL_SHA: "0" * 64, LABEL_BASE_KEY: _base_key()}  # another model
+    _, ran = build(store, registry)
+    assert ran == ["layer"]
+
+
+def _base_key() -> str:
+    from flows.serving_base import base_key
+
+    return base_key(base_image=BuildOptions().base_image)
