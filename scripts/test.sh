@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 ruff check flows serving tests bench
+ruff format --check flows serving tests bench
 mypy flows serving
 
 # The local registry and container engine for the e2e tests. On exit, stop exactly the
