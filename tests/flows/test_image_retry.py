@@ -12,10 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prefect import flow
+from prefect.logging import disable_run_logger
 
 from flows.errors import BuildError
 from flows.image import BuildOptions, build_image
-from flows.pipeline import build_task, retried
+from flows.pipeline import build_task, retain_task, retried
 from flows.registry import Registry
 from flows.retry import RetryPolicy
 from flows.settings import KilnSettings
@@ -94,3 +95,23 @@ def test_the_build_task_tries_retries_plus_one_times_in_all(unavailable_registry
     with pytest.raises(BuildError, match="HTTP 503"):
         state.result()
     assert seen == ["/v2/"] * 3  # not (retries + 1) squared: one layer retries
+
+
+def test_the_build_task_body_tries_once_and_leaves_retries_to_prefect(unavailable_registry, store):
+    host, seen = unavailable_registry
+    settings = KilnSettings(registry=host, retries=2, retry_delay=0.0)
+    with disable_run_logger(), pytest.raises(BuildError, match="HTTP 503"):
+        build_task.fn(store[0], store[1], settings)
+    assert seen == ["/v2/"]
+
+
+def test_the_retain_task_body_prunes_the_store(tmp_path):
+    the_store = ArtifactStore(tmp_path / "retain")
+    for i in range(3):
+        the_store.put(f"model {i}".encode(), {0: "a", 1: "b"}, {"metrics": {}})
+    newest = the_store.list_versions()[0].version
+    with disable_run_logger():
+        summary = retain_task.fn(the_store.url, 1, KilnSettings())
+    assert len(summary["removed_versions"]) == 2 and newest not in summary["removed_versions"]
+    assert summary["deleted_images"] == [] and summary["dry_run"] is False
+    assert [v.version for v in the_store.list_versions()] == [newest]
