@@ -120,7 +120,8 @@ TASKS = TrainingSteps(
 @task(name="build-image")
 def build_task(store_url: str, version: str, settings: KilnSettings) -> BuildResult:
     """Build and push the version's image; a no-op when the registry already holds it."""
-    with wiring.open_registry(settings) as registry:
+    # Prefect retries this task as a whole (`retried`): the client inside tries each call once.
+    with wiring.open_registry(settings, retried_outside=True) as registry:
         result = build_image(
             ArtifactStore(store_url), version, registry, wiring.build_options(settings)
         )
@@ -147,7 +148,7 @@ def rollout_task(
 
 @task(name="retain", cache_policy=NO_CACHE)
 def retain_task(store_url: str, keep: int, settings: KilnSettings, dry_run: bool = False) -> dict:
-    with wiring.open_registry(settings) as registry:
+    with wiring.open_registry(settings, retried_outside=True) as registry:  # see build_task
         pruned = prune_versions(ArtifactStore(store_url), keep, registry=registry, dry_run=dry_run)
     summary = {
         "removed_versions": [info.version for info in pruned.versions.removed],
