@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from flows.errors import VersionNotFound
+from flows.errors import StoreError
 from flows.image import DEFAULT_BASE_REPOSITORY
 from flows.locks import Locks, store_key, store_locks
 from flows.registry import Registry
@@ -141,5 +141,7 @@ def remove_version(store: ArtifactStore, version: str) -> None:
     """Remove one version; one that is already gone (a prune without the lock) is no error."""
     try:
         store.remove_version(version)
-    except (FileNotFoundError, VersionNotFound):
+    except (StoreError, FileNotFoundError):
+        if store.exists(version):
+            raise
         log.info("version %s was already removed", version)

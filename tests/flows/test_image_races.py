@@ -135,16 +135,14 @@ def test_concurrent_prunes_take_turns(tmp_path):
 
 def test_listing_while_a_prune_removes_a_version(tmp_path, monkeypatch):
     store, (old, new) = stored(tmp_path / "store", 2)
-    exists = store.fs.exists
-    victim = f"{store.root}/versions/{old}/metadata.json"
+    cat = store.fs.cat
 
-    def exists_then_pruned(path: str) -> bool:  # the prune lands right after the check
-        found = exists(path)
-        if path == victim and found:
-            ArtifactStore(store.url).remove_version(old)
-        return found
+    def pruned_then_read(paths, *args, **kwargs):  # the prune lands after the listing
+        ArtifactStore(store.url).remove_version(old)
+        monkeypatch.setattr(store.fs, "cat", cat)
+        return cat(paths, *args, **kwargs)
 
-    monkeypatch.setattr(store.fs, "exists", exists_then_pruned)
+    monkeypatch.setattr(store.fs, "cat", pruned_then_read)
     assert [info.version for info in store.list_versions()] == [new]
 
 
