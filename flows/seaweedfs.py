@@ -213,13 +213,12 @@ def _run_file(state: Path) -> Path:
 
 
 def running_seaweedfs(state: Path) -> S3Server | None:
-    """The server started with this state dir, if it is still up and answering."""
+    """The server started with this state dir, if its process still runs."""
     info = _read_run_file(state)
     if info is None or not _ours(info["pid"], state):
         return None
     access, secret = load_credentials(_home(state))
-    server = S3Server(info["endpoint"], info["bucket"], access, secret, info["pid"])
-    return server if _bucket_ready(server) else None
+    return S3Server(info["endpoint"], info["bucket"], access, secret, info["pid"])
 
 
 def start_seaweedfs(
@@ -237,6 +236,8 @@ def start_seaweedfs(
                 f"SeaweedFS for {state} already runs with bucket {current.bucket!r}, "
                 f"not {bucket!r}; stop it first"
             )
+        # Ours and running: a slow answer (a busy machine) is no reason to start another.
+        _wait_ready(current, state, timeout)
         return current
     _validate_bucket(bucket)
     if s3_port is not None and not _port_free(s3_port):
@@ -274,16 +275,24 @@ def start_seaweedfs(
     server = S3Server(endpoint, bucket, access, secret, pid)
     run_info = {"pid": pid, "endpoint": endpoint, "bucket": bucket, "ports": ports}
     _run_file(state).write_text(json.dumps(run_info, indent=2) + "\n")
-    deadline = time.monotonic() + timeout
-    while not _bucket_ready(server):
-        if not _alive(pid) or time.monotonic() > deadline:
-            stop_seaweedfs(state)
-            raise SeaweedFSError(
-                f"SeaweedFS did not start on {endpoint}; see {state / 'logs' / 'seaweedfs.log'}"
-            )
-        time.sleep(0.2)
+    try:
+        _wait_ready(server, state, timeout)
+    except SeaweedFSError:
+        stop_seaweedfs(state)
+        raise
     log.info("SeaweedFS S3 on %s (bucket %s, pid %d)", endpoint, bucket, pid)
     return server
+
+
+def _wait_ready(server: S3Server, state: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _bucket_ready(server):
+        if not _alive(server.pid) or time.monotonic() > deadline:
+            raise SeaweedFSError(
+                f"SeaweedFS does not answer on {server.endpoint}; "
+                f"see {state / 'logs' / 'seaweedfs.log'}"
+            )
+        time.sleep(0.2)
 
 
 def stop_seaweedfs(state: Path, timeout: float = STOP_TIMEOUT) -> bool:
