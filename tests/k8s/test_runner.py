@@ -3,7 +3,6 @@ validated strictly against the Kubernetes schema (kubernetes-validate, offline).
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import kubernetes_validate
@@ -71,7 +70,8 @@ def test_the_stock_template_fails_where_kilns_passes(worker_environment):
     )
     with pytest.raises(kubernetes_validate.ValidationError, match="completions"):
         kubernetes_validate.validate(stock, VERSIONS[0], strict=True)
-    assert env_of(stock)["PREFECT_API_URL"] == os.environ["PREFECT_API_URL"]  # the leak
+    # The leak: the worker's own loopback API URL (whichever its settings hold) in the pod.
+    assert "127.0.0.1" in env_of(stock)["PREFECT_API_URL"]
 
 
 def test_an_image_not_pinned_by_digest_is_refused():
