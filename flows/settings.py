@@ -34,6 +34,10 @@ class KilnSettings(BaseSettings):
     # Keep this many newest versions when pruning (pinned and deployed ones are always kept).
     keep: int = Field(default=5, ge=1)
 
+    # Data loading limits: a larger CSV is refused with one clear error before training.
+    max_data_rows: int = Field(default=1_000_000, ge=1)
+    max_data_bytes: int = Field(default=256 * 1024 * 1024, ge=1)  # 256 MiB
+
     # Quality gate: the model must reach at least `gate_threshold` on `gate_metric`.
     gate_metric: GateMetric = "accuracy"
     gate_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
