@@ -64,7 +64,7 @@ def hash_data(
 ) -> str:
     digest = hashlib.sha256()
     digest.update(repr((X.shape, feature_names, class_names)).encode())
-    digest.update(memoryview(np.ascontiguousarray(X)))  # no copy of a large X
+    digest.update(np.ascontiguousarray(X).data)  # a view: no copy of a large X
     digest.update(y.tobytes())
     return digest.hexdigest()
 
