@@ -7,6 +7,7 @@ Layout under the root (a local folder or any fsspec URL):
     versions/<id>/metadata.json     written last: a version exists once this file does
     versions/<id>/images/<digest>   one empty marker per pushed image (name = registry ref, quoted)
     versions/<id>/decisions/*.json  champion/challenger decisions about it, oldest first
+    versions/<id>/lineage/<t>-<r>.json  one record per store of the version (time, data)
     pins/<id>                       a pinned version (kept by retention)
     deployments/<target>.json       what runs on a target, and the version before it
 
@@ -18,6 +19,17 @@ of one model, the first commit stands), and readers ignore a folder without it.
 Deployment records change by read-modify-write under a file lock (local) or a conditional
 write on the ETag that was read (S3), so concurrent rollouts never lose a record.
 An S3 store that cannot be reached fails after a few bounded retries with one StoreError.
+
+Storing a model that is already stored adds a lineage record (which data, when) and renews
+the version's age for retention. Nothing read is trusted: metadata.json is validated
+against a schema (flows/store_schema.py) on every read, and `get` recomputes the version id
+from the model and labels it reads. A version whose metadata cannot be read is reported by
+`scan` and skipped by listing, `latest` and retention, so one bad folder never blocks the
+rest of the store.
+
+Permissions follow the process umask for everything the store creates (directories
+0777 & ~umask, files 0666 & ~umask), and a setgid store root passes its group down: for a
+store shared by a group, `chgrp GROUP ROOT && chmod 2770 ROOT` and run kiln with umask 007.
 """
 
 from __future__ import annotations
@@ -47,12 +59,20 @@ from fsspec.implementations.local import LocalFileSystem
 
 from flows import store_s3
 from flows.errors import IntegrityError, KilnError, StoreError, VersionNotFound
+from flows.store_schema import (
+    CorruptVersion,
+    LineageRecord,
+    check_metadata,
+    parse_lineage,
+    parse_metadata,
+)
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
+LINEAGE_DIR = "lineage"
 VERSION_ID_LENGTH = 12
 # Tries of a deployment record's read-modify-write before giving up on a busy record.
 RECORD_UPDATE_ATTEMPTS = 20
@@ -96,6 +116,21 @@ class VersionInfo:
     metrics: dict[str, Any]
     pinned: bool
     images: list[str] = field(default_factory=list)
+    stored: str = ""  # the latest time it was stored: its age for retention
+
+    @property
+    def age_key(self) -> tuple[datetime, str]:
+        """Newest first sorts on this: the later of created and last stored, then the id."""
+        times = [_parse_time(t) for t in (self.created, self.stored) if t]
+        return (max(times, default=datetime.min.replace(tzinfo=UTC)), self.version)
+
+
+@dataclass(frozen=True)
+class BrokenVersion:
+    """A version folder that cannot be read as a version, and why."""
+
+    version: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -117,9 +152,13 @@ class PruneResult:
     dry_run: bool
 
 
-def _now(clock: Callable[[], datetime] | None = None) -> str:
+def _now(clock: Callable[[], datetime] | None = None, timespec: str = "seconds") -> str:
     moment = clock() if clock is not None else datetime.now(UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _store_op(action: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -200,19 +239,29 @@ class ArtifactStore:
         """Store a model; returns its version id. Storing the same model again is a no-op."""
         labels_bytes = encode_labels(labels)
         version = version_id(model_bytes, labels_bytes)
+        full_metadata = check_metadata(
+            {
+                **metadata,
+                "version": version,
+                "created": _now(self.clock),
+                "model_sha256": sha256_hex(model_bytes),
+                "labels_sha256": sha256_hex(labels_bytes),
+            },
+            version,
+        )
+        # Microseconds: two stores within a second still order by their lineage.
+        record = LineageRecord.of(full_metadata, _now(self.clock, "microseconds"))
+        lineage_name, lineage_bytes = _lineage_file(record)
         if self.exists(version):
-            log.info("version %s is already stored", version)
+            # The same model again (perhaps from other data): record where it came from this
+            # time and renew its age, so retention counts it as just stored.
+            self._write_atomic(self._lineage_path(version, lineage_name), lineage_bytes)
+            log.info("version %s is already stored; recorded this store in its lineage", version)
             return version
-        full_metadata = {
-            **metadata,
-            "version": version,
-            "created": _now(self.clock),
-            "model_sha256": sha256_hex(model_bytes),
-            "labels_sha256": sha256_hex(labels_bytes),
-        }
         files = {
             MODEL_FILE: model_bytes,
             LABELS_FILE: labels_bytes,
+            f"{LINEAGE_DIR}/{lineage_name}": lineage_bytes,
             METADATA_FILE: json.dumps(full_metadata, indent=2, sort_keys=True).encode() + b"\n",
         }
         if self._local:
@@ -227,7 +276,9 @@ class ArtifactStore:
         versions.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=versions))
         try:
+            _chmod_like_created(staging, directory=True)  # mkdtemp makes it 0700
             for name, data in files.items():
+                (staging / name).parent.mkdir(exist_ok=True)
                 with open(staging / name, "wb") as fh:
                     fh.write(data)
                     fh.flush()
@@ -249,8 +300,9 @@ class ArtifactStore:
         # identical objects. A writer that dies before the commit leaves files no reader
         # lists (clean_staging removes them later); they are not deleted on failure here,
         # since another writer of the same model may be about to commit them.
-        for name in (MODEL_FILE, LABELS_FILE):
-            self.fs.pipe_file(f"{directory}/{name}", files[name])
+        for name in files:
+            if name != METADATA_FILE:
+                self.fs.pipe_file(f"{directory}/{name}", files[name])
         metadata_path = f"{directory}/{METADATA_FILE}"
         if self._s3:
             if not store_s3.write_if(self.fs, metadata_path, files[METADATA_FILE], None):
@@ -271,7 +323,9 @@ class ArtifactStore:
             raw = self.fs.cat_file(f"{self._version_dir(version)}/{METADATA_FILE}")
         except FileNotFoundError:
             raise VersionNotFound(f"no version {version!r} in store {self.url}") from None
-        return _parse_metadata(version, raw)
+        except (IsADirectoryError, PermissionError) as err:  # this version, not the store
+            raise CorruptVersion(f"version {version}: cannot read metadata.json: {err}") from None
+        return parse_metadata(raw, version)
 
     @_store_op("reading a version")
     def get(self, version: str) -> StoredModel:
@@ -281,6 +335,14 @@ class ArtifactStore:
         directory = self._version_dir(version)
         model = self._read_verified(directory, MODEL_FILE, metadata["model_sha256"], version)
         labels = self._read_verified(directory, LABELS_FILE, metadata["labels_sha256"], version)
+        # The id is a hash of the content: a swapped model with an edited sha256 in metadata
+        # passes the checks above but not this one.
+        actual = version_id(model, labels)
+        if actual != version:
+            raise IntegrityError(
+                f"version {version}: its model and labels hash to version {actual}, not "
+                f"{version} (the files were replaced after it was stored)"
+            )
         return StoredModel(version, model, json.loads(labels), metadata)
 
     def _read_verified(self, directory: str, name: str, expected: str, version: str) -> bytes:
@@ -330,13 +392,18 @@ class ArtifactStore:
 
     def _scan(self) -> dict[str, list[str]]:
         """Every committed version and its image refs, from one listing (one request on S3)."""
+        return self._scan_listing()[0]
+
+    def _scan_listing(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """Committed versions with their image refs, and with their lineage file names."""
         base = self._path("versions")
         try:
             paths = self.fs.find(base)
         except FileNotFoundError:
-            return {}
+            return {}, {}
         committed: set[str] = set()
         images: dict[str, list[str]] = {}
+        lineage: dict[str, list[str]] = {}
         for path in paths:
             parts = path.removeprefix(f"{base}/").split("/")
             if path == parts[0] or parts[0].startswith("."):
@@ -345,30 +412,72 @@ class ArtifactStore:
                 committed.add(parts[0])
             elif len(parts) == 3 and parts[1] == "images":
                 images.setdefault(parts[0], []).append(unquote(parts[2]))
-        return {version: sorted(images.get(version, [])) for version in committed}
+            elif len(parts) == 3 and parts[1] == LINEAGE_DIR and _is_lineage(parts[2]):
+                lineage.setdefault(parts[0], []).append(parts[2])
+        return (
+            {version: sorted(images.get(version, [])) for version in committed},
+            {version: sorted(lineage.get(version, [])) for version in committed},
+        )
 
     @_store_op("listing versions")
     def list_versions(self) -> list[VersionInfo]:
-        """Every complete version, newest first."""
+        """Every complete, readable version, newest (most recently stored) first."""
+        return self.scan()[0]
+
+    @_store_op("listing versions")
+    def scan(self) -> tuple[list[VersionInfo], list[BrokenVersion]]:
+        """Readable versions (newest first) and the ones that cannot be read, with why."""
         pinned = set(self.pinned())
-        scanned = self._scan()
+        scanned, lineage = self._scan_listing()
         paths = {self._path("versions", v, METADATA_FILE): v for v in scanned}
         # One batch (concurrent on S3); a version pruned since the listing is left out.
         raw = self.fs.cat(list(paths), on_error="omit") if paths else {}
-        infos = []
-        for path, data in raw.items():
-            version = paths[path]
-            meta = _parse_metadata(version, data)
+        infos: list[VersionInfo] = []
+        broken: list[BrokenVersion] = []
+        for path, version in paths.items():
+            try:
+                # Left out of the batch: pruned meanwhile, or unreadable (then say why).
+                meta = parse_metadata(raw[path], version) if path in raw else self.metadata(version)
+            except VersionNotFound:
+                continue
+            except CorruptVersion as err:
+                log.warning("skipping %s", err)
+                broken.append(BrokenVersion(version, str(err)))
+                continue
+            names = lineage[version]
             infos.append(
                 VersionInfo(
                     version=version,
-                    created=meta.get("created", ""),
+                    created=meta["created"],
                     metrics=meta.get("metrics", {}),
                     pinned=version in pinned,
                     images=scanned[version],
+                    stored=_stored_of(names[-1]) if names else "",
                 )
             )
-        return sorted(infos, key=lambda i: (i.created, i.version), reverse=True)
+        infos.sort(key=lambda i: i.age_key, reverse=True)
+        return infos, sorted(broken, key=lambda b: b.version)
+
+    # -- lineage ---------------------------------------------------------------------------
+
+    def _lineage_path(self, version: str, name: str) -> str:
+        return f"{self._version_dir(version)}/{LINEAGE_DIR}/{name}"
+
+    @_store_op("reading a version's lineage")
+    def lineage(self, version: str) -> list[dict[str, Any]]:
+        """Every store of a version, oldest first: when, and from which data."""
+        version = self.resolve(version)
+        directory = f"{self._version_dir(version)}/{LINEAGE_DIR}"
+        try:
+            names = sorted(_basename(p) for p in self.fs.ls(directory, detail=False))
+        except FileNotFoundError:
+            return []
+        records = []
+        for name in filter(_is_lineage, names):
+            raw = self.fs.cat_file(f"{directory}/{name}")
+            record = parse_lineage(raw, f"version {version}: lineage {name}")
+            records.append(record.model_dump(mode="json", exclude_unset=True))
+        return records
 
     # -- images ----------------------------------------------------------------------------
 
@@ -529,7 +638,7 @@ class ArtifactStore:
     def _record_lock(self, path: str) -> Iterator[None]:
         parent, name = path.rsplit("/", 1)
         os.makedirs(parent, exist_ok=True)
-        fd = os.open(f"{parent}/.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(f"{parent}/.{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)  # umask applies
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -556,6 +665,7 @@ class ArtifactStore:
             return
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
         try:
+            _chmod_like_created(Path(tmp), directory=False)  # mkstemp makes it 0600
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -648,13 +758,6 @@ class ArtifactStore:
         return removed
 
 
-def _parse_metadata(version: str, data: bytes) -> dict[str, Any]:
-    try:
-        return json.loads(data)
-    except json.JSONDecodeError as err:
-        raise IntegrityError(f"version {version}: metadata.json is not JSON: {err}") from err
-
-
 def _parse_deployment(data: bytes, target: str) -> Deployment:
     try:
         return Deployment(**json.loads(data))
@@ -668,6 +771,46 @@ def _encode_deployment(deployment: Deployment) -> bytes:
 
 def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _lineage_file(record: LineageRecord) -> tuple[str, bytes]:
+    """A lineage record's file: named by its time (sortable) and a random part (unique)."""
+    stamp = record.stored.replace("-", "").replace(":", "")
+    name = f"{stamp}-{uuid.uuid4().hex[:8]}.json"
+    body = record.model_dump(mode="json", exclude_unset=True)
+    return name, json.dumps(body, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _is_lineage(name: str) -> bool:
+    return name.endswith(".json") and not name.startswith(".")
+
+
+def _stored_of(name: str) -> str:
+    """The time in a lineage file name (20261128T194500.123456Z-...), as an ISO time."""
+    stamp = name.split("-", 1)[0]
+    return f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:]}"
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_like_created(path: Path, *, directory: bool) -> None:
+    """Give a temp file or folder the mode an ordinary create would: umask, setgid kept."""
+    mode = (0o777 if directory else 0o666) & ~_umask()
+    if directory:
+        mode |= path.stat().st_mode & 0o2000  # inherited from a setgid parent
+    os.chmod(path, mode)
 
 
 def _fsync_dir(path: Path) -> None:
