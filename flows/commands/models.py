@@ -96,23 +96,25 @@ def models(
     if ctx.invoked_subcommand is not None:
         return
     the_store = open_store(store)
-    versions = the_store.list_versions()
+    versions, broken = the_store.scan()
     deployed: dict[str, list[str]] = {}
     for d in the_store.deployments():
         deployed.setdefault(d.current, []).append(d.target)
     decisions = {v.version: latest_decision(the_store, v.version) for v in versions}
     if as_json or output == "json":
-        print_json(
-            [
-                {
-                    **v.__dict__,
-                    "deployed_on": deployed.get(v.version, []),
-                    "decision": decisions[v.version],
-                }
-                for v in versions
-            ]
-        )
+        rows = [
+            {
+                **v.__dict__,
+                "deployed_on": deployed.get(v.version, []),
+                "decision": decisions[v.version],
+            }
+            for v in versions
+        ]
+        rows += [{"version": b.version, "corrupt": b.reason} for b in broken]
+        print_json(rows)
         return
+    for b in broken:  # reported, never listed as usable (every other command skips them)
+        console.print(f"[red]corrupt[/] {b.version}: {b.reason}", highlight=False, soft_wrap=True)
     if not versions:
         console.print(f"no versions in {the_store.url}", highlight=False, crop=False)
         return
@@ -155,6 +157,7 @@ def show(
         "images": the_store.image_refs(stored.version),
         "pinned": stored.version in the_store.pinned(),
         "decisions": the_store.decisions(stored.version),
+        "lineage": the_store.lineage(stored.version),
     }
     if output == "json":
         print_json(shown)
