@@ -323,7 +323,11 @@ class ArtifactStore:
             raw = self.fs.cat_file(f"{self._version_dir(version)}/{METADATA_FILE}")
         except FileNotFoundError:
             raise VersionNotFound(f"no version {version!r} in store {self.url}") from None
-        except (IsADirectoryError, PermissionError) as err:  # this version, not the store
+        except OSError as err:
+            # On a local store any other failure to read one file is that version's problem
+            # (permissions, a bad link); on an object store it may be the connection.
+            if not (self._local or isinstance(err, IsADirectoryError | PermissionError)):
+                raise
             raise CorruptVersion(f"version {version}: cannot read metadata.json: {err}") from None
         return parse_metadata(raw, version)
 

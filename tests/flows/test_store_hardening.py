@@ -83,8 +83,8 @@ def _break(path: Path, how: str) -> str:
         return "holds a list, not an object"
     if how == "unreadable":
         path.unlink()
-        path.mkdir()  # reading it fails with an OSError (root ignores a 000 mode)
-        return "cannot read metadata.json"
+        path.symlink_to(path.name)  # a link to itself: reading fails (root ignores a 000 mode)
+        return "cannot read metadata.json: [Errno 40] Too many levels of symbolic links"
     if how == "no model_sha256":
         del meta["model_sha256"]
         message = "model_sha256: Field required"
