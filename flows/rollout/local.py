@@ -20,6 +20,11 @@ stable port is one more long-lived process to supervise, and letting two contain
 the port with SO_REUSEPORT needs host networking. Kubernetes is the target for rollouts
 with no gap at all.
 
+Two deploys to one stable port never interleave: `ship` and `restore` hold a machine-wide
+file lock named after the port (flows/locks.py's FileLocks); the second waits, saying so. A stable
+port that a program other than kiln holds fails the deploy at once, in one line naming
+the port, before any container starts.
+
 Containers carry labels (io.kiln.*), so the engine itself says what runs where.
 """
 
@@ -28,11 +33,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from flows import locks
 from flows.errors import RolloutError
 from flows.rollout.smoke import SmokeTest, http_caller
 from flows.rollout.target import LOCAL, Deployed
@@ -79,6 +87,7 @@ class LocalTarget:
     candidate_port: Callable[[], int] = free_port
     poll_interval: float = 0.2
     stop_timeout: int = 10
+    lock_timeout: float = 600.0  # seconds a deploy waits for another on the same port
     environment: dict[str, str] = field(default_factory=lambda: {"WORKERS": "1"})
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
@@ -124,9 +133,21 @@ class LocalTarget:
 
     # -- the rollout -----------------------------------------------------------------------
 
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        # Machine-wide, per stable port: two stores deploying to one port collide too.
+        where = Path(tempfile.gettempdir()) / "kiln-locks"
+        file_locks = locks.FileLocks(where, wait=self.lock_timeout)
+        return file_locks.hold(f"local-port-{self.port}", f"deploying locally on port {self.port}")
+
     def ship(self, version: str, image: str, smoke: SmokeTest) -> str:
         """Run `image` as `version` on the stable port, or raise (the old one not removed)."""
+        with self._lock():
+            return self._ship(version, image, smoke)
+
+    def _ship(self, version: str, image: str, smoke: SmokeTest) -> str:
         before = self.current()
+        if before is None:
+            self._check_port_free()
         if before is not None and before.version == version and before.image == image:
             log.info("%s already serves %s: checking it", self.endpoint, version)
             self._check(before.handle, self.endpoint, smoke)
@@ -176,6 +197,10 @@ class LocalTarget:
 
     def restore(self, before: Deployed) -> str:
         """Start `before`'s container again if the switch stopped it."""
+        with self._lock():
+            return self._restore(before)
+
+    def _restore(self, before: Deployed) -> str:
         found = [
             c
             for c in self.containers()
@@ -190,6 +215,19 @@ class LocalTarget:
         return f"{before.version} serves again"
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _check_port_free(self) -> None:
+        """No kiln container serves: the stable port must be free for the new one."""
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+            try:
+                sock.bind(("127.0.0.1", self.port))
+            except OSError as err:
+                raise RolloutError(
+                    f"port {self.port} on 127.0.0.1 is taken by a program that is not a kiln "
+                    f"container ({err.strerror}); stop it or choose another port with "
+                    "KILN_LOCAL_PORT"
+                ) from None
 
     def _check(self, name: str, base_url: str, smoke: SmokeTest) -> None:
         self._wait_ready(name, base_url)
