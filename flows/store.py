@@ -116,7 +116,7 @@ class VersionInfo:
     metrics: dict[str, Any]
     pinned: bool
     images: list[str] = field(default_factory=list)
-    stored: str = ""  # the latest time it was stored: its age for retention
+    stored: str = ""  # when it was last stored again (a re-store): renews its age
 
     @property
     def age_key(self) -> tuple[datetime, str]:
@@ -456,7 +456,8 @@ class ArtifactStore:
                     metrics=meta.get("metrics", {}),
                     pinned=version in pinned,
                     images=scanned[version],
-                    stored=_stored_of(names[-1]) if names else "",
+                    # Renewed by a store after the first (which `created` already dates).
+                    stored=_stored_of(names[-1]) if len(names) > 1 else "",
                 )
             )
         infos.sort(key=lambda i: i.age_key, reverse=True)
