@@ -27,7 +27,9 @@ GateMetric = Literal["accuracy", "f1_macro"]
 
 
 class KilnSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # An empty variable counts as unset: prefect.yaml fills job variables from the deploying
+    # shell, and one that was not set there arrives as "".
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
     # Artifact store: a local folder or any fsspec URL (s3://bucket/kiln, memory://x...).
     store: str = Field(default="artifacts", min_length=1)
