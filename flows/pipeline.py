@@ -46,6 +46,7 @@ from flows.sequence import (
 )
 from flows.settings import KilnSettings, get_settings
 from flows.store import ArtifactStore
+from flows.team.limits import rollout_slot
 from flows.train import TrainResult
 
 
@@ -139,9 +140,10 @@ def build_task(store_url: str, version: str, settings: KilnSettings) -> BuildRes
 def rollout_task(
     store_url: str, version: str, target: str, image: str, settings: KilnSettings
 ) -> RolloutResult:
-    result = roll_out(
-        ArtifactStore(store_url), version, wiring.make_target(settings, target), image=image
-    )
+    with rollout_slot(target):  # one rollout per target at a time, across workers
+        result = roll_out(
+            ArtifactStore(store_url), version, wiring.make_target(settings, target), image=image
+        )
     get_run_logger().info("%s now serves %s at %s", target, version, result.endpoint)
     return result
 
@@ -291,12 +293,13 @@ def _parity_line(outcome: TrainOutcome) -> str:
 
 @flow(name="kiln-ship")
 def ship_flow(
-    version: str = "latest", target: str | None = None, store: str | None = None
+    version: str | int = "latest", target: str | None = None, store: str | None = None
 ) -> dict[str, Any]:
     """Build (or find) the image of a stored version and roll it out: redeploy, rollback."""
     settings = resolved_settings(store=store, target=target)
     the_store = wiring.open_store(settings)
-    version = the_store.resolve(version)
+    # `prefect deployment run --param version=123456` parses an all-digit prefix as a number
+    version = the_store.resolve(str(version))
     build, rollout = ship_steps(settings.store, version, settings.target, settings)
     publish_version_table(the_store)
     return {"version": version, "image": build.image, "endpoint": rollout.endpoint}
