@@ -94,12 +94,25 @@ def up(
         int | None,
         typer.Option(min=1, max=65535, help="The Prefect server's port [KILN_PREFECT_PORT]."),
     ] = None,
+    team: Annotated[
+        bool,
+        typer.Option(
+            "--team",
+            help="Everything a team runs: PostgreSQL, a Prefect server on it, SeaweedFS (S3), "
+            "result storage, a work pool and workers (README: Scaling out).",
+        ),
+    ] = False,
 ) -> None:
     """Start the local registry, the container engine and a Prefect server.
 
     Prints `export` lines for the shell: eval "$(kiln up)".
     """
     settings = get_settings().with_overrides(prefect_port=prefect_port)
+    if team:
+        from flows.team.command import up_team
+
+        up_team(settings.prefect_port, settings.state_dir)
+        return
     sys.stdout.write(run_infra("up").stdout)
     if prefect:
         url = start_prefect_server(settings.state_dir, port=settings.prefect_port)
@@ -109,5 +122,8 @@ def up(
 
 def down() -> None:
     """Stop what `kiln up` started."""
+    from flows.team.command import down_team
+
+    down_team(get_settings().state_dir)
     stop_prefect_server(get_settings().state_dir)
     run_infra("down")
