@@ -1,0 +1,188 @@
+"""Scale-out figures for the team setup: runs spread over two workers, and a resume on
+another worker with the cached results on S3.
+
+    scripts/infra.sh up && eval "$(scripts/infra.sh env)"
+    python bench/bench_team.py                        # 4 runs on synthetic:20000x20
+    python bench/bench_team.py --runs 4 --data synthetic:40000x20
+
+It starts a team setup of its own (`kiln up --team`'s parts on free ports, in a temporary
+state dir), deploys kiln-pipeline/retrain and measures, in one run:
+
+1. N pipeline runs one after another, then N at once through the two workers (each takes
+   one run at a time); wall-time ratio at once / one after another. Each run has a seed
+   of its own, so every one trains.
+2. A run that fails at build-image on worker A (its registry address is a closed port),
+   A stopped, the run retried on worker B: the retried attempt's wall time (retry to
+   Completed) as a share of a full run (the mean of step 1's).
+
+Everything it started is stopped at the end, and its containers removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from flows.engine import REPO_ROOT, docker_client  # noqa: E402
+from flows.local_target import LocalEngine  # noqa: E402
+from flows.team.config import TeamConfig  # noqa: E402
+from flows.team.up import team_down, team_up, worker_environment  # noqa: E402
+from flows.team.workers import Worker, start_worker, stop_worker  # noqa: E402
+
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Bench:
+    def __init__(self, api: str, data: str) -> None:
+        from prefect.client.orchestration import SyncPrefectClient
+
+        self.client = SyncPrefectClient(api)
+        self.data = data
+        self.deployment = None
+
+    def start(self, seed: int):
+        if self.deployment is None:
+            self.deployment = self.client.read_deployment_by_name("kiln-pipeline/retrain")
+        parameters = {"data": self.data, "seed": seed}
+        return self.client.create_flow_run_from_deployment(
+            self.deployment.id, parameters=parameters
+        ).id
+
+    def wait(self, run_id, after_final: bool = False, timeout: float = 1800) -> str:
+        deadline = time.monotonic() + timeout
+        seen_other = not after_final
+        while time.monotonic() < deadline:
+            state = self.client.read_flow_run(run_id).state
+            if state is not None:
+                if state.type.value not in FINAL:
+                    seen_other = True
+                elif seen_other:
+                    return state.name
+            time.sleep(0.5)
+        raise SystemExit(f"flow run {run_id} did not finish within {timeout} s")
+
+    def timed(self, seeds: list[int]) -> tuple[float, list[str]]:
+        began = time.perf_counter()
+        runs = [self.start(seed) for seed in seeds]
+        states = [self.wait(run) for run in runs]
+        return time.perf_counter() - began, states
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--data", default="synthetic:20000x20")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="kiln-bench-team-"))
+    root.chmod(0o755)  # the postgres user must reach its cluster folder
+    config = TeamConfig(
+        home=root / "team",
+        prefect_port=free_port(),
+        postgres_port=free_port(),
+        s3_port=free_port(),
+    )
+    run_id = uuid.uuid4().hex[:8]
+    local_port, local_name = free_port(), f"kiln-bench-team-{run_id}"
+    extra_workers = [Worker(config.home, name, config.pool) for name in ("bench-a", "bench-b")]
+    try:
+        began = time.perf_counter()
+        up = team_up(config, {})
+        print(f"kiln up --team: {time.perf_counter() - began:.1f} s", file=sys.stderr)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(up.exports)
+        env.update(
+            {
+                "PREFECT_HOME": str(root / "client-home"),
+                "KILN_REPOSITORY": f"kiln-bench/{run_id}/team",
+                "KILN_LOCAL_PORT": str(local_port),
+                "KILN_LOCAL_NAME": local_name,
+                "KILN_GATE_THRESHOLD": "0.5",
+                "KILN_RETRIES": "1",
+                "KILN_RETRY_DELAY": "0.1",
+            }
+        )
+        os.environ.update({k: v for k, v in up.exports.items() if k.startswith("AWS_")})
+        subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "-n", "retrain"],
+            cwd=REPO_ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        bench = Bench(up.exports["PREFECT_API_URL"], args.data)
+        warm, states = bench.timed([1])  # serving base, imports, the first rollout
+        print(f"warm-up run: {warm:.1f} s {states}", file=sys.stderr)
+
+        seeds = list(range(101, 101 + args.runs))
+        one_by_one = 0.0
+        for seed in seeds:
+            wall, states = bench.timed([seed])
+            one_by_one += wall
+            print(f"  seed {seed}: {wall:.1f} s {states}", file=sys.stderr)
+        at_once, states = bench.timed([seed + 100 for seed in seeds])
+        print(f"  {args.runs} at once: {at_once:.1f} s {states}", file=sys.stderr)
+        full_run = one_by_one / args.runs
+
+        for number in range(1, config.workers + 1):
+            stop_worker(config.worker(number))
+        worker_env = worker_environment(config, up.exports, {})
+        worker_a, worker_b = extra_workers
+        start_worker(
+            worker_a, {**worker_env, "KILN_REGISTRY": f"127.0.0.1:{free_port()}"}, REPO_ROOT
+        )
+        failing = bench.start(301)
+        failed_began = time.perf_counter()
+        failed_state = bench.wait(failing)
+        failed = time.perf_counter() - failed_began
+        stop_worker(worker_a)
+        start_worker(worker_b, worker_env, REPO_ROOT)
+        resume_began = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "prefect", "flow-run", "retry", str(failing)],
+            cwd=REPO_ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        resumed_state = bench.wait(failing, after_final=True)
+        resumed = time.perf_counter() - resume_began
+
+        print(f"\nteam setup, {args.data}, {args.runs} runs, 2 workers (one run at a time each)")
+        print("| measure | seconds |")
+        print("| --- | ---: |")
+        print(f"| {args.runs} runs one after another | {one_by_one:.1f} |")
+        print(f"| {args.runs} runs at once, 2 workers | {at_once:.1f} |")
+        print(f"| ratio at once / one after another | {at_once / one_by_one:.2f} (goal <= 0.65) |")
+        print(f"| full run (mean of the {args.runs}) | {full_run:.1f} |")
+        print(f"| run failing at build on worker A | {failed:.1f} ({failed_state}) |")
+        print(f"| retried on worker B | {resumed:.1f} ({resumed_state}) |")
+        print(f"| resume as a share of a full run | {resumed / full_run:.0%} (goal <= 10%) |")
+    finally:
+        for worker in extra_workers:
+            stop_worker(worker)
+        team_down(config)
+        LocalEngine(docker_client(), port=local_port, name_prefix=local_name).stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
