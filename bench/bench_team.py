@@ -34,7 +34,7 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from flows.engine import REPO_ROOT, docker_client  # noqa: E402
-from flows.local_target import LocalEngine  # noqa: E402
+from flows.rollout.local import LocalTarget  # noqa: E402
 from flows.team.config import TeamConfig  # noqa: E402
 from flows.team.up import team_down, team_up, worker_environment  # noqa: E402
 from flows.team.workers import Worker, start_worker, stop_worker  # noqa: E402
@@ -180,7 +180,7 @@ def main() -> None:
         for worker in extra_workers:
             stop_worker(worker)
         team_down(config)
-        LocalEngine(docker_client(), port=local_port, name_prefix=local_name).stop_all()
+        LocalTarget(docker_client(), port=local_port, name_prefix=local_name).stop_all()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -20,6 +20,7 @@ from flows.engine import REPO_ROOT
 from flows.team import orchestration, postgres, server, workers
 from flows.team.config import TeamConfig
 from flows.team.limits import rollout_limit_name
+from flows.team.run_logging import write_logging_config
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def worker_environment(
             "PREFECT_HOME": str(config.home / "worker-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS,
+            # ... and at INFO: registry, build and rollout steps in the run's log in the UI
+            "PREFECT_LOGGING_SETTINGS_PATH": str(write_logging_config(config.home / "logging.yml")),
             # a heartbeat per run, so a run whose machine died is marked Crashed
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds(config)),
         }

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from flows.engine import docker_client
-from flows.local_target import LocalEngine
+from flows.rollout.local import LocalTarget
 from flows.store import ArtifactStore
 from flows.team.command import parse_exports
 from flows.team.config import TeamConfig
@@ -135,7 +135,7 @@ def team() -> Iterator[Team]:
             stop_worker(Worker(config.home, name, config.pool))
         os.environ.clear()
         os.environ.update(saved)
-        LocalEngine(docker_client(), port=local_port, name_prefix=f"kiln-team-{RUN}").stop_all()
+        LocalTarget(docker_client(), port=local_port, name_prefix=f"kiln-team-{RUN}").stop_all()
         shutil.rmtree(root, ignore_errors=True)
 
 
