@@ -67,7 +67,10 @@ class Team:
         return done
 
     def store(self) -> ArtifactStore:
-        return ArtifactStore(self.exports["KILN_STORE"])
+        store = ArtifactStore(self.exports["KILN_STORE"])
+        # s3fs caches listings per process: the workers wrote since this process last looked
+        store.fs.invalidate_cache()
+        return store
 
 
 def kiln_up_team(env: dict[str, str], prefect_port: int) -> subprocess.CompletedProcess[str]:
