@@ -33,12 +33,13 @@ from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from flows.engine import REPO_ROOT, docker_client  # noqa: E402
+from flows.engine import docker_client  # noqa: E402
 from flows.rollout.local import LocalTarget  # noqa: E402
 from flows.team.config import TeamConfig  # noqa: E402
 from flows.team.up import team_down, team_up, worker_environment  # noqa: E402
 from flows.team.workers import Worker, start_worker, stop_worker  # noqa: E402
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -103,7 +104,7 @@ def main() -> None:
     extra_workers = [Worker(config.home, name, config.pool) for name in ("bench-a", "bench-b")]
     try:
         began = time.perf_counter()
-        up = team_up(config, {})
+        up = team_up(config, {}, REPO_ROOT)
         print(f"kiln up --team: {time.perf_counter() - began:.1f} s", file=sys.stderr)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(up.exports)

@@ -15,8 +15,8 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from flows.engine import REPO_ROOT
 from flows.team import orchestration, postgres, server, workers
 from flows.team.config import TeamConfig
 from flows.team.limits import rollout_limit_name
@@ -41,9 +41,13 @@ def _said(started: bool) -> str:
     return "started" if started else "already running"
 
 
-def team_up(config: TeamConfig, machine_env: Mapping[str, str] | None = None) -> TeamUp:
+def team_up(
+    config: TeamConfig, machine_env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> TeamUp:
     """Start (or find) every part; `machine_env` is what the workers need to reach this
-    machine's registry and container engine (scripts/infra.sh's exports)."""
+    machine's registry and container engine (scripts/infra.sh's exports). Workers start
+    in `cwd` (default: the current folder, the repository root), where flow runs of
+    deployments without a pull step find their entrypoints."""
     from flows import seaweedfs
 
     result = TeamUp()
@@ -85,7 +89,7 @@ def team_up(config: TeamConfig, machine_env: Mapping[str, str] | None = None) ->
     env = worker_environment(config, exports, machine_env or {})
     for number in range(1, config.workers + 1):
         worker = config.worker(number)
-        started = workers.start_worker(worker, env, REPO_ROOT, limit=config.runs_per_worker)
+        started = workers.start_worker(worker, env, cwd or Path.cwd(), limit=config.runs_per_worker)
         pid = workers.worker_pid(worker)
         result.parts.append((worker.name, f"{_said(started)}: pool {config.pool}, pid {pid}"))
     result.exports = exports

@@ -30,7 +30,8 @@ from flows.team.up import team_down, worker_environment
 from flows.team.workers import Worker, start_worker, stop_worker, worker_pid
 from tests.conftest import free_port
 
-pytestmark = pytest.mark.e2e
+# each test waits for whole pipeline runs: minutes when the machine is busy
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = uuid.uuid4().hex[:8]
