@@ -306,7 +306,7 @@ def test_the_pipeline_never_retries_a_rolled_back_version(prefect_server: str) -
     """The roll-out task's options as ship_steps sets them: a smoke failure runs once."""
     from prefect import flow, task
 
-    from flows.pipeline import with_retries
+    from flows.pipeline import retried
     from flows.settings import KilnSettings
 
     calls: list[str] = []
@@ -317,7 +317,7 @@ def test_the_pipeline_never_retries_a_rolled_back_version(prefect_server: str) -
         raise unreachable() if kind == "transient" else smoke_failed()
 
     settings = KilnSettings(retries=2, retry_delay=0)
-    step = with_retries(ship, settings).with_options(retry_condition_fn=retry_if_transient)
+    step = retried(ship, settings).with_options(retry_condition_fn=retry_if_transient)
 
     @flow
     def run(kind: str) -> None:
