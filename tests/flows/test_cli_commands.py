@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,13 @@ from tests.factories import write_csv
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """A store with two iris versions that differ in C and seed."""
     root = tmp_path_factory.mktemp("cli-store") / "store"
-    store = ArtifactStore(root)
-    first = run_training(store, TrainParams(C=1.0, seed=1)).version
-    second = run_training(store, TrainParams(C=10.0, seed=2)).version
-    return root, first, second
+    # Created a minute apart: the store records seconds, and two versions stored within one
+    # second would be ordered by id, not by age.
+    start = datetime.now(UTC)
+    first = run_training(ArtifactStore(root, clock=lambda: start), TrainParams(C=1.0, seed=1))
+    later = start + timedelta(minutes=1)
+    second = run_training(ArtifactStore(root, clock=lambda: later), TrainParams(C=10.0, seed=2))
+    return root, first.version, second.version
 
 
 @pytest.fixture
