@@ -26,8 +26,14 @@ CLIENT_CONFIG: dict[str, Any] = {
 def storage_options(protocol: str) -> dict[str, Any]:
     """What kiln passes to fsspec for a store URL of this protocol."""
     if protocol in S3_PROTOCOLS:
-        # Listings are never cached: other writers (workers, CLIs) change the store.
-        return {"config_kwargs": CLIENT_CONFIG, "use_listings_cache": False}
+        # Listings are never cached: other writers (workers, CLIs) change the store. Nor is
+        # the client: fsspec would hand back one made for the endpoint and keys the
+        # environment had before, and list another server's bucket.
+        return {
+            "config_kwargs": CLIENT_CONFIG,
+            "use_listings_cache": False,
+            "skip_instance_cache": True,
+        }
     return {}
 
 

@@ -410,3 +410,16 @@ def test_s3_unreachable_from_the_start_is_a_store_error(seaweedfs):
     for call in (store.list_versions, lambda: store.record_deployment("prod", "abc", "img")):
         with pytest.raises(StoreError, match="in store s3://kiln/x: Could not connect"):
             call()
+
+
+def test_an_s3_store_uses_the_endpoint_the_environment_names_now(seaweedfs, monkeypatch):
+    url = f"s3://{seaweedfs.bucket}/test-{uuid.uuid4().hex[:12]}"
+    ArtifactStore(url).put(b"model", LABELS, {})
+    assert len(ArtifactStore(url).list_versions()) == 1
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    # Another server for the same URL: a store made now must go there, not reuse the client
+    # made for the session server (it would list that server's bucket instead).
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    with pytest.raises(StoreError, match="Could not connect"):
+        ArtifactStore(url).list_versions()
