@@ -11,9 +11,7 @@ from hypothesis import strategies as st
 # Hypothesis warns when the global `random` state moves while it draws an example. Nothing
 # here draws from it, but threads that earlier tests leave in this process (Prefect's
 # services back off with random jitter) can, between two draws: a false alarm.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Do not use the `random` module inside strategies"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 
 FUZZ = settings(
     database=None,  # no .hypothesis/ in the work tree; failures print their reproducer
