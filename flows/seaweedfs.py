@@ -17,7 +17,6 @@ binary's own sha256 is checked here before it runs.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -34,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows import daemon
 from flows.errors import KilnError
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,28 @@ def start_seaweedfs(
     # weed mini reloads the options it saved last time; ours are all given below.
     (home / "data" / "mini.options").unlink(missing_ok=True)
     ports = _pick_ports(s3_port)
-    argv = [
+    argv = _mini_argv(binary, home, config, bucket, ports)
+    # Its own session: it outlives the caller, and stop_seaweedfs signals the whole group.
+    only_path = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    pid = daemon.spawn(argv, env=only_path, log=state / "logs" / "seaweedfs.log")
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    server = S3Server(endpoint, bucket, access, secret, pid)
+    run_info = {"pid": pid, "endpoint": endpoint, "bucket": bucket, "ports": ports}
+    _run_file(state).write_text(json.dumps(run_info, indent=2) + "\n")
+    try:
+        _wait_ready(server, state, timeout)
+    except SeaweedFSError:
+        stop_seaweedfs(state)
+        raise
+    log.info("SeaweedFS S3 on %s (bucket %s, pid %d)", endpoint, bucket, pid)
+    return server
+
+
+def _mini_argv(
+    binary: Path, home: Path, config: Path, bucket: str, ports: dict[str, int]
+) -> list[str]:
+    """`weed mini` on loopback only, with signature checks, our bucket and ports, and no extras."""
+    return [
         str(binary),
         "mini",
         f"-dir={home / 'data'}",
@@ -270,24 +291,12 @@ def start_seaweedfs(
         "-master.volumeSizeLimitMB=64",
         *(f"-{name}={port}" for name, port in ports.items()),
     ]
-    pid = _spawn(argv, state / "logs" / "seaweedfs.log")
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    server = S3Server(endpoint, bucket, access, secret, pid)
-    run_info = {"pid": pid, "endpoint": endpoint, "bucket": bucket, "ports": ports}
-    _run_file(state).write_text(json.dumps(run_info, indent=2) + "\n")
-    try:
-        _wait_ready(server, state, timeout)
-    except SeaweedFSError:
-        stop_seaweedfs(state)
-        raise
-    log.info("SeaweedFS S3 on %s (bucket %s, pid %d)", endpoint, bucket, pid)
-    return server
 
 
 def _wait_ready(server: S3Server, state: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not _bucket_ready(server):
-        if not _alive(server.pid) or time.monotonic() > deadline:
+        if daemon.exited(server.pid) or time.monotonic() > deadline:
             raise SeaweedFSError(
                 f"SeaweedFS does not answer on {server.endpoint}; "
                 f"see {state / 'logs' / 'seaweedfs.log'}"
@@ -301,23 +310,8 @@ def stop_seaweedfs(state: Path, timeout: float = STOP_TIMEOUT) -> bool:
     _run_file(state).unlink(missing_ok=True)
     if info is None or not _ours(info["pid"], state):
         return False
-    pid = info["pid"]
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGINT)  # weed shuts its components down in order on SIGINT
-    if not _wait_gone(pid, timeout):
-        log.warning("SeaweedFS (pid %d) did not stop within %.0f s: killing it", pid, timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        _wait_gone(pid, 10.0)
-    return True
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not _gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
+    # weed shuts its components down in order on SIGINT
+    daemon.stop_pgid(info["pid"], [(signal.SIGINT, timeout)])
     return True
 
 
@@ -336,55 +330,15 @@ def _read_run_file(state: Path) -> dict | None:
         return None
 
 
-def _spawn(argv: list[str], log_path: Path) -> int:
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        # Its own session: it outlives the caller, and stop_seaweedfs signals the whole group.
-        return os.posix_spawn(
-            argv[0],
-            argv,
-            {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            setsid=True,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                (os.POSIX_SPAWN_DUP2, log_fd, 2),
-            ],
-        )
-    finally:
-        os.close(log_fd)
-
-
-def _alive(pid: int) -> bool:
-    return not _gone(pid)
-
-
 def _ours(pid: int, state: Path) -> bool:
     """Alive and still the weed serving this state dir (a recorded pid can be reused)."""
-    if not _alive(pid):
+    if daemon.exited(pid):
         return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return True  # no /proc: trust the pid file
     return f"-dir={_home(Path(state).absolute()) / 'data'}".encode() in argv
-
-
-def _gone(pid: int) -> bool:
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reap it
-            return True
-    except ChildProcessError:
-        pass  # started by another process (an earlier `kiln up`)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie of another parent is as good as gone.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] == "Z"
-    return False
 
 
 def _bucket_ready(server: S3Server) -> bool:

@@ -10,12 +10,19 @@ import typer
 
 from flows import wiring
 from flows.commands import make_console, print_json, print_line
-from flows.commands.options import OutputOption, StoreOption
+from flows.commands.options import (
+    BaseRepositoryOption,
+    BuilderOption,
+    OutputOption,
+    RegistryOption,
+    RepositoryOption,
+    StoreOption,
+)
 from flows.commands.progress import progress
 from flows.engine import run_infra
 from flows.image import build_image
 from flows.prefect_server import start_prefect_server, stop_prefect_server
-from flows.settings import BuilderName, get_settings
+from flows.settings import get_settings
 
 console = make_console()
 err_console = make_console(stderr=True)
@@ -23,27 +30,11 @@ err_console = make_console(stderr=True)
 
 def build(
     version: Annotated[str, typer.Argument(help="Stored version id, a unique prefix, or latest.")],
-    builder: Annotated[
-        BuilderName | None,
-        typer.Option(
-            "--builder",
-            help="auto (layer when the serving base is in the registry), engine, or layer "
-            "[KILN_BUILDER].",
-        ),
-    ] = None,
+    builder: BuilderOption = None,
     store: StoreOption = None,
-    registry: Annotated[
-        str | None, typer.Option("--registry", help="Registry host:port [KILN_REGISTRY].")
-    ] = None,
-    repository: Annotated[
-        str | None, typer.Option("--repository", help="Image repository [KILN_REPOSITORY].")
-    ] = None,
-    base_repository: Annotated[
-        str | None,
-        typer.Option(
-            "--base-repository", help="Where the serving base is kept [KILN_BASE_REPOSITORY]."
-        ),
-    ] = None,
+    registry: RegistryOption = None,
+    repository: RepositoryOption = None,
+    base_repository: BaseRepositoryOption = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="engine: rebuild every layer (a fresh builder).")
     ] = False,

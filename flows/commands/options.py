@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from flows.settings import Target
+from flows.settings import BuilderName, Target
 
 Kernel = Literal["rbf", "linear", "poly", "sigmoid"]
 Output = Literal["text", "json"]
@@ -72,6 +72,26 @@ MinScoreOption = Annotated[
 ]
 StoreOption = Annotated[
     str | None, typer.Option("--store", help="Artifact store path or fsspec URL [KILN_STORE].")
+]
+RegistryOption = Annotated[
+    str | None, typer.Option("--registry", help="Registry host:port [KILN_REGISTRY].")
+]
+RepositoryOption = Annotated[
+    str | None, typer.Option("--repository", help="Image repository [KILN_REPOSITORY].")
+]
+BaseRepositoryOption = Annotated[
+    str | None,
+    typer.Option(
+        "--base-repository", help="Where the serving base is kept [KILN_BASE_REPOSITORY]."
+    ),
+]
+BuilderOption = Annotated[
+    BuilderName | None,
+    typer.Option(
+        "--builder",
+        help="auto (layer when the serving base is in the registry), engine, or layer "
+        "[KILN_BUILDER].",
+    ),
 ]
 TargetOption = Annotated[
     Target | None,

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from flows.daemon import tail
 from flows.errors import KilnError
-from flows.team.daemon import tail
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from flows import daemon
 from flows.errors import KilnError
-from flows.team import daemon
 
 MARKER = "prefect server start"
 

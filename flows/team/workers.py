@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows import daemon
 from flows.errors import KilnError
-from flows.team import daemon
 
 MARKER = "prefect worker start"
 

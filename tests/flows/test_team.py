@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from flows import daemon
 from flows.errors import KilnError, RolloutError
-from flows.team import daemon
 from flows.team.command import export_lines, parse_exports
 from flows.team.config import TeamConfig
 from flows.team.limits import rollout_limit_name, rollout_slot

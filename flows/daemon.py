@@ -1,5 +1,6 @@
-"""Background processes of the team setup: each in its own session (process group), a pid
-file to find it again from another `kiln` call, its output appended to a log file."""
+"""Background processes kiln starts (Prefect servers, SeaweedFS, the team's PostgreSQL and
+workers): each in its own session (process group), a pid file to find it again from another
+`kiln` call, its output appended to a log file."""
 
 from __future__ import annotations
 
@@ -17,12 +18,11 @@ def spawn(
     *,
     env: Mapping[str, str],
     log: Path,
-    pid_file: Path,
+    pid_file: Path | None = None,
     cwd: Path | None = None,
 ) -> int:
     """Start argv as a session leader that outlives this process; return its pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     old_cwd = os.getcwd()
     try:
@@ -42,7 +42,9 @@ def spawn(
     finally:
         os.chdir(old_cwd)
         os.close(log_fd)
-    pid_file.write_text(str(pid))
+    if pid_file is not None:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(str(pid))
     return pid
 
 
@@ -66,8 +68,9 @@ def running(pid_file: Path, marker: str) -> int | None:
 
 def exited(pid: int) -> bool:
     try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reap it
-            return True
+        # Our own child: waitpid knows, and reaps it (a zombie left unreaped keeps its
+        # process group alive for good).
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
     except ChildProcessError:
         pass  # started by an earlier `kiln` process
     try:
@@ -96,6 +99,13 @@ def stop_group(pid_file: Path, marker: str, steps: Sequence[tuple[signal.Signals
     pid_file.unlink(missing_ok=True)
     if pid is None:
         return False
+    stop_pgid(pid, steps)
+    return True
+
+
+def stop_pgid(pid: int, steps: Sequence[tuple[signal.Signals, float]]) -> None:
+    """Signal the group led by pid, each (signal, seconds to wait for the leader) in turn,
+    then SIGKILL what is left of the group."""
     for sig, grace in steps:
         _signal_group(pid, sig)
         if wait_exit(pid, grace):
@@ -103,7 +113,6 @@ def stop_group(pid_file: Path, marker: str, steps: Sequence[tuple[signal.Signals
     # whatever the leader left behind in its group goes too
     _signal_group(pid, signal.SIGKILL)
     wait_exit(pid, 5)
-    return True
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
