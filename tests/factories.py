@@ -1,7 +1,10 @@
-"""Shared test helpers: small datasets and trained, exported models."""
+"""Shared test helpers: small datasets, trained and exported models, and the real CLI."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,3 +26,26 @@ def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
     lines = [",".join(header)] + [",".join(str(c) for c in row) for row in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def run_kiln(
+    *args: str,
+    store: object | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """`kiln ARGS` through its real entry point in a new process (exit status, stdout, stderr).
+
+    `store` (a path, URL or ArtifactStore) becomes KILN_STORE; `env` is added to this
+    process's environment.
+    """
+    extra = dict(env or {})
+    if store is not None:
+        extra["KILN_STORE"] = str(getattr(store, "url", store))
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **extra},
+        timeout=timeout,
+    )

@@ -1,43 +1,29 @@
 """The model commands through the real `kiln` entry point, in a subprocess."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from flows.store import ArtifactStore
-from tests.factories import write_csv
-
-
-def kiln(*args: str, store) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KILN_STORE": str(store)}
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+from tests.factories import run_kiln, write_csv
 
 
 def test_train_list_show_pin_prune(tmp_path):
     store = tmp_path / "store"
-    trained = kiln("train", store=store)
+    trained = run_kiln("train", store=store)
     assert trained.returncode == 0, trained.stderr
     version = ArtifactStore(store).list_versions()[0].version
     assert f"stored version {version}" in trained.stdout
     assert "accuracy" in trained.stdout
 
-    listed = json.loads(kiln("models", "--json", store=store).stdout)
+    listed = json.loads(run_kiln("models", "--json", store=store).stdout)
     assert [row["version"] for row in listed] == [version]
-    shown = json.loads(kiln("models", "show", version[:6], store=store).stdout)
+    shown = json.loads(run_kiln("models", "show", version[:6], store=store).stdout)
     assert shown["labels"]["0"] == "setosa" and shown["data_source"] == "iris"
 
-    assert kiln("pin", version, store=store).returncode == 0
-    assert json.loads(kiln("models", "--json", store=store).stdout)[0]["pinned"] is True
-    pruned = kiln("prune", "--keep", "1", "--dry-run", store=store)
+    assert run_kiln("pin", version, store=store).returncode == 0
+    assert json.loads(run_kiln("models", "--json", store=store).stdout)[0]["pinned"] is True
+    pruned = run_kiln("prune", "--keep", "1", "--dry-run", store=store)
     assert "would remove 0 version(s)" in pruned.stdout
 
 
@@ -49,7 +35,7 @@ def test_train_list_show_pin_prune(tmp_path):
     ],
 )
 def test_errors_are_one_line_and_exit_non_zero(tmp_path, args, message):
-    result = kiln(*args, store=tmp_path / "store")
+    result = run_kiln(*args, store=tmp_path / "store")
     assert result.returncode == 1
     assert result.stderr.strip().startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -67,7 +53,7 @@ def test_errors_are_one_line_and_exit_non_zero(tmp_path, args, message):
 )
 def test_bad_csv_stores_nothing(tmp_path, header, rows, message):
     path = write_csv(tmp_path / "bad.csv", header, rows)
-    result = kiln("train", "--data", str(path), store=tmp_path / "store")
+    result = run_kiln("train", "--data", str(path), store=tmp_path / "store")
     assert result.returncode == 1
     assert message in result.stderr
     assert ArtifactStore(tmp_path / "store").list_versions() == []
@@ -75,7 +61,7 @@ def test_bad_csv_stores_nothing(tmp_path, header, rows, message):
 
 def test_gamma_is_checked_while_parsing(tmp_path):
     # was a DataError after loading the data (status 1); now a usage error before any work
-    result = kiln("train", "--gamma", "lots", store=tmp_path / "store")
+    result = run_kiln("train", "--gamma", "lots", store=tmp_path / "store")
     assert result.returncode == 2
     assert "'lots' is not 'scale', 'auto' or a positive number" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -21,18 +21,7 @@ from flows.params import TrainParams
 from flows.sequence import run_training
 from flows.store import ArtifactStore
 from tests.conftest import free_port
-
-
-def kiln(
-    *args: str, store: str, env_extra: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KILN_STORE": store, **(env_extra or {})},
-        timeout=300,
-    )
+from tests.factories import run_kiln
 
 
 @pytest.fixture
@@ -41,7 +30,7 @@ def s3_store(seaweedfs) -> str:
 
 
 def test_train_models_show_pin_prune_against_s3(s3_store):
-    trained = kiln("train", store=s3_store)
+    trained = run_kiln("train", store=s3_store)
     assert trained.returncode == 0, trained.stderr
     store = ArtifactStore(s3_store)
     [newest] = [v.version for v in store.list_versions()]
@@ -49,9 +38,9 @@ def test_train_models_show_pin_prune_against_s3(s3_store):
     older = [run_training(store, TrainParams(seed=s)) for s in (1, 2)]
     assert len(store.list_versions()) == 3
 
-    listed = json.loads(kiln("models", "--json", store=s3_store).stdout)
+    listed = json.loads(run_kiln("models", "--json", store=s3_store).stdout)
     assert {row["version"] for row in listed} == {newest, *(r.version for r in older)}
-    shown = kiln("models", "show", newest[:6], store=s3_store)
+    shown = run_kiln("models", "show", newest[:6], store=s3_store)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["version"] == newest
 
@@ -61,13 +50,13 @@ def test_train_models_show_pin_prune_against_s3(s3_store):
         meta = json.loads(store.fs.cat_file(path))
         meta["created"] = f"2026-01-01T00:00:{59 - age:02d}Z"
         store.fs.pipe_file(path, json.dumps(meta).encode())
-    pinned = kiln("pin", older[0].version[:8], store=s3_store)
+    pinned = run_kiln("pin", older[0].version[:8], store=s3_store)
     assert pinned.returncode == 0, pinned.stderr
-    pruned = kiln("prune", "--keep", "1", store=s3_store)
+    pruned = run_kiln("prune", "--keep", "1", store=s3_store)
     assert pruned.returncode == 0, pruned.stderr
     assert f"removed {older[1].version}" in pruned.stdout
     assert {v.version for v in store.list_versions()} == {newest, older[0].version}
-    assert json.loads(kiln("models", "show", older[0].version, store=s3_store).stdout)["pinned"]
+    assert json.loads(run_kiln("models", "show", older[0].version, store=s3_store).stdout)["pinned"]
 
 
 def test_an_unreachable_s3_store_is_one_line(s3_store, tmp_path):
@@ -156,13 +145,13 @@ def test_deploy_status_rollback_record_in_s3(s3_store, tmp_path):
     env = {"KILN_LOCAL_PORT": str(port), "KILN_LOCAL_NAME": name, "KILN_TARGET": "local"}
     try:
         for version, image in ((old, old_image), (new, new_image)):
-            shipped = kiln("deploy", version, "--image", image, store=s3_store, env_extra=env)
+            shipped = run_kiln("deploy", version, "--image", image, store=s3_store, env=env)
             assert shipped.returncode == 0, shipped.stderr
         record = store.deployment("local")
         assert (record.current, record.previous) == (new, old)
-        status = kiln("status", store=s3_store, env_extra=env)
+        status = run_kiln("status", store=s3_store, env=env)
         assert f"recorded  {new} {new_image}" in status.stdout
-        back = kiln("rollback", store=s3_store, env_extra=env)
+        back = run_kiln("rollback", store=s3_store, env=env)
         assert back.returncode == 0, back.stderr
         assert f"rolled back to {old}" in back.stdout
         assert httpx.get(f"http://127.0.0.1:{port}/metadata").json()["version"] == old

@@ -7,9 +7,6 @@ score 0.9474, C=0.5 scores 0.9211, each through ONNX Runtime on the same rows.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -27,7 +24,7 @@ from flows.promotion import (
 from flows.reports import model_card
 from flows.sequence import run_training
 from flows.store import ArtifactStore
-from tests.factories import write_csv
+from tests.factories import run_kiln, write_csv
 
 IMAGE = "127.0.0.1:5000/kiln/iris@sha256:" + "0" * 64
 
@@ -149,35 +146,24 @@ def test_the_model_card_shows_challenger_and_champion_side_by_side(store):
     assert "compared on the same holdout rows; tolerance 0" in card
 
 
-def kiln(*args: str, store: ArtifactStore) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KILN_STORE": store.url}
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
 def test_kiln_train_with_a_target_prints_the_decision_and_models_lists_it(store):
     better = champion(store, TrainParams(C=4.0))
-    trained = kiln("train", "--target", "local", store=store)
+    trained = run_kiln("train", "--target", "local", store=store)
     assert trained.returncode == 0, trained.stderr
     assert "decision refuse: challenger" in trained.stdout
     assert f"{better} keeps serving on local" in trained.stdout
     listed = {
-        row["version"]: row for row in json.loads(kiln("models", "--json", store=store).stdout)
+        row["version"]: row for row in json.loads(run_kiln("models", "--json", store=store).stdout)
     }
     refused = next(v for v in listed if v != better)
     assert listed[refused]["decision"]["outcome"] == REFUSE
     assert listed[better]["deployed_on"] == ["local"]
-    table = kiln("models", store=store).stdout
+    table = run_kiln("models", store=store).stdout
     assert "refuse on local" in table
 
 
 def test_kiln_train_rejects_an_unknown_target_before_training(store):
-    result = kiln("train", "--target", "mars", store=store)
+    result = run_kiln("train", "--target", "mars", store=store)
     assert result.returncode == 2  # a usage error
     assert "'mars'" in result.stderr and "Traceback" not in result.stderr
     assert store.list_versions() == []

@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from flows.errors import IntegrityError, StoreError
 from flows.store import ArtifactStore
 from flows.store_schema import CorruptVersion
+from tests.factories import run_kiln
 
 LABELS = {0: "setosa", 1: "versicolor"}
 
@@ -26,17 +25,6 @@ def put(store: ArtifactStore, model: bytes, **meta) -> str:
 
 def metadata_path(root: Path, version: str) -> Path:
     return root / "versions" / version / "metadata.json"
-
-
-def kiln(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KILN_STORE": str(store)}
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
 
 
 # -- 6: the id is recomputed from content ---------------------------------------------------
@@ -56,7 +44,7 @@ def test_a_swapped_model_with_a_matching_sha256_is_refused_under_the_old_id(tmp_
     with pytest.raises(IntegrityError):
         store.export_version(version, tmp_path / "out")
     assert not (tmp_path / "out" / "model.onnx").exists()
-    shown = kiln("models", "show", version, store=tmp_path)
+    shown = run_kiln("models", "show", version, store=tmp_path)
     assert shown.returncode == 1 and "hash to version" in shown.stderr
     assert "Traceback" not in shown.stderr
 
@@ -142,14 +130,14 @@ def test_kiln_models_lists_corrupt_versions_with_the_reason(tmp_path):
     bad = put(store, b"bad")
     _break(metadata_path(tmp_path, bad), "no model_sha256")
 
-    table = kiln("models", store=tmp_path)
+    table = run_kiln("models", store=tmp_path)
     assert table.returncode == 0, table.stderr
     assert f"corrupt {bad}:" in table.stdout and "model_sha256: Field required" in table.stdout
     assert good in table.stdout
-    rows = json.loads(kiln("models", "--json", store=tmp_path).stdout)
+    rows = json.loads(run_kiln("models", "--json", store=tmp_path).stdout)
     assert [r["version"] for r in rows] == [good, bad]
     assert "model_sha256" in rows[1]["corrupt"] and "corrupt" not in rows[0]
-    pruned = kiln("prune", "--keep", "1", "--dry-run", store=tmp_path)
+    pruned = run_kiln("prune", "--keep", "1", "--dry-run", store=tmp_path)
     assert pruned.returncode == 0 and "would remove 0 version(s)" in pruned.stdout
 
 
@@ -225,7 +213,7 @@ def test_kiln_models_show_includes_lineage(tmp_path):
     store = ArtifactStore(tmp_path)
     version = put(store, b"m", data_source="one.csv")
     put(store, b"m", data_source="two.csv")
-    shown = json.loads(kiln("models", "show", version, store=tmp_path).stdout)
+    shown = json.loads(run_kiln("models", "show", version, store=tmp_path).stdout)
     assert [r["data_source"] for r in shown["lineage"]] == ["one.csv", "two.csv"]
 
 
