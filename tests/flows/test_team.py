@@ -4,17 +4,13 @@ slot on this session's real Prefect server. tests/flows/test_team_e2e.py runs it
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from flows import daemon
 from flows.errors import KilnError, RolloutError
 from flows.team.command import export_lines, parse_exports
 from flows.team.config import TeamConfig
@@ -72,39 +68,6 @@ def test_exports_round_trip_through_the_shell():
         check=True,
     )
     assert shell.stdout == "a b'c$d"
-
-
-def _spawn_stubborn(tmp_path: Path) -> tuple[int, Path]:
-    """A session leader that ignores SIGINT, with a child in its group."""
-    script = "import signal, subprocess, sys, time\n"
-    script += "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-    script += "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-    script += "time.sleep(60)\n"
-    pid_file = tmp_path / "run" / "stubborn.pid"
-    pid = daemon.spawn(
-        [sys.executable, "-c", script, "kiln-test-marker"],
-        env=os.environ,
-        log=tmp_path / "logs" / "stubborn.log",
-        pid_file=pid_file,
-    )
-    return pid, pid_file
-
-
-def test_a_process_group_that_ignores_sigint_is_killed(tmp_path):
-    pid, pid_file = _spawn_stubborn(tmp_path)
-    time.sleep(0.5)
-    assert daemon.running(pid_file, "kiln-test-marker") == pid
-    assert daemon.running(pid_file, "another-marker") is None  # a reused pid is not ours
-    children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    assert children, "the stand-in started no child"
-    started = time.monotonic()
-    assert daemon.stop_group(pid_file, "kiln-test-marker", [(signal.SIGINT, 1.0)]) is True
-    assert time.monotonic() - started < 10
-    assert daemon.exited(pid)
-    time.sleep(0.2)
-    assert all(daemon.exited(child) for child in children)  # the whole group went
-    assert not pid_file.exists()
-    assert daemon.stop_group(pid_file, "kiln-test-marker", [(signal.SIGINT, 1.0)]) is False
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the postgres user is used only when root")
