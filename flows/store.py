@@ -9,7 +9,8 @@ Layout under the root (a local folder or any fsspec URL):
     versions/<id>/decisions/*.json  champion/challenger decisions about it, oldest first
     versions/<id>/lineage/<t>-<r>.json  one record per store of the version (time, data)
     pins/<id>                       a pinned version (kept by retention)
-    deployments/<target>.json       what runs on a target, and the version before it
+    deployments/<target>.json       what runs on a target, the version before it, and the
+                                    versions rolled back there after a failed smoke test
 
 Version ids are the first 12 hex digits of the sha256 of the model and its labels, so the
 same model stored twice is one version. Writes never expose half a version: on a local
@@ -48,7 +49,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -76,6 +77,9 @@ LINEAGE_DIR = "lineage"
 VERSION_ID_LENGTH = 12
 # Tries of a deployment record's read-modify-write before giving up on a busy record.
 RECORD_UPDATE_ATTEMPTS = 20
+# Rolled-back versions a deployment record keeps per target, and the length of each reason.
+ROLLED_BACK_KEPT = 50
+REASON_CHARS = 500
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -143,6 +147,13 @@ class Deployment:
     previous: str | None
     previous_image: str | None
     updated: str
+    # Versions that failed their smoke test here and were rolled back, newest last:
+    # [{"version", "reason", "at"}]; a rollout refuses them unless forced.
+    rolled_back: list[dict[str, str]] = field(default_factory=list)
+
+    def rolled_back_reason(self, version: str) -> str | None:
+        """Why `version` was rolled back on this target, or None if it never was."""
+        return next((e["reason"] for e in self.rolled_back if e["version"] == version), None)
 
 
 @dataclass(frozen=True)
@@ -597,11 +608,31 @@ class ArtifactStore:
                 previous, previous_image = before.current, before.image
             else:
                 previous, previous_image = None, None
-            return Deployment(target, version, image, previous, previous_image, _now(self.clock))
+            # Shipped and passed (forced, or fixed): no longer a rolled-back version here.
+            kept = [e for e in before.rolled_back if e["version"] != version] if before else []
+            return Deployment(
+                target, version, image, previous, previous_image, _now(self.clock), kept
+            )
 
         after = self._update_deployment(target, change)
         assert after is not None
         return after
+
+    @_store_op("recording a rollback")
+    def record_rollback(self, target: str, version: str, reason: str) -> Deployment | None:
+        """Note on `target`'s record that `version` failed there and was rolled back.
+
+        Nothing is noted where nothing was ever recorded (there was nothing to roll back to).
+        The newest ROLLED_BACK_KEPT are kept, each reason cut to one bounded line."""
+        entry = {"version": version, "reason": reason[:REASON_CHARS], "at": _now(self.clock)}
+
+        def change(before: Deployment | None) -> Deployment | None:
+            if before is None:
+                return None
+            others = [e for e in before.rolled_back if e["version"] != version]
+            return replace(before, rolled_back=[*others, entry][-ROLLED_BACK_KEPT:])
+
+        return self._update_deployment(target, change)
 
     @_store_op("restoring a deployment record")
     def restore_deployment(self, target: str, deployment: Deployment | None) -> None:
