@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from flows.errors import KilnError, RolloutError
 from flows.locks import Locks, store_key, store_locks
 from flows.rollout.smoke import Caller, SmokeTestFailed, smoke_test
-from flows.rollout.target import Deployed, RolloutResult, Target, TargetStatus
+from flows.rollout.target import Deployed, RolloutResult, Target, TargetStatus, is_transient
 
 if TYPE_CHECKING:
     from flows.store import ArtifactStore
@@ -44,21 +44,31 @@ def roll_out(
     *,
     image: str | None = None,
     rolled_back: bool = False,
+    ship_rolled_back: bool = False,
     locks: Locks | None = None,
 ) -> RolloutResult:
     """Ship a stored version to `target`; on failure restore what served before and raise.
 
-    Holds the store's lock (flows/locks.py), as builds and prunes do: two deploys take turns
-    and no prune removes the version while it rolls out."""
+    A version that failed its smoke test on `target` and was rolled back is refused (the
+    store's record says so, so a retry of any kind cannot ship it again) unless
+    `ship_rolled_back`. Holds the store's lock (flows/locks.py), as builds and prunes do:
+    two deploys take turns and no prune removes the version while it rolls out."""
     locks = locks or store_locks(store)
     with locks.hold(store_key(store.url), f"deploying {version} {target.where}"):
-        return _roll_out_locked(store, version, target, image, rolled_back)
+        return _roll_out_locked(store, version, target, image, rolled_back, ship_rolled_back)
 
 
 def _roll_out_locked(
-    store: ArtifactStore, version: str, target: Target, image: str | None, rolled_back: bool
+    store: ArtifactStore,
+    version: str,
+    target: Target,
+    image: str | None,
+    rolled_back: bool,
+    ship_rolled_back: bool = False,
 ) -> RolloutResult:
     version, image, sample_input = _resolve(store, version, image)
+    if not ship_rolled_back:
+        _refuse_rolled_back(store, target, version)
     before = target.current()
     log.info(
         "rolling out %s (%s) %s; serving now: %s",
@@ -78,7 +88,10 @@ def _roll_out_locked(
         log.error("rollout of %s %s failed: %s", version, target.where, reason)
         message = f"rolling out {version} {target.where}: {reason}"
         good = rollback_target(store, target.name, version)
-        raise RolloutError(f"{message}; {_restore(target, good)}") from err
+        restored = _restore(target, good)
+        if good is not None and _failed_smoke_test(err):
+            _record_rollback(store, target.name, version, reason)
+        raise RolloutError(f"{message}; {restored}") from err
     _record(store, target.name, version, image)
     return RolloutResult(
         target.name,
@@ -147,6 +160,35 @@ def _restore(target: Target, before: Deployed | None) -> str:
         return target.restore(before)
     except Exception as err:
         return f"restoring {before.version} ({before.image}) failed too: {err}"
+
+
+def _refuse_rolled_back(store: ArtifactStore, target: Target, version: str) -> None:
+    record = store.deployment(target.name)
+    reason = record.rolled_back_reason(version) if record is not None else None
+    if reason is not None:
+        raise RolloutError(
+            f"not rolling out {version} {target.where}: it failed its smoke test there and "
+            f"was rolled back ({reason}); ship a new version, or ship this one anyway with "
+            "--ship-rolled-back (flow parameter ship_rolled_back)"
+        )
+
+
+def _failed_smoke_test(err: BaseException) -> bool:
+    """True when `err`, or an error it was raised from, is a failed smoke test that a
+    retry would not cure (a pod proxy that did not answer is transient, not the model's)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, SmokeTestFailed):
+            return not is_transient(err)
+        seen = seen.__cause__
+    return False
+
+
+def _record_rollback(store: ArtifactStore, target: str, version: str, reason: str) -> None:
+    try:
+        store.record_rollback(target, version, reason)
+    except KilnError as err:  # the rollout's own error is the one to report
+        log.error("recording that %s was rolled back on %s failed: %s", version, target, err)
 
 
 def _resolve(store: ArtifactStore, version: str, image: str | None) -> tuple[str, str, Any]:

@@ -635,3 +635,40 @@ def test_a_restore_retries_a_transient_error_and_gives_up_on_endless_changes(
     state.json_patch_hook = lambda key: state.scale(NS, "kiln", 4 + next(flips) % 2)
     with pytest.raises(RolloutError, match="kept changing under us"):
         roll_out(store, new, cluster)
+
+
+def test_a_rolled_back_version_is_refused_by_any_later_rollout_unless_forced(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    """The store remembers the rollback: a new flow run (a `prefect flow-run retry`, a
+    second `kiln deploy`) does not ship the version again; a new version ships."""
+    old, old_image = add_version("a")
+    bad, bad_image = add_version("b")
+    roll_out(store, old, cluster)
+    emulator.cluster.fault(bad_image, predict_status=500)
+    with pytest.raises(RolloutError, match="POST /predict answered 500"):
+        roll_out(store, bad, cluster)
+    [entry] = store.deployment(KUBERNETES).rolled_back
+    assert entry["version"] == bad and "POST /predict answered 500" in entry["reason"]
+
+    emulator.cluster.fault(bad_image, predict_status=200)  # would pass now: still refused
+    requests = len(emulator.cluster.requests)
+    with pytest.raises(RolloutError) as caught:
+        roll_out(store, bad, cluster)
+    message = str(caught.value)
+    assert "\n" not in message and "failed its smoke test there and was rolled back" in message
+    assert "POST /predict answered 500" in message and "--ship-rolled-back" in message
+    assert emulator.cluster.requests[requests:] == []  # refused before calling the cluster
+    assert_untouched(emulator, old, old_image)
+
+    other, other_image = add_version("c")  # a new version ships normally
+    roll_out(store, other, cluster)
+    assert emulator.cluster.serving_image(NS, "kiln") == other_image
+
+    roll_out(store, bad, cluster, ship_rolled_back=True)  # forced: ships, and is cleared
+    assert emulator.cluster.serving_image(NS, "kiln") == bad_image
+    record = store.deployment(KUBERNETES)
+    assert (record.current, record.previous, record.rolled_back) == (bad, other, [])
