@@ -138,11 +138,20 @@ def build_task(store_url: str, version: str, settings: KilnSettings) -> BuildRes
 
 @task(name="roll-out")
 def rollout_task(
-    store_url: str, version: str, target: str, image: str, settings: KilnSettings
+    store_url: str,
+    version: str,
+    target: str,
+    image: str,
+    settings: KilnSettings,
+    ship_rolled_back: bool = False,
 ) -> RolloutResult:
     with rollout_slot(target):  # one rollout per target at a time, across workers
         result = roll_out(
-            ArtifactStore(store_url), version, wiring.make_target(settings, target), image=image
+            ArtifactStore(store_url),
+            version,
+            wiring.make_target(settings, target),
+            image=image,
+            ship_rolled_back=ship_rolled_back,
         )
     get_run_logger().info("%s now serves %s at %s", target, version, result.endpoint)
     return result
@@ -166,12 +175,15 @@ def retried(step, settings: KilnSettings):
     return step.with_options(**RetryPolicy.from_settings(settings).task_options())
 
 
-def ship_steps(store_url: str, version: str, target: str, settings: KilnSettings):
+def ship_steps(
+    store_url: str, version: str, target: str, settings: KilnSettings, ship_rolled_back: bool
+):
     build = retried(build_task, settings)(store_url, version, settings)
-    # Only a transient failure is retried: a version that failed its smoke test and was
-    # rolled back is never shipped again by a retry.
+    # Only a transient failure is retried. A version that failed its smoke test and was
+    # rolled back is recorded as such in the store, so no retry (not this task's, not a
+    # new run of the flow) ships it again unless `ship_rolled_back`.
     rollout = retried(rollout_task, settings).with_options(retry_condition_fn=retry_if_transient)(
-        store_url, version, target, build.image, settings
+        store_url, version, target, build.image, settings, ship_rolled_back
     )
     return build, rollout
 
@@ -213,10 +225,12 @@ def pipeline_flow(
     gate_tolerance: float | None = None,
     force: bool = False,
     ship: bool = True,
+    ship_rolled_back: bool = False,
 ) -> dict[str, Any]:
     """Train, gate (absolute, then against the target's champion), export, store, build, push,
     roll out and prune. A refused challenger is stored, not shipped, and the run still ends
-    Completed; `force` ships it anyway; `ship=False` stops after the store."""
+    Completed; `force` ships it anyway; `ship=False` stops after the store. A version rolled
+    back on the target after a failed smoke test is refused unless `ship_rolled_back`."""
     settings = resolved_settings(
         store=store,
         target=target,
@@ -232,7 +246,9 @@ def pipeline_flow(
     summary = training_summary(outcome)
     if not ship or not decision.ships:
         return held_back(the_store, settings, outcome, summary, ship)
-    build, rollout = ship_steps(settings.store, outcome.version, settings.target, settings)
+    build, rollout = ship_steps(
+        settings.store, outcome.version, settings.target, settings, ship_rolled_back
+    )
     retention = retain(settings)
     publish_model_card(
         the_store,
@@ -293,14 +309,21 @@ def _parity_line(outcome: TrainOutcome) -> str:
 
 @flow(name="kiln-ship")
 def ship_flow(
-    version: str | int = "latest", target: str | None = None, store: str | None = None
+    version: str | int = "latest",
+    target: str | None = None,
+    store: str | None = None,
+    ship_rolled_back: bool = False,
 ) -> dict[str, Any]:
-    """Build (or find) the image of a stored version and roll it out: redeploy, rollback."""
+    """Build (or find) the image of a stored version and roll it out: redeploy, rollback.
+    A version rolled back on the target after a failed smoke test is refused unless
+    `ship_rolled_back`."""
     settings = resolved_settings(store=store, target=target)
     the_store = wiring.open_store(settings)
     # `prefect deployment run --param version=123456` parses an all-digit prefix as a number
     version = the_store.resolve(str(version))
-    build, rollout = ship_steps(settings.store, version, settings.target, settings)
+    build, rollout = ship_steps(
+        settings.store, version, settings.target, settings, ship_rolled_back
+    )
     publish_version_table(the_store)
     return {"version": version, "image": build.image, "endpoint": rollout.endpoint}
 
