@@ -65,6 +65,13 @@ def deploy(
     ] = None,
     output: OutputOption = "text",
     store: StoreOption = None,
+    ship_rolled_back: Annotated[
+        bool,
+        typer.Option(
+            "--ship-rolled-back",
+            help="Ship it even if it failed its smoke test on this target and was rolled back.",
+        ),
+    ] = False,
 ) -> None:
     """Roll a stored version out: wait until ready, smoke-test, roll back by itself on failure."""
     settings = get_settings().with_overrides(store=store, target=target)
@@ -73,7 +80,11 @@ def deploy(
     chosen = image or latest_image(the_store, stored.version)
     with progress(err_console, f"rolling {stored.version[:12]} out to {settings.target}"):
         result = roll_out(
-            the_store, stored.version, wiring.make_target(settings, settings.target), image=chosen
+            the_store,
+            stored.version,
+            wiring.make_target(settings, settings.target),
+            image=chosen,
+            ship_rolled_back=ship_rolled_back,
         )
     _print_result(result, stored.metadata.get("sample_input"), output)
 
