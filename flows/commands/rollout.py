@@ -179,6 +179,8 @@ def status(
             print_line(f"  recorded  {record.current} {record.image} ({record.updated})")
             if record.previous:
                 print_line(f"  previous  {record.previous} {record.previous_image}")
+            for entry in record.rolled_back:  # refused by deploys unless --ship-rolled-back
+                print_line(f"  rolled back  {entry['version']} ({entry['at']}): {entry['reason']}")
         if state.error:
             print_line(f"  live      unknown: {state.error}")
         elif not state.live:
