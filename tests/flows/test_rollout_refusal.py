@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ from typing import Any
 import pytest
 
 from flows import pipeline
+from flows.cli import main
 from flows.errors import RolloutError, StoreError
 from flows.rollout import LOCAL, Deployed, is_transient, roll_out
 from flows.rollout.kube_api import ApiUnreachable
 from flows.rollout.smoke import Caller, Reply, SmokeTest
-from flows.settings import KilnSettings
+from flows.settings import KilnSettings, get_settings
 from flows.store import REASON_CHARS, ROLLED_BACK_KEPT, ArtifactStore
 
 SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
@@ -240,3 +242,28 @@ def test_the_pipelines_roll_out_task_passes_the_choice_through(
     with pytest.raises(RolloutError, match="was rolled back"):
         run(str(store.url), bad, LOCAL, image, settings)
     assert run(str(store.url), bad, LOCAL, image, settings, True).version == bad
+
+
+def test_kiln_status_lists_the_rolled_back_versions(
+    store: ArtifactStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    good, bad = add(store, "good"), add(store, "bad")
+    store.record_deployment("kubernetes", good, "image-of-good")
+    store.record_rollback("kubernetes", bad, "POST /predict answered 500")
+    for key in list(os.environ):
+        if key.startswith("KILN_") or key == "KUBERNETES_SERVICE_HOST":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("KILN_STORE", str(store.url))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))  # live: unknown
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(["status"])
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    assert exited.value.code in (0, None), out
+    assert f"  rolled back  {bad} (" in out and "): POST /predict answered 500" in out
