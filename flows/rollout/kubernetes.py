@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "kiln"
 RESTORE_ATTEMPTS = 5
+# The Deployment's version annotation as a JSON pointer (RFC 6901: "/" in a key is "~1").
+VERSION_ANNOTATION_POINTER = "/metadata/annotations/" + VERSION_ANNOTATION.replace("/", "~1")
 
 
 class RolloutStuck(RolloutError):
@@ -196,7 +198,8 @@ class KubernetesTarget:
         """Write `before` (a recorded good version) back into the main Deployment's template."""
         if before.version is None or before.image is None:
             raise RolloutError("the record names no version and image to restore")
-        objects = render_manifests(before.image, before.version, self.namespace, self.manifest_dir)
+        # Only the pod template is written back, and a pod template has no namespace.
+        objects = render_manifests(before.image, before.version, directory=self.manifest_dir)
         template = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]
         for _attempt in range(RESTORE_ATTEMPTS):
             live = self._live()
@@ -219,14 +222,13 @@ class KubernetesTarget:
 
     def _patch_template(self, live: dict[str, Any], version: str, template: dict) -> None:
         annotations = live["metadata"].get("annotations") or {}
-        key = VERSION_ANNOTATION.replace("~", "~0").replace("/", "~1")
         operations = [
             {"op": "test", "path": "/metadata/generation", "value": live["metadata"]["generation"]},
             {"op": "replace", "path": "/spec/template", "value": template},
         ]
         if annotations:
             operations.append(
-                {"op": "add", "path": f"/metadata/annotations/{key}", "value": version}
+                {"op": "add", "path": VERSION_ANNOTATION_POINTER, "value": version}
             )
         query = [("fieldManager", FIELD_MANAGER)]
         self.api.call("PATCH", self._path(), operations, content_type=JSON_PATCH, query=query)
@@ -284,7 +286,7 @@ class KubernetesTarget:
 
 def _deployed(deployment: dict[str, Any]) -> Deployed:
     template = deployment["spec"]["template"]
-    annotations = template.get("metadata", {}).get("annotations") or {}
+    annotations = template["metadata"].get("annotations") or {}  # labels: always there
     image = next(
         (c["image"] for c in template["spec"]["containers"] if c["name"] == CONTAINER_NAME),
         None,

@@ -82,14 +82,16 @@ def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render_manifests(
-    image: str, version: str, namespace: str, directory: Path = MANIFEST_DIR
+    image: str, version: str, namespace: str | None = None, directory: Path = MANIFEST_DIR
 ) -> list[dict[str, Any]]:
-    """The base with the server image pinned to `image` and `version` annotated everywhere."""
+    """The base with the server image pinned to `image` and `version` annotated everywhere,
+    in `namespace` (None leaves the objects without one: enough for a pod template)."""
     if "@sha256:" not in image:
         raise RolloutError(f"rendering manifests: image {image!r} is not pinned by digest")
     objects = load_base(directory)
     for obj in objects:
-        set_namespace(obj, namespace)
+        if namespace is not None:
+            set_namespace(obj, namespace)
         if obj["kind"] == "Deployment":
             obj["metadata"].setdefault("annotations", {})[VERSION_ANNOTATION] = version
             template = obj["spec"]["template"]

@@ -8,6 +8,7 @@ same scenarios run against a real cluster in test_cluster.py when KUBECONFIG is 
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,15 @@ from kubernetes import client
 
 from flows.errors import RolloutError
 from flows.rollout import KUBERNETES, previous_of, roll_out
-from flows.rollout.kubernetes import KubernetesTarget
-from flows.rollout.manifests import MANIFEST_DIR, VERSION_ANNOTATION
+from flows.rollout.kube_api import JSON_PATCH
+from flows.rollout.kubernetes import KubernetesTarget, RolloutStuck
+from flows.rollout.manifests import (
+    MANIFEST_DIR,
+    VERSION_ANNOTATION,
+    candidate_of,
+    render_manifests,
+)
+from flows.rollout.target import Deployed
 from flows.store import ArtifactStore
 from tests.k8s.conftest import NS, AddVersion
 from tests.k8s.emulator import EmulatedApiServer
@@ -284,7 +292,6 @@ def test_the_rollback_target_is_the_record_not_what_runs(
     b, b_image = add_version("b")
     roll_out(store, a, cluster)
     emulator.cluster.scale(NS, "kiln", 3)
-    from flows.rollout.manifests import render_manifests
 
     cluster.apply(render_manifests(b_image, b, NS))  # the run that died
     cluster.wait_rolled_out()
@@ -598,7 +605,7 @@ def test_a_restore_needs_a_recorded_version_and_a_deployment(cluster: Kubernetes
     from flows.rollout.target import Deployed
 
     image = "127.0.0.1:5000/kiln/iris@sha256:" + "c" * 64
-    with pytest.raises(RolloutError, match="names no version and image"):
+    with pytest.raises(RolloutError, match="^the record names no version and image to restore$"):
         cluster.restore(Deployed(None, image))
     with pytest.raises(RolloutError, match=f"Deployment {NS}/kiln is gone"):
         cluster.restore(Deployed("v1", image))
@@ -672,3 +679,101 @@ def test_a_rolled_back_version_is_refused_by_any_later_rollout_unless_forced(
     assert emulator.cluster.serving_image(NS, "kiln") == bad_image
     record = store.deployment(KUBERNETES)
     assert (record.current, record.previous, record.rolled_back) == (bad, other, [])
+
+
+def test_a_failed_reship_of_the_running_version_restores_the_one_before_it(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`kiln deploy B` while B runs, and B fails now: the record's previous, A, comes back."""
+    a, a_image = add_version("a")
+    b, b_image = add_version("b")
+    roll_out(store, a, cluster)
+    roll_out(store, b, cluster)
+    emulator.cluster.fault(b_image, predict_status=500)
+
+    with (
+        caplog.at_level(logging.WARNING, "flows.rollout.orchestrator"),
+        pytest.raises(RolloutError) as caught,
+    ):
+        roll_out(store, b, cluster)
+
+    assert str(caught.value).endswith(f"; rolled back to {a} ({a_image})")
+    assert f"restoring {a} ({a_image})" in [r.getMessage() for r in caplog.records]
+    assert_untouched(emulator, a, a_image)
+
+
+def test_a_failed_reship_of_the_only_version_has_nothing_to_restore(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    only, image = add_version("only")
+    roll_out(store, only, cluster)
+    emulator.cluster.fault(image, predict_status=500)
+
+    with pytest.raises(RolloutError) as caught:
+        roll_out(store, only, cluster)
+
+    assert str(caught.value).endswith(
+        f"; nothing to restore (no other good version is recorded for {KUBERNETES})"
+    )
+    assert_untouched(emulator, only, image)
+
+
+def test_a_container_renamed_by_hand_reports_no_image_and_is_restored(
+    store: ArtifactStore, add_version: AddVersion, cluster: KubernetesTarget
+) -> None:
+    a, a_image = add_version("a")
+    roll_out(store, a, cluster)
+    rename = {"op": "replace", "path": "/spec/template/spec/containers/0/name", "value": "x"}
+    cluster.api.call("PATCH", cluster._path(), [rename], content_type=JSON_PATCH)
+    cluster.wait_rolled_out()
+    assert cluster.current() == Deployed(a, None)
+
+    assert cluster.restore(Deployed(a, a_image)) == f"rolled back to {a} ({a_image})"
+    assert cluster.current() == Deployed(a, a_image)
+
+
+def test_the_wait_logs_each_new_status_once(
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pod that never becomes ready: the same status for several polls, logged once."""
+    version, image = add_version("a")
+    emulator.cluster.fault(image, stuck=True)
+    cluster.apply(render_manifests(image, version, NS))
+
+    with (
+        caplog.at_level(logging.INFO, "flows.rollout.kubernetes"),
+        pytest.raises(RolloutStuck, match="progress deadline exceeded"),
+    ):
+        cluster.wait_rolled_out()
+
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kiln: ")]
+    polls = [p for m, p in emulator.cluster.requests if m == "GET" and p == cluster._path()]
+    assert logged[0] == "kiln: waiting for the controller to see generation 1"
+    assert "kiln: 0 of 1 updated replicas available" in logged
+    assert len(logged) == len(set(logged)) < len(polls)  # repeats were polled, not logged
+
+
+@pytest.mark.parametrize("name", ["kiln", "kiln-candidate"])
+def test_a_deployment_deleted_during_the_wait_stops_it(
+    add_version: AddVersion, cluster: KubernetesTarget, name: str
+) -> None:
+    version, image = add_version("a")
+    (deployment,) = [o for o in render_manifests(image, version, NS) if o["kind"] == "Deployment"]
+    cluster.apply([deployment if name == "kiln" else candidate_of(deployment)])
+    # the first poll sees a generation the controller has not observed yet: the wait sleeps
+    cluster.sleep = lambda _seconds: cluster.api.call("DELETE", cluster._path(name))
+
+    with pytest.raises(RolloutStuck) as caught:
+        cluster.wait_rolled_out(None if name == "kiln" else name)
+
+    assert str(caught.value) == f"Deployment {NS}/{name} does not exist"
