@@ -45,6 +45,7 @@ pytest_add_cli_args_test_selection=tests/k8s/test_rollout_emulated.py
     tests/flows/test_rollout.py::test_rollout_status_reports_a_replica_failure_and_a_pause
     tests/flows/test_rollout.py::test_rollout_status_reports_the_progress_deadline
     tests/flows/test_rollout.py::test_only_transient_failures_are_retried
+    tests/flows/test_rollout_refusal.py
 CFG
 # The wait (rollout_status and its poll loop), the restore (the JSON patch, what the
 # Deployment runs now) and what decides the rollback target, and what the orchestrator
@@ -61,6 +62,7 @@ wait_restore=(
     "$orchestrator.x__restore__mutmut_*"
     "$orchestrator.x__record_rollback__mutmut_*"
     "$orchestrator.x__refuse_rolled_back__mutmut_*"
+    "$orchestrator.x__failed_smoke_test__mutmut_*"
 )
 patterns=("$@")
 if [ "${1:-}" = wait-restore ]; then patterns=("${wait_restore[@]}"); fi

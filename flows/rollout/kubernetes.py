@@ -311,8 +311,9 @@ def rollout_status(deployment: dict[str, Any]) -> tuple[bool, str]:
     name = meta["name"]
     if spec.get("paused"):
         raise RolloutStuck(f"{name} is paused: resume it to let the rollout finish")
-    if status.get("observedGeneration", 0) < meta.get("generation", 0):
-        return False, f"{name}: waiting for the controller to see generation {meta['generation']}"
+    generation = meta["generation"]  # the API server sets it on every write of the spec
+    if status.get("observedGeneration", 0) < generation:
+        return False, f"{name}: waiting for the controller to see generation {generation}"
     for condition in status.get("conditions") or []:
         kind, reason = condition.get("type"), condition.get("reason")
         if kind == "Progressing" and reason == "ProgressDeadlineExceeded":

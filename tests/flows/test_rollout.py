@@ -89,66 +89,74 @@ def deployment(generation: int = 2, observed: int = 2, want: int = 3, **status: 
 @pytest.mark.parametrize(
     ("obj", "done", "message"),
     [
-        (deployment(observed=1), False, "waiting for the controller to see generation 2"),
+        (deployment(observed=1), False, "kiln: waiting for the controller to see generation 2"),
         (
             deployment(updatedReplicas=1, replicas=4, availableReplicas=3),
             False,
-            "1 of 3 new replicas updated",
+            "kiln: 1 of 3 new replicas updated",
         ),
         (
             deployment(updatedReplicas=3, replicas=4, availableReplicas=3),
             False,
-            "1 old replicas pending termination",
+            "kiln: 1 old replicas pending termination",
         ),
         (
             deployment(updatedReplicas=3, replicas=3, availableReplicas=2),
             False,
-            "2 of 3 updated replicas available",
+            "kiln: 2 of 3 updated replicas available",
         ),
-        (deployment(updatedReplicas=3, replicas=3, availableReplicas=3), True, "rolled out"),
+        (
+            deployment(updatedReplicas=3, replicas=3, availableReplicas=3),
+            True,
+            "kiln: rolled out, 3 replicas available",
+        ),
+        # The API server leaves zero counts out, and a new Deployment has no status yet.
+        (deployment(), False, "kiln: 0 of 3 new replicas updated"),
+        (deployment(want=1, updatedReplicas=1), False, "kiln: 0 of 1 updated replicas available"),
+        (
+            {"metadata": {"name": "kiln", "generation": 1}, "spec": {"replicas": 3}},
+            False,
+            "kiln: waiting for the controller to see generation 1",
+        ),
     ],
 )
 def test_rollout_status_follows_the_deployment_controller(
     obj: dict, done: bool, message: str
 ) -> None:
-    assert rollout_status(obj)[0] is done
-    assert message in rollout_status(obj)[1]
+    assert rollout_status(obj) == (done, message)
+
+
+def stuck_message(obj: dict) -> str:
+    with pytest.raises(RolloutStuck) as caught:
+        rollout_status(obj)
+    return str(caught.value)
 
 
 def test_rollout_status_reports_a_replica_failure_and_a_pause() -> None:
-    failing = deployment(
-        conditions=[
-            {
-                "type": "ReplicaFailure",
-                "status": "True",
-                "reason": "FailedCreate",
-                "message": 'pods "kiln-1" is forbidden: exceeded quota',
-            }
-        ],
+    failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"}
+    quota = 'pods "kiln-1" is forbidden: exceeded quota'
+    assert stuck_message(deployment(conditions=[{**failure, "message": quota}])) == (
+        f"replica failure (FailedCreate): {quota}"
     )
-    with pytest.raises(RolloutStuck, match="replica failure \\(FailedCreate\\): .*exceeded quota"):
-        rollout_status(failing)
+    assert stuck_message(deployment(conditions=[failure])) == "replica failure (FailedCreate): "
+    cleared = deployment(conditions=[{**failure, "status": "False"}], updatedReplicas=3)
+    assert rollout_status(cleared) == (False, "kiln: 0 of 3 updated replicas available")
     paused = deployment(updatedReplicas=0)
     paused["spec"]["paused"] = True
-    with pytest.raises(RolloutStuck, match="paused"):
-        rollout_status(paused)
+    assert stuck_message(paused) == "kiln is paused: resume it to let the rollout finish"
 
 
 def test_rollout_status_reports_the_progress_deadline() -> None:
-    obj = deployment(
-        updatedReplicas=1,
-        conditions=[
-            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-            {
-                "type": "Progressing",
-                "status": "False",
-                "reason": "ProgressDeadlineExceeded",
-                "message": 'ReplicaSet "kiln-abc" has timed out progressing.',
-            },
-        ],
-    )
-    with pytest.raises(RolloutStuck, match="timed out progressing"):
-        rollout_status(obj)
+    available = {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+    deadline = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    timed_out = 'ReplicaSet "kiln-abc" has timed out progressing.'
+    obj = deployment(updatedReplicas=1, conditions=[available, {**deadline, "message": timed_out}])
+    assert stuck_message(obj) == f"progress deadline exceeded: {timed_out}"
+    obj = deployment(updatedReplicas=1, conditions=[deadline])
+    assert stuck_message(obj) == "progress deadline exceeded: no progress"
+    progressing = {**deadline, "status": "True", "reason": "ReplicaSetUpdated"}
+    obj = deployment(updatedReplicas=1, conditions=[progressing])
+    assert rollout_status(obj) == (False, "kiln: 1 of 3 new replicas updated")
 
 
 # -- the CLI against the emulated API server, through a real kubeconfig ----------------------
