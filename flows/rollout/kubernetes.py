@@ -322,7 +322,7 @@ def rollout_status(deployment: dict[str, Any]) -> tuple[bool, str]:
             )
         if kind == "ReplicaFailure" and condition.get("status") == "True":
             raise RolloutStuck(f"replica failure ({reason}): {condition.get('message', '')}")
-    want = spec.get("replicas", 1)
+    want = spec["replicas"]  # the API server defaults it to 1; the HPA sets it after
     updated = status.get("updatedReplicas", 0)
     total = status.get("replicas", 0)
     available = status.get("availableReplicas", 0)
