@@ -227,9 +227,7 @@ class KubernetesTarget:
             {"op": "replace", "path": "/spec/template", "value": template},
         ]
         if annotations:
-            operations.append(
-                {"op": "add", "path": VERSION_ANNOTATION_POINTER, "value": version}
-            )
+            operations.append({"op": "add", "path": VERSION_ANNOTATION_POINTER, "value": version})
         query = [("fieldManager", FIELD_MANAGER)]
         self.api.call("PATCH", self._path(), operations, content_type=JSON_PATCH, query=query)
 
@@ -248,7 +246,7 @@ class KubernetesTarget:
                 raise RolloutStuck(f"{self._where(name)} does not exist")
             done, message = rollout_status(found)
             if message != last:
-                log.info("%s", message)
+                log.info(message)
                 last = message
             if done:
                 return

@@ -113,6 +113,7 @@ def deployment(generation: int = 2, observed: int = 2, want: int = 3, **status: 
         # The API server leaves zero counts out, and a new Deployment has no status yet.
         (deployment(), False, "kiln: 0 of 3 new replicas updated"),
         (deployment(want=1, updatedReplicas=1), False, "kiln: 0 of 1 updated replicas available"),
+        (deployment(want=0), True, "kiln: rolled out, 0 replicas available"),  # scaled to zero
         (
             {"metadata": {"name": "kiln", "generation": 1}, "spec": {"replicas": 3}},
             False,

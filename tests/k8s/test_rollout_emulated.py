@@ -8,6 +8,7 @@ same scenarios run against a real cluster in test_cluster.py when KUBECONFIG is 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 from pathlib import Path
@@ -777,3 +778,21 @@ def test_a_deployment_deleted_during_the_wait_stops_it(
         cluster.wait_rolled_out(None if name == "kiln" else name)
 
     assert str(caught.value) == f"Deployment {NS}/{name} does not exist"
+
+
+def test_the_wait_gives_up_when_its_timeout_has_passed_not_a_poll_later(
+    add_version: AddVersion, cluster: KubernetesTarget, emulator: EmulatedApiServer
+) -> None:
+    version, image = add_version("a")
+    emulator.cluster.fault(image, stuck=True)
+    cluster.apply(render_manifests(image, version, NS))
+    ticks = itertools.count()  # one second passes per look at the clock
+    cluster.clock, cluster.timeout = lambda: float(next(ticks)), 2
+    before = len(emulator.cluster.requests)
+
+    with pytest.raises(RolloutStuck) as caught:
+        cluster.wait_rolled_out()
+
+    polls = [m for m, _ in emulator.cluster.requests[before:]]
+    assert polls == ["GET", "GET"]  # at 1 s and at 2 s: the deadline
+    assert str(caught.value) == "timed out after 2s: kiln: 0 of 1 updated replicas available"
