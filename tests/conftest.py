@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,3 +120,36 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             else:
                 os.environ[name] = value
         stop_seaweedfs(state)
+
+
+@pytest.fixture
+def kiln_cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`kiln ARGS` through the console script's function (`flows.cli.main`) in this process:
+    the same parsing, settings and error handling as the installed command, without a new
+    interpreter's imports for every call. `store` becomes KILN_STORE, `env` is set too;
+    settings are read afresh for each call."""
+    from flows.cli import main
+    from flows.settings import get_settings
+
+    def run(
+        *args: str, store: object | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        if store is not None:
+            monkeypatch.setenv("KILN_STORE", str(getattr(store, "url", store)))
+        capsys.readouterr()  # only this call's output
+        get_settings.cache_clear()
+        try:
+            main(list(args))
+            status = 0
+        except SystemExit as exited:
+            status = exited.code if isinstance(exited.code, int) else 1
+        finally:
+            get_settings.cache_clear()
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["kiln", *args], status, out, err)
+
+    return run

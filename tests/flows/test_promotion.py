@@ -24,7 +24,7 @@ from flows.promotion import (
 from flows.reports import model_card
 from flows.sequence import run_training
 from flows.store import ArtifactStore
-from tests.factories import run_kiln, write_csv
+from tests.factories import write_csv
 
 IMAGE = "127.0.0.1:5000/kiln/iris@sha256:" + "0" * 64
 
@@ -146,24 +146,24 @@ def test_the_model_card_shows_challenger_and_champion_side_by_side(store):
     assert "compared on the same holdout rows; tolerance 0" in card
 
 
-def test_kiln_train_with_a_target_prints_the_decision_and_models_lists_it(store):
+def test_kiln_train_with_a_target_prints_the_decision_and_models_lists_it(store, kiln_cli):
     better = champion(store, TrainParams(C=4.0))
-    trained = run_kiln("train", "--target", "local", store=store)
+    trained = kiln_cli("train", "--target", "local", store=store)
     assert trained.returncode == 0, trained.stderr
     assert "decision refuse: challenger" in trained.stdout
     assert f"{better} keeps serving on local" in trained.stdout
     listed = {
-        row["version"]: row for row in json.loads(run_kiln("models", "--json", store=store).stdout)
+        row["version"]: row for row in json.loads(kiln_cli("models", "--json", store=store).stdout)
     }
     refused = next(v for v in listed if v != better)
     assert listed[refused]["decision"]["outcome"] == REFUSE
     assert listed[better]["deployed_on"] == ["local"]
-    table = run_kiln("models", store=store).stdout
+    table = kiln_cli("models", store=store).stdout
     assert "refuse on local" in table
 
 
-def test_kiln_train_rejects_an_unknown_target_before_training(store):
-    result = run_kiln("train", "--target", "mars", store=store)
+def test_kiln_train_rejects_an_unknown_target_before_training(store, kiln_cli):
+    result = kiln_cli("train", "--target", "mars", store=store)
     assert result.returncode == 2  # a usage error
     assert "'mars'" in result.stderr and "Traceback" not in result.stderr
     assert store.list_versions() == []

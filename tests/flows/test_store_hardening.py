@@ -14,7 +14,6 @@ import pytest
 from flows.errors import IntegrityError, StoreError
 from flows.store import ArtifactStore
 from flows.store_schema import CorruptVersion
-from tests.factories import run_kiln
 
 LABELS = {0: "setosa", 1: "versicolor"}
 
@@ -30,7 +29,7 @@ def metadata_path(root: Path, version: str) -> Path:
 # -- 6: the id is recomputed from content ---------------------------------------------------
 
 
-def test_a_swapped_model_with_a_matching_sha256_is_refused_under_the_old_id(tmp_path):
+def test_a_swapped_model_with_a_matching_sha256_is_refused_under_the_old_id(tmp_path, kiln_cli):
     store = ArtifactStore(tmp_path)
     version = put(store, b"the real model")
     folder = tmp_path / "versions" / version
@@ -44,7 +43,7 @@ def test_a_swapped_model_with_a_matching_sha256_is_refused_under_the_old_id(tmp_
     with pytest.raises(IntegrityError):
         store.export_version(version, tmp_path / "out")
     assert not (tmp_path / "out" / "model.onnx").exists()
-    shown = run_kiln("models", "show", version, store=tmp_path)
+    shown = kiln_cli("models", "show", version, store=tmp_path)
     assert shown.returncode == 1 and "hash to version" in shown.stderr
     assert "Traceback" not in shown.stderr
 
@@ -124,20 +123,20 @@ def test_one_corrupt_version_is_reported_and_skipped(tmp_path, how):
     assert (tmp_path / "versions" / bad).exists()  # never deleted as a side effect
 
 
-def test_kiln_models_lists_corrupt_versions_with_the_reason(tmp_path):
+def test_kiln_models_lists_corrupt_versions_with_the_reason(tmp_path, kiln_cli):
     store = ArtifactStore(tmp_path)
     good = put(store, b"good")
     bad = put(store, b"bad")
     _break(metadata_path(tmp_path, bad), "no model_sha256")
 
-    table = run_kiln("models", store=tmp_path)
+    table = kiln_cli("models", store=tmp_path)
     assert table.returncode == 0, table.stderr
     assert f"corrupt {bad}:" in table.stdout and "model_sha256: Field required" in table.stdout
     assert good in table.stdout
-    rows = json.loads(run_kiln("models", "--json", store=tmp_path).stdout)
+    rows = json.loads(kiln_cli("models", "--json", store=tmp_path).stdout)
     assert [r["version"] for r in rows] == [good, bad]
     assert "model_sha256" in rows[1]["corrupt"] and "corrupt" not in rows[0]
-    pruned = run_kiln("prune", "--keep", "1", "--dry-run", store=tmp_path)
+    pruned = kiln_cli("prune", "--keep", "1", "--dry-run", store=tmp_path)
     assert pruned.returncode == 0 and "would remove 0 version(s)" in pruned.stdout
 
 
@@ -209,11 +208,11 @@ def test_restoring_records_new_lineage_and_renews_age(any_store):
     assert store.exists(model)
 
 
-def test_kiln_models_show_includes_lineage(tmp_path):
+def test_kiln_models_show_includes_lineage(tmp_path, kiln_cli):
     store = ArtifactStore(tmp_path)
     version = put(store, b"m", data_source="one.csv")
     put(store, b"m", data_source="two.csv")
-    shown = json.loads(run_kiln("models", "show", version, store=tmp_path).stdout)
+    shown = json.loads(kiln_cli("models", "show", version, store=tmp_path).stdout)
     assert [r["data_source"] for r in shown["lineage"]] == ["one.csv", "two.csv"]
 
 
