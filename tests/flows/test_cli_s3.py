@@ -29,8 +29,8 @@ def s3_store(seaweedfs) -> str:
     return f"s3://{seaweedfs.bucket}/cli-{uuid.uuid4().hex[:12]}"
 
 
-def test_train_models_show_pin_prune_against_s3(s3_store):
-    trained = run_kiln("train", store=s3_store)
+def test_train_models_show_pin_prune_against_s3(s3_store, kiln_cli):
+    trained = kiln_cli("train", store=s3_store)
     assert trained.returncode == 0, trained.stderr
     store = ArtifactStore(s3_store)
     [newest] = [v.version for v in store.list_versions()]
@@ -38,9 +38,9 @@ def test_train_models_show_pin_prune_against_s3(s3_store):
     older = [run_training(store, TrainParams(seed=s)) for s in (1, 2)]
     assert len(store.list_versions()) == 3
 
-    listed = json.loads(run_kiln("models", "--json", store=s3_store).stdout)
+    listed = json.loads(kiln_cli("models", "--json", store=s3_store).stdout)
     assert {row["version"] for row in listed} == {newest, *(r.version for r in older)}
-    shown = run_kiln("models", "show", newest[:6], store=s3_store)
+    shown = kiln_cli("models", "show", newest[:6], store=s3_store)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["version"] == newest
 
@@ -50,13 +50,13 @@ def test_train_models_show_pin_prune_against_s3(s3_store):
         meta = json.loads(store.fs.cat_file(path))
         meta["created"] = f"2026-01-01T00:00:{59 - age:02d}Z"
         store.fs.pipe_file(path, json.dumps(meta).encode())
-    pinned = run_kiln("pin", older[0].version[:8], store=s3_store)
+    pinned = kiln_cli("pin", older[0].version[:8], store=s3_store)
     assert pinned.returncode == 0, pinned.stderr
-    pruned = run_kiln("prune", "--keep", "1", store=s3_store)
+    pruned = kiln_cli("prune", "--keep", "1", store=s3_store)
     assert pruned.returncode == 0, pruned.stderr
     assert f"removed {older[1].version}" in pruned.stdout
     assert {v.version for v in store.list_versions()} == {newest, older[0].version}
-    assert json.loads(run_kiln("models", "show", older[0].version, store=s3_store).stdout)["pinned"]
+    assert json.loads(kiln_cli("models", "show", older[0].version, store=s3_store).stdout)["pinned"]
 
 
 def test_an_unreachable_s3_store_is_one_line(s3_store, tmp_path):
