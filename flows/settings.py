@@ -20,6 +20,8 @@ from flows.errors import SettingsError
 ENV_PREFIX = "KILN_"
 DEFAULT_STATE_DIR = Path("/var/lib/kiln")
 REPOSITORY_NAME = r"^[a-z0-9]+([._/-][a-z0-9]+)*$"  # the OCI distribution spec's repository names
+# A work pool or bucket name of the team setup: fits S3's bucket and DNS label rules.
+TEAM_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 Target = Literal["local", "kubernetes"]
 BuilderName = Literal["auto", "engine", "layer"]
@@ -84,6 +86,17 @@ class KilnSettings(BaseSettings):
 
     # `kiln serve` (its own default port, so it never collides with the local target).
     serve_port: int = Field(default=8700, ge=1, le=65535)
+
+    # The team setup (`kiln up --team`, flows/team/): its state (default <state_dir>/team),
+    # ports, bucket, work pool, workers, and seconds without a heartbeat before a run is
+    # marked Crashed. The Prefect server's port is prefect_port.
+    team_dir: Path | None = None
+    team_postgres_port: int = Field(default=54320, ge=1, le=65535)
+    team_s3_port: int = Field(default=8333, ge=1, le=65535)
+    team_bucket: str = Field(default="kiln", pattern=TEAM_NAME)
+    team_pool: str = Field(default="kiln", pattern=TEAM_NAME)
+    team_workers: int = Field(default=2, ge=0, le=16)
+    team_crash_after: int = Field(default=90, ge=45, le=86400)
 
     # Full tracebacks for every error (also `kiln --debug`).
     debug: bool = False
