@@ -102,7 +102,7 @@ def up(
     if team:
         from flows.team.command import up_team
 
-        up_team(settings.prefect_port, settings.state_dir)
+        up_team(settings)
         return
     sys.stdout.write(run_infra("up").stdout)
     if prefect:
@@ -115,6 +115,6 @@ def down() -> None:
     """Stop what `kiln up` started."""
     from flows.team.command import down_team
 
-    down_team(get_settings().state_dir)
+    down_team(get_settings())
     stop_prefect_server(get_settings().state_dir)
     run_infra("down")

@@ -3,14 +3,13 @@ stderr, `export` lines on stdout (`eval "$(kiln up --team)"`)."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 from flows.commands import make_console
 from flows.engine import run_infra
+from flows.settings import KilnSettings
 from flows.team.config import TeamConfig
 from flows.team.up import team_down, team_up
 
@@ -32,9 +31,9 @@ def export_lines(exports: Mapping[str, str]) -> str:
     return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in exports.items())
 
 
-def up_team(prefect_port: int, state: Path) -> None:
+def up_team(settings: KilnSettings) -> None:
     """The registry and engine (scripts/infra.sh), then every part of the team setup."""
-    config = TeamConfig.from_env(state, os.environ, prefect_port)  # validate first
+    config = TeamConfig.from_settings(settings)  # validate first
     machine = run_infra("up").stdout
     sys.stdout.write(machine)
     result = team_up(config, parse_exports(machine))
@@ -44,8 +43,8 @@ def up_team(prefect_port: int, state: Path) -> None:
     sys.stdout.flush()
 
 
-def down_team(state: Path) -> None:
+def down_team(settings: KilnSettings) -> None:
     """Stop the team's parts, when any run; their data stays for the next `up --team`."""
-    config = TeamConfig.from_env(state, os.environ)
+    config = TeamConfig.from_settings(settings)
     for name in team_down(config):
         err_console.print(f"stopped {name}", highlight=False)

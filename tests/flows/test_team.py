@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from flows.errors import KilnError, RolloutError
+from flows.errors import RolloutError, SettingsError
+from flows.settings import get_settings
 from flows.team.command import export_lines, parse_exports
 from flows.team.config import TeamConfig
 from flows.team.limits import rollout_limit_name, rollout_slot
@@ -19,42 +20,76 @@ from flows.team.orchestration import ensure_rollout_limits
 from flows.team.postgres import Postgres, PostgresError, init_cluster
 
 
-def test_config_defaults_live_under_the_state_dir(tmp_path):
-    config = TeamConfig.from_env(tmp_path, {})
+def team_settings(monkeypatch, tmp_path, env):
+    """KilnSettings from this environment only (no KILN_* of the shell running the tests)."""
+    for key in list(os.environ):
+        if key.startswith("KILN_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("KILN_STATE_DIR", str(tmp_path))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        return get_settings()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_config_defaults_live_under_the_state_dir(monkeypatch, tmp_path):
+    config = TeamConfig.from_settings(team_settings(monkeypatch, tmp_path, {}))
     assert config.home == tmp_path / "team"
     assert (config.prefect_port, config.postgres_port, config.s3_port) == (4200, 54320, 8333)
     assert (config.pool, config.bucket, config.workers) == ("kiln", "kiln", 2)
     assert config.worker(2).name == "kiln-worker-2"
 
 
-def test_config_reads_kiln_team_variables(tmp_path):
+def test_config_reads_kiln_team_variables(monkeypatch, tmp_path):
     env = {
+        "KILN_PREFECT_PORT": "14200",
         "KILN_TEAM_DIR": str(tmp_path / "elsewhere"),
         "KILN_TEAM_POSTGRES_PORT": "15432",
         "KILN_TEAM_S3_PORT": "18333",
         "KILN_TEAM_POOL": "ml-pool",
         "KILN_TEAM_WORKERS": "3",
+        "KILN_TEAM_CRASH_AFTER": "120",
     }
-    config = TeamConfig.from_env(tmp_path, env, prefect_port=14200)
+    config = TeamConfig.from_settings(team_settings(monkeypatch, tmp_path, env))
     assert config.home == tmp_path / "elsewhere"
     assert (config.prefect_port, config.postgres_port, config.s3_port) == (14200, 15432, 18333)
-    assert (config.pool, config.workers) == ("ml-pool", 3)
+    assert (config.pool, config.workers, config.crash_after) == ("ml-pool", 3, 120)
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"KILN_TEAM_POSTGRES_PORT": "http"}, "KILN_TEAM_POSTGRES_PORT must be a whole number"),
-        ({"KILN_TEAM_S3_PORT": "70000"}, "KILN_TEAM_S3_PORT must be a whole number"),
-        ({"KILN_TEAM_WORKERS": "-1"}, "KILN_TEAM_WORKERS must be a whole number from 0 to 16"),
-        ({"KILN_TEAM_POOL": "My Pool"}, "KILN_TEAM_POOL must be 1-63 lowercase"),
-        ({"KILN_TEAM_S3_PORT": "4200"}, "ports must differ"),
-        ({"KILN_TEAM_CRASH_AFTER": "10"}, "KILN_TEAM_CRASH_AFTER must be a whole number"),
+        ({"KILN_TEAM_POSTGRES_PORT": "http"}, "KILN_TEAM_POSTGRES_PORT='http' is not valid"),
+        ({"KILN_TEAM_S3_PORT": "70000"}, "KILN_TEAM_S3_PORT='70000' is not valid"),
+        ({"KILN_TEAM_WORKERS": "-1"}, "KILN_TEAM_WORKERS='-1' is not valid"),
+        ({"KILN_TEAM_POOL": "My Pool"}, "KILN_TEAM_POOL='My Pool' is not valid"),
+        ({"KILN_TEAM_BUCKET": "a_b"}, "KILN_TEAM_BUCKET='a_b' is not valid"),
+        ({"KILN_TEAM_CRASH_AFTER": "10"}, "KILN_TEAM_CRASH_AFTER='10' is not valid"),
+        ({"KILN_TEAM_S3_PORT": "4200"}, "KILN_TEAM_S3_PORT must differ"),
     ],
 )
-def test_bad_config_is_one_clear_error(tmp_path, env, message):
-    with pytest.raises(KilnError, match=message):
-        TeamConfig.from_env(tmp_path, env)
+def test_bad_config_is_one_clear_error(monkeypatch, tmp_path, env, message):
+    with pytest.raises(SettingsError, match=message):
+        TeamConfig.from_settings(team_settings(monkeypatch, tmp_path, env))
+
+
+def test_kiln_up_team_refuses_a_bad_team_setting_before_starting_anything(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    env.update({"KILN_STATE_DIR": str(tmp_path), "KILN_TEAM_WORKERS": "many"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "up", "--team"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: KILN_TEAM_WORKERS='many' is not valid"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 
 def test_exports_round_trip_through_the_shell():

@@ -106,7 +106,12 @@ def team() -> Iterator[Team]:
             "KILN_TEAM_S3_PORT": str(free_port()),
         }
     )
-    config = TeamConfig.from_env(root, up_env, prefect_port)
+    config = TeamConfig(
+        home=root / "team",
+        prefect_port=prefect_port,
+        postgres_port=int(up_env["KILN_TEAM_POSTGRES_PORT"]),
+        s3_port=int(up_env["KILN_TEAM_S3_PORT"]),
+    )
     saved = dict(os.environ)
     try:
         up = kiln_up_team(up_env, prefect_port)
