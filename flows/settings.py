@@ -53,6 +53,8 @@ class KilnSettings(BaseSettings):
     registry: str = Field(default="127.0.0.1:5000", min_length=1)
     repository: str = Field(default="kiln/iris", pattern=REPOSITORY_NAME)
     base_repository: str = Field(default="kiln/serve-base", pattern=REPOSITORY_NAME)
+    # The runner image (`kiln build --runner`): kiln and the pipeline, for Kubernetes Jobs.
+    runner_repository: str = Field(default="kiln/runner", pattern=REPOSITORY_NAME)
     builder: BuilderName = "auto"
     base_image: str = "python:3.11-slim"
     registry_timeout: float = Field(default=30.0, gt=0)  # seconds per registry request
