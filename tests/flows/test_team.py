@@ -3,8 +3,12 @@ slot on this session's real Prefect server. tests/flows/test_team_e2e.py runs it
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -160,3 +164,67 @@ def test_a_rollout_that_cannot_get_the_slot_in_time_is_a_rollout_error():
         rollout_slot(target, wait_seconds=2),
     ):
         pass
+
+
+SHIP_ONCE = """
+from flows.pipeline import ship_flow
+state = ship_flow(version="latest", return_state=True)
+print(state.state_details.flow_run_id, state.type.value)
+"""
+
+
+@pytest.mark.e2e  # two processes that import the pipeline: minutes on a busy machine
+@pytest.mark.usefixtures("prefect_server")
+def test_a_failing_build_steps_retry_warnings_and_registry_error_reach_the_runs_log(tmp_path):
+    """What a worker's flow run logs reaches the run's log in the UI (the API), not only
+    stdout: each retry warning of build-image and its last failure, naming the unreachable
+    registry. Run in its own process with the team workers' logging config."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.team.run_logging import write_logging_config
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]  # nothing listens here once the socket is closed
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    env.update(
+        {
+            "KILN_STORE": str(tmp_path / "store"),
+            "KILN_STATE_DIR": str(tmp_path / "state"),
+            "KILN_REGISTRY": f"127.0.0.1:{closed}",
+            "KILN_RETRIES": "2",
+            "KILN_RETRY_DELAY": "0.1",
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "flows",
+            "PREFECT_LOGGING_SETTINGS_PATH": str(write_logging_config(tmp_path / "logging.yml")),
+        }
+    )
+    trained = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "train"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr
+    shipped = subprocess.run(
+        [sys.executable, "-c", SHIP_ONCE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert shipped.returncode == 0, shipped.stderr
+    run_id, state = shipped.stdout.split()[-2:]
+    assert state == "FAILED", shipped.stdout
+
+    async def read() -> list[tuple[str, int, str]]:
+        async with get_client() as client:
+            logs = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(run_id)]))
+            )
+        return [(log.name, log.level, log.message) for log in logs]
+
+    logs = asyncio.run(read())
+    where = f"127.0.0.1:{closed}"
+    retries = [m for _, level, m in logs if level == logging.ERROR and "Retry" in m]
+    assert len(retries) == 2 and all(where in m for m in retries), logs  # KILN_RETRIES=2
+    failed = [m for _, level, m in logs if "Retries are exhausted" in m]
+    assert failed and where in failed[0], logs
+    assert "registry unreachable" in failed[0], logs  # kiln's own message, not a traceback
