@@ -23,13 +23,16 @@ from flows.engine import run_infra
 from flows.image import build_image
 from flows.prefect_server import start_prefect_server, stop_prefect_server
 from flows.settings import get_settings
+from flows.team.runner_command import RunnerOption, build_runner_image
 
 console = make_console()
 err_console = make_console(stderr=True)
 
 
 def build(
-    version: Annotated[str, typer.Argument(help="Stored version id, a unique prefix, or latest.")],
+    version: Annotated[
+        str | None, typer.Argument(help="Stored version id, a unique prefix, or latest.")
+    ] = None,
     builder: BuilderOption = None,
     store: StoreOption = None,
     registry: RegistryOption = None,
@@ -41,9 +44,13 @@ def build(
     force: Annotated[
         bool, typer.Option("--force", help="Build even when the registry holds the image.")
     ] = False,
+    runner: RunnerOption = False,
     output: OutputOption = "text",
 ) -> None:
     """Build the serving image of a stored version and push it; print its digest reference."""
+    if runner or version is None:  # the runner image (flows/team/runner_command.py)
+        build_runner_image(version, runner, registry, repository, force=force, output=output)
+        return
     settings = get_settings().with_overrides(
         builder=builder,
         store=store,
