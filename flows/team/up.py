@@ -96,6 +96,9 @@ def team_up(
     return result
 
 
+WORKER_QUERY_SECONDS = 2
+
+
 def worker_environment(
     config: TeamConfig, exports: Mapping[str, str], machine_env: Mapping[str, str]
 ) -> dict[str, str]:
@@ -111,6 +114,9 @@ def worker_environment(
             "PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS,
             # ... and at INFO: registry, build and rollout steps in the run's log in the UI
             "PREFECT_LOGGING_SETTINGS_PATH": str(write_logging_config(config.home / "logging.yml")),
+            # poll the pool every 2 s (Prefect's default is 10 s): a retried or new run waits
+            # about a second for a worker, not five (bench/bench_team.py's resume)
+            "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
             # a heartbeat per run, so a run whose machine died is marked Crashed
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds(config)),
         }
