@@ -268,8 +268,12 @@ def test_a_run_failed_on_one_worker_resumes_cached_on_another(team: Team) -> Non
     assert states["build-image"] == ["Failed"] and "roll-out" not in states, states
     assert workers_of(team, run_id) == {"worker-a"}
     # kiln's own log records (flows.*) reach the run's log in the UI, not only stdout
-    kiln_logs = [m for logger, m in run_logs(team, run_id) if logger.startswith("flows.")]
+    logs = run_logs(team, run_id)
+    kiln_logs = [m for logger, m in logs if logger.startswith("flows.")]
     assert any(message.startswith("stored version") for message in kiln_logs), kiln_logs
+    # ... and the build step's retry warning (KILN_RETRIES=1), naming the registry it missed
+    retried = [m for _, m in logs if "Retry 1/1" in m and f"127.0.0.1:{closed}" in m]
+    assert retried, logs
     stop_worker(worker_a)
 
     worker_b = Worker(team.config.home, "worker-b", team.config.pool)
