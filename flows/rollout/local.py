@@ -6,19 +6,19 @@ current version. `ship`:
 1. starts the new version as a *candidate* container on a free port,
 2. waits until its /ready answers 200, and smoke-tests it there (/metadata, /predict),
 3. on failure: removes the candidate and raises; the current container was never touched,
-4. on success, switches: creates the new version's container on the stable port, stops the
-   old one (gunicorn drains in about a second), starts the new one, waits for /ready and
-   smoke-tests it; only then removes the old container. If the new one does not come up on
-   the stable port, it is removed and `ship` raises; `restore` then starts the old
-   container (stopped, not removed) again.
+4. on success, switches without a gap: the new version's container starts on the host
+   network and binds the stable port *beside* the old one (SO_REUSEPORT: gunicorn's
+   `--reuse-port`, handed over in GUNICORN_CMD_ARGS, which every kiln image reads), plus
+   a check port of its own. Once /ready and the smoke test pass on that check port, the
+   old container is stopped: SIGTERM makes gunicorn stop accepting, answer what it has
+   accepted and exit, while the kernel sends every new connection to the new one. If the
+   new one does not come up, it is removed; the old one never stopped serving.
 
-The trade-off: the stable port refuses connections for the stop-and-start in step 4
-(the old stop plus the new server's start-up; a few seconds here). Every check that can
-fail on the new image's merits has already passed on the candidate by then. Both
-gap-free alternatives cost more than a local target is worth: a reverse proxy owning the
-stable port is one more long-lived process to supervise, and letting two containers share
-the port with SO_REUSEPORT needs host networking. Kubernetes is the target for rollouts
-with no gap at all.
+During the overlap the kernel spreads new connections over both versions, which is why
+the candidate must pass on its own port first. A container from an earlier kiln (bridge
+network, port published, no SO_REUSEPORT) holds the port alone: it is stopped before the
+new one starts, as before (the port refuses connections for a few seconds, once);
+`restore` then starts it again if the new one fails.
 
 Two deploys to one stable port never interleave: `ship` and `restore` hold a machine-wide
 file lock named after the port (flows/locks.py's FileLocks); the second waits, saying so. A stable
@@ -178,20 +178,28 @@ class LocalTarget:
         if before is not None and before.handle == name:  # same version, another image
             name = f"{name}-{int(time.time())}"
         self._remove(name)
-        new = self._run(name, image, version, CURRENT, self.port, start=False)
-        old = self.docker.containers.get(before.handle) if before else None
+        old: Any = self.docker.containers.get(before.handle) if before else None
+        check_port = self.candidate_port()
+        new = self._run_current(name, image, version, check_port)
         # The candidate passed its checks; free its resources before the switch.
         self._remove(candidate)
-        if old is not None:
-            log.info("switching %s: stopping %s", self.endpoint, old.name)
+        alone = old is not None and not _shares_port(old)
+        if alone:  # an earlier kiln's container holds the port alone: a gap, this once
+            log.info(
+                "switching %s: stopping %s (it does not share the port)", self.endpoint, old.name
+            )
             old.stop(timeout=self.stop_timeout)
         try:
             new.start()
-            self._check(name, self.endpoint, smoke)
+            # its own port: a reply through the stable one may come from the old version
+            self._check(name, f"http://127.0.0.1:{check_port}", smoke)
         except Exception as err:
-            self._remove(name)  # restore() starts the old one again
+            self._remove(name)  # the old one serves on; restore() starts it if it was stopped
             raise RolloutError(f"on {self.endpoint}: {err}") from err
         if old is not None:
+            if not alone:
+                log.info("switching %s: draining %s", self.endpoint, old.name)
+                old.stop(timeout=self.stop_timeout)  # SIGTERM: gunicorn answers what it accepted
             old.remove(force=True)
         log.info("%s now serves %s (%s)", self.endpoint, version, image)
 
@@ -270,6 +278,35 @@ class LocalTarget:
         return "(no output)"
 
     def _run(self, name: str, image: str, version: str, role: str, port: int, start: bool) -> Any:
+        """A container behind a published 127.0.0.1 port (the candidate)."""
+        network = {"ports": {CONTAINER_PORT: ("127.0.0.1", port)}}
+        return self._container(
+            name, image, version, role, port, network, dict(self.environment), start
+        )
+
+    def _run_current(self, name: str, image: str, version: str, check_port: int) -> Any:
+        """A created (not started) container for the stable port, on the host network, that
+        shares the port with the one it replaces and answers on `check_port` too."""
+        environment = dict(self.environment)
+        binds = f"--bind=127.0.0.1:{self.port} --bind=127.0.0.1:{check_port}"
+        extra = environment.get("GUNICORN_CMD_ARGS", "")
+        environment["GUNICORN_CMD_ARGS"] = f"{extra} --reuse-port {binds}".strip()
+        network = {"network_mode": "host"}
+        return self._container(
+            name, image, version, CURRENT, self.port, network, environment, start=False
+        )
+
+    def _container(
+        self,
+        name: str,
+        image: str,
+        version: str,
+        role: str,
+        port: int,
+        network: dict[str, Any],
+        environment: dict[str, str],
+        start: bool,
+    ) -> Any:
         kwargs: dict[str, Any] = dict(
             image=image,
             name=name,
@@ -280,14 +317,14 @@ class LocalTarget:
                 LABEL_ROLE: role,
                 LABEL_PORT: str(port),
             },
-            ports={CONTAINER_PORT: ("127.0.0.1", port)},
-            environment=dict(self.environment),
+            environment=environment,
             detach=True,
             # the same confinement as the Kubernetes pod
             read_only=True,
             tmpfs={"/tmp": "rw,size=16m"},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
+            **network,
         )
         try:
             if start:
@@ -323,3 +360,8 @@ class LocalTarget:
         """Remove every kiln container on this engine (tests, `kiln undeploy`)."""
         for container in self.containers():
             self._remove(container.name)
+
+
+def _shares_port(container: Any) -> bool:
+    """True for a container that binds the stable port with SO_REUSEPORT (host network)."""
+    return container.attrs.get("HostConfig", {}).get("NetworkMode") == "host"

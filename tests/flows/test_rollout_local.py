@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flows.errors import RolloutError
-from flows.rollout import LOCAL, previous_of, roll_out
+from flows.rollout import LOCAL, previous_of, roll_back, roll_out
 from flows.rollout.local import CURRENT, LocalTarget
 from flows.rollout.smoke import http_caller
 from flows.store import ArtifactStore
@@ -215,3 +215,76 @@ def test_rollback_ships_the_previous_version_again(
     assert version_on(engine.endpoint) == old
     record = store.deployment(LOCAL)
     assert (record.current, record.previous) == (old, new)
+
+
+class Poller:
+    """GET /health on the stable port, a new connection each, until stopped; every
+    outcome kept (a status, or the error a client saw)."""
+
+    def __init__(self, url: str) -> None:
+        self.call = http_caller(url, timeout=10)
+        self.outcomes: list[object] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.outcomes.append(self.call("GET", "/health", None).status)
+            except OSError as err:
+                self.outcomes.append(f"{type(err).__name__}: {err}")
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_deploy_and_a_rollback_refuse_no_request(
+    store: ArtifactStore,
+    engine: LocalTarget,
+    make_image: ImageMaker,
+) -> None:
+    old, old_image = make_image("a")
+    new, new_image = make_image("b")
+    roll_out(store, old, engine, image=old_image)
+
+    with Poller(engine.endpoint) as poller:
+        roll_out(store, new, engine, image=new_image)
+        assert version_on(engine.endpoint) == new
+        roll_back(store, engine)
+        assert version_on(engine.endpoint) == old
+
+    failed = [outcome for outcome in poller.outcomes if outcome != 200]
+    assert failed == [], f"{len(failed)} of {len(poller.outcomes)} requests failed"
+    assert len(poller.outcomes) > 20  # the stable port was really polled across both switches
+    running = [(c.version, c.status) for c in engine.containers()]
+    assert running == [(old, "running")]
+
+
+def test_a_container_that_holds_the_port_alone_is_stopped_then_replaced(
+    store: ArtifactStore,
+    engine: LocalTarget,
+    make_image: ImageMaker,
+) -> None:
+    """An earlier kiln's container (bridge network, port published, no SO_REUSEPORT)
+    cannot share the port: the switch stops it first, and restores it if the new one fails."""
+    old, old_image = make_image("a")
+    new, new_image = make_image("b")
+    broken, broken_image = make_image("broken", break_sha=True)
+    roll_out(store, old, engine, image=old_image)
+    engine.stop_all()
+    engine._run(f"{engine.name_prefix}-earlier", old_image, old, CURRENT, engine.port, start=True)
+    engine._wait_ready(f"{engine.name_prefix}-earlier", engine.endpoint)
+
+    with pytest.raises(RolloutError, match="exited with code 3"):
+        roll_out(store, broken, engine, image=broken_image)
+    assert version_on(engine.endpoint) == old  # the candidate failed: never touched
+
+    roll_out(store, new, engine, image=new_image)
+    assert version_on(engine.endpoint) == new
+    assert [(c.version, c.status) for c in engine.containers()] == [(new, "running")]

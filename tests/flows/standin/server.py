@@ -5,12 +5,22 @@ rollout checks (/health, /ready, /metadata, /predict) the way kiln's server does
 tests can exercise the container engine side of a rollout (start, wait, smoke-test, switch,
 roll back) with images that build in a second. Like kiln's server, it refuses to start when
 the model's sha256 does not match MODEL_SHA256.
+
+It reads the settings the local target hands gunicorn, in gunicorn's own variable
+GUNICORN_CMD_ARGS: `--bind HOST:PORT` (repeatable; default 0.0.0.0:8000) and
+`--reuse-port` (SO_REUSEPORT, so two versions share the stable port during a switch). On
+SIGTERM it stops the way gunicorn does: no new accept loop, every connection already
+queued on its sockets answered, then the sockets closed.
 """
 
+import argparse
 import hashlib
 import json
 import os
+import selectors
+import shlex
 import signal
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -51,5 +61,46 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-HTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+def gunicorn_args():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bind", "-b", action="append", default=[])
+    parser.add_argument("--reuse-port", action="store_true")
+    args, _ = parser.parse_known_args(shlex.split(os.environ.get("GUNICORN_CMD_ARGS", "")))
+    return args.bind or ["0.0.0.0:8000"], args.reuse_port
+
+
+def listen(address, reuse_port):
+    host, port = address.rsplit(":", 1)
+    server = HTTPServer((host, int(port)), Handler, bind_and_activate=False)
+    if reuse_port:
+        server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    server.server_bind()
+    server.server_activate()
+    return server
+
+
+def drain(server):
+    """Answer every connection already queued on the socket, then close it."""
+    server.socket.setblocking(False)
+    while True:
+        try:
+            conn, address = server.socket.accept()
+        except BlockingIOError:
+            break
+        conn.setblocking(True)
+        server.process_request(conn, address)
+    server.server_close()
+
+
+binds, reuse_port = gunicorn_args()
+servers = [listen(address, reuse_port) for address in binds]
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+selector = selectors.DefaultSelector()
+for server in servers:
+    selector.register(server.socket, selectors.EVENT_READ, server)
+while not stopping:
+    for key, _ in selector.select(timeout=0.1):
+        key.data.handle_request()
+for server in servers:
+    drain(server)
