@@ -9,7 +9,9 @@ short-lived child open the model in ONNX Runtime and warm it up. On any failure 
 one line and exits with status 3; no worker starts, nothing ever answers readiness. The
 master keeps the verified bytes, and every worker it forks serves them. A worker that
 still fails to load (it should not) logs one line and is replaced a second later; the
-other workers keep serving (serving/worker.py). A setting the server cannot use
+other workers keep serving (serving/worker.py). If no worker serves and MAX_FAILED_BOOTS
+boots fail in a row, the master logs one line and exits with status 3 (serving/boots.py)
+instead of starting workers forever. A setting the server cannot use
 (``MAX_ROWS=lots``) exits with status 2. Importing this module only reads the
 environment: every check that can stop the server runs in ``on_starting``.
 """
@@ -25,6 +27,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
+from gunicorn.errors import HaltServer
+
+from serving.boots import BOOT_DIR, FailedBoots
 from serving.config import ConfigError
 from serving.logs import logging_config
 from serving.runner import OWNED_MODEL_DIR, remove_private_dir
@@ -64,6 +69,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Metrics across workers: prometheus_client reads PROMETHEUS_MULTIPROC_DIR when it is
 # imported, so the master sets it (on_starting) before any worker imports the app.
 _OWNED = "KILN_OWN_METRICS_DIR"
+_failed_boots: FailedBoots | None = None  # the master's, made in on_starting
 
 
 def _make_metrics_dir() -> Path:
@@ -87,6 +93,8 @@ def _remove_own_dirs() -> None:
     model_dir = os.environ.get(OWNED_MODEL_DIR)
     if model_dir:
         remove_private_dir(Path(model_dir))
+    if _failed_boots is not None:
+        shutil.rmtree(_failed_boots.directory, ignore_errors=True)
 
 
 def on_starting(server) -> None:
@@ -109,6 +117,11 @@ def on_starting(server) -> None:
     except ModelLoadError as err:
         _stop(server, EXIT_MODEL_NOT_LOADED, "model not loaded, not serving: %s", err)
     keep_verified(config, artifacts)  # the workers, restarted ones too, serve these bytes
+    global _failed_boots
+    _failed_boots = FailedBoots(
+        Path(tempfile.mkdtemp(prefix="kiln-boots-")), _settings.max_failed_boots
+    )
+    os.environ[BOOT_DIR] = str(_failed_boots.directory)  # the workers mark their start there
     server.log.info(
         "model %s verified: version %s, sha256 %s; starting %d worker(s)",
         artifacts.model_path,
@@ -195,7 +208,17 @@ def on_exit(server) -> None:
 
 
 def child_exit(server, worker) -> None:
-    """Master: drop a dead worker's live gauges from the multiprocess metrics."""
+    """Master: drop a dead worker's live gauges from the multiprocess metrics; give up when
+    no worker serves and the last MAX_FAILED_BOOTS boots all failed."""
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    if _failed_boots is None or not server.LISTENERS:  # stopping: exits are expected
+        return
+    if _failed_boots.worker_exited(worker.pid, list(server.WORKERS)):
+        reason = (
+            f"no worker could start: {_failed_boots.in_a_row} boots failed in a row and none "
+            "serves (see the workers' errors above); not serving"
+        )
+        server.log.error(reason)
+        raise HaltServer(reason, EXIT_MODEL_NOT_LOADED)

@@ -57,6 +57,7 @@ class ServerSettings:
     log_level: str = "info"
     log_format: str = "text"
     access_log: bool = False
+    max_failed_boots: int = 5  # worker boots in a row with no worker serving (serving/boots.py)
     limits: ConnectionLimits = ConnectionLimits()
 
 
@@ -90,6 +91,7 @@ def server_settings(environ: Mapping[str, str], cpus: int | None = None) -> Serv
         log_level=env_choice(environ, "LOG_LEVEL", "info", LOG_LEVELS),
         log_format=env_choice(environ, "LOG_FORMAT", "text", LOG_FORMATS),
         access_log=env_bool(environ, "ACCESS_LOG", False),
+        max_failed_boots=env_int(environ, "MAX_FAILED_BOOTS", 5, 1),
         limits=connection_limits(environ),
     )
 

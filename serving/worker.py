@@ -9,7 +9,9 @@ limit to its hard limit so connections are refused by kiln's cap and not by the 
 and changes one exit: a worker whose app fails to start (the model does not load) exits
 with ``EXIT_WORKER_NOT_READY`` after ``RESTART_DELAY`` seconds, so gunicorn starts
 another one. uvicorn_worker exits with gunicorn's WORKER_BOOT_ERROR (3) there, which
-makes gunicorn stop every worker, the healthy ones too.
+makes gunicorn stop every worker, the healthy ones too. A worker whose app has started
+says so (serving/boots.py), so the master can tell a bad worker beside healthy ones
+(replaced, forever) from a server where no worker can start (it gives up).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
+from serving import boots
 from serving.config import ConfigError
 from serving.protocol import protocol_class
 from serving.server_settings import ConnectionLimits, connection_limits
@@ -41,6 +45,23 @@ class KilnWorker(UvicornWorker):
         super().__init__(*args, **kwargs)
         limits = worker_limits(os.environ, raise_file_limit())
         self.config.http = protocol_class(limits)
+
+    async def _serve(self) -> None:
+        # uvicorn_worker's own _serve, with a mark once the app has started
+        self.config.app = self.wsgi
+        server = Server(config=self.config)
+        startup = server.startup
+
+        async def startup_and_mark(sockets: Any = None) -> None:
+            await startup(sockets=sockets)
+            if server.started:
+                boots.mark_started(os.environ, os.getpid())
+
+        server.startup = startup_and_mark  # type: ignore[method-assign]
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
     def run(self) -> None:
         try:

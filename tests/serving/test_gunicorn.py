@@ -176,12 +176,14 @@ def test_a_worker_that_cannot_load_never_takes_healthy_ones_down(server_factory,
         workers=2,
         PYTHONPATH=f"{REPO}:{tests_dir}",
         GUNICORN_CMD_ARGS="--worker-class faulty_worker.FaultyWorker",
+        MAX_FAILED_BOOTS="2",
     )
     url = server.wait_ready()
     victim = _children(server)[0]
     os.kill(int(victim), signal.SIGKILL)
     deadline = time.monotonic() + WAIT
-    while not any("exited with code 5" in line for line in server.lines):
+    # more failed boots than MAX_FAILED_BOOTS: the healthy worker keeps the server up
+    while sum("exited with code 5" in line for line in server.lines) < 3:
         assert time.monotonic() < deadline, "\n".join(server.lines)
         time.sleep(0.1)
     for _ in range(20):  # the healthy worker answers everything meanwhile
@@ -191,3 +193,20 @@ def test_a_worker_that_cannot_load_never_takes_healthy_ones_down(server_factory,
     assert any("MODEL_VERSION is not-the-version-on-disk" in line for line in server.lines)
     assert any("did not start" in line for line in server.lines)
     assert server.stop() == 0
+
+
+def test_a_server_where_no_worker_can_start_gives_up_with_status_3(server_factory, model_dir):
+    tests_dir = str(Path(__file__).parent)
+    server = server_factory(
+        model_dir,
+        workers=2,
+        PYTHONPATH=f"{REPO}:{tests_dir}",
+        GUNICORN_CMD_ARGS="--worker-class faulty_worker.BrokenWorker",
+        MAX_FAILED_BOOTS="3",
+    )
+    assert server.wait_exit() == 3
+    output = "\n".join(server.lines)
+    assert "no worker could start: 3 boots failed in a row and none serves" in output
+    failed = sum("did not start" in line for line in server.lines)
+    assert 3 <= failed <= 4, output  # the third failure stops it; the other may be booting
+    assert "Traceback" not in output
