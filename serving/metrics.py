@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by route and status, latency, rows predicted, model info.
+"""Prometheus metrics: requests by route and status, latency, rows predicted, model info,
+and what the HTTP protocol refused before the app saw it.
 
 Under gunicorn every worker is its own process. When ``PROMETHEUS_MULTIPROC_DIR`` is
 set (serving/gunicorn_conf.py sets it before any worker starts), prometheus_client
@@ -23,6 +24,17 @@ from prometheus_client import (
     multiprocess,
 )
 
+REFUSAL_REASONS = (
+    "headers_too_large",
+    "too_many_headers",
+    "uri_too_long",
+    "body_too_large",
+    "request_timeout",
+    "server_busy",
+    "bad_request",
+    "idle_timeout",
+    "evicted",
+)
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -37,6 +49,16 @@ LATENCY_BUCKETS = (
     1.0,
     2.5,
 )
+
+
+# What serving/protocol.py refused or closed, by reason, since the last flush. Module
+# level: the protocol has no handle on the app; both live in the one worker process.
+_refused: dict[str, int] = {}
+
+
+def count_refused(reason: str) -> None:
+    """Called by the protocol for each request or connection it refuses or closes."""
+    _refused[reason] = _refused.get(reason, 0) + 1
 
 
 class Metrics:
@@ -74,6 +96,18 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "kiln_refused",
+            "Requests and connections the HTTP protocol refused or closed before the app "
+            "saw them, by reason: the error code it answered (headers_too_large, "
+            "too_many_headers, uri_too_long, body_too_large, request_timeout, server_busy, "
+            "bad_request), idle_timeout (sent nothing within HEADER_TIMEOUT) or evicted "
+            "(closed for a newcomer at MAX_CONNECTIONS).",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REFUSAL_REASONS:  # present from the start, so rates work at once
+            self.refused.labels(reason)
         self.model_info = Gauge(
             "kiln_model_info",
             "The model this server runs (always 1; the labels carry the facts).",
@@ -111,6 +145,9 @@ class Metrics:
                 _observe_many(self.latency.labels(route), values)
         for route, count in rows.items():
             self.rows.labels(route).inc(count)
+        while _refused:
+            reason, count = _refused.popitem()
+            self.refused.labels(reason).inc(count)
 
     async def flush_periodically(self) -> None:
         while True:

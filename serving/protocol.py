@@ -12,9 +12,10 @@ What one connection may cost (``ConnectionLimits``, from the environment):
   that has no request in flight; when every one is busy, the newcomer gets 503.
 
 Errors the protocol answers itself use the API's body, ``{"error": ..., "code": ...}``,
-and close the connection. Where no answer can be framed (a connection idle since it
-opened or since its last response, or one whose response has already started) it is
-closed without one.
+and close the connection; each one, and each idle or evicted connection it closes, is
+counted in the ``kiln_refused`` metric by reason (serving/metrics.py). Where no answer
+can be framed (a connection idle since it opened or since its last response, or one
+whose response has already started) it is closed without one.
 
 Timers are armed only when a read stays incomplete: a request that arrives in one
 piece, as nearly all do, costs no timer at all.
@@ -30,6 +31,7 @@ import orjson
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from serving.metrics import count_refused
 from serving.server_settings import ConnectionLimits
 
 
@@ -97,6 +99,7 @@ class KilnHttpProtocol(HttpToolsProtocol):
                 self.open.pop(other)
                 other._disarm()
                 other.transport.close()
+                count_refused("evicted")
                 return True
         return False
 
@@ -234,6 +237,7 @@ class KilnHttpProtocol(HttpToolsProtocol):
             return
         if self._head_left == self._max_head:  # nothing arrived: idle
             self.transport.close()
+            count_refused("idle_timeout")
             return
         seconds = self.limits.header_timeout
         self._refuse(Refusal(408, "request_timeout", f"the request head took over {seconds:g} s"))
@@ -250,6 +254,7 @@ class KilnHttpProtocol(HttpToolsProtocol):
     def _refuse(self, refusal: Refusal) -> None:
         """Answer ``refusal`` if no response is under way on this connection; close it."""
         self._disarm()
+        count_refused(refusal.code)
         cycle = self.cycle
         answerable = cycle is None or (
             cycle.response_complete if self._in_head else not cycle.response_started

@@ -7,6 +7,7 @@ API's JSON body. Timeouts are set to about a second here so the tests stay short
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -224,3 +225,40 @@ def test_connections_over_the_cap_evict_idle_ones_then_get_503(model_dir, server
 def _workers(server: Server) -> list[str]:
     pid = server.process.pid
     return sorted(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+
+
+def _refused(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=WAIT).text
+    found = re.findall(r'^kiln_refused_total\{reason="([a-z_]+)"\} ([0-9.e+]+)$', text, re.M)
+    return {reason: float(value) for reason, value in found}
+
+
+def test_refusals_are_counted_in_the_metrics_by_reason(model_dir, server_factory):
+    server = server_factory(model_dir, MAX_CONNECTIONS="3", HEADER_TIMEOUT="1")
+    url = server.wait_ready()
+    before = _refused(url)
+    assert before and set(before.values()) == {0.0}  # every reason shown from the start
+
+    _assert_error(
+        exchange(server, b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 20000),
+        431,
+        "headers_too_large",
+    )
+    many = b"".join(b"X-%d: 1\r\n" % i for i in range(101))
+    _assert_error(
+        exchange(server, b"GET /health HTTP/1.1\r\n" + many + b"\r\n"), 431, "too_many_headers"
+    )
+    with socket.create_connection(("127.0.0.1", server.port)) as idle:
+        idle.settimeout(WAIT)
+        assert idle.recv(1) == b""  # closed after HEADER_TIMEOUT, unanswered
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+    assert httpx.get(f"{url}/health", timeout=WAIT).status_code == 200  # evicts an idle one
+    for sock in idle:
+        sock.close()
+
+    after = _refused(url)
+    assert after["headers_too_large"] == 1
+    assert after["too_many_headers"] == 1
+    assert after["idle_timeout"] >= 1
+    assert after["evicted"] >= 1
+    assert after["body_too_large"] == 0

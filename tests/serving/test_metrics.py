@@ -94,3 +94,18 @@ def test_observations_wait_for_a_flush():
     assert metrics.rows.labels("/predict")._value.get() == 4
     metrics.flush()  # nothing pending: nothing added twice
     assert metrics.requests.labels("/predict", "POST", "200")._value.get() == 1
+
+
+def test_refusals_are_counted_once_by_reason():
+    from serving.metrics import Metrics, count_refused
+
+    metrics = Metrics()
+    count_refused("headers_too_large")
+    count_refused("headers_too_large")
+    count_refused("evicted")
+    text = metrics.exposition().decode()
+    assert _sample(text, "kiln_refused_total", reason="headers_too_large") == 2
+    assert _sample(text, "kiln_refused_total", reason="evicted") == 1
+    assert _sample(text, "kiln_refused_total", reason="server_busy") == 0
+    again = metrics.exposition().decode()  # flushed once: not added twice
+    assert _sample(again, "kiln_refused_total", reason="headers_too_large") == 2
