@@ -26,7 +26,7 @@ from flows.rollout.smoke import http_caller
 from flows.store import ArtifactStore
 from tests.conftest import free_port
 from tests.factories import iris_trained
-from tests.flows.test_rollout_local import Watcher
+from tests.flows.test_rollout_local import Poller, Watcher
 
 pytestmark = pytest.mark.e2e
 
@@ -134,7 +134,10 @@ def test_real_images_roll_out_answer_and_a_broken_one_is_rolled_back(
 ) -> None:
     old, new = versions
     roll_out(store, old, engine)
-    result = roll_out(store, new, engine)
+    with Poller(engine.endpoint) as poller:  # kiln's gunicorn drains: nothing refused
+        result = roll_out(store, new, engine)
+    failed = [outcome for outcome in poller.outcomes if outcome != 200]
+    assert failed == [] and len(poller.outcomes) > 10, poller.outcomes
 
     call = http_caller(engine.endpoint)
     assert call("GET", "/metadata", None).json()["version"] == new
