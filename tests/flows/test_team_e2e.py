@@ -272,7 +272,7 @@ def test_a_run_failed_on_one_worker_resumes_cached_on_another(team: Team) -> Non
     kiln_logs = [m for logger, m in logs if logger.startswith("flows.")]
     assert any(message.startswith("stored version") for message in kiln_logs), kiln_logs
     # ... and the build step's retry warning (KILN_RETRIES=1), naming the registry it missed
-    retried = [m for _, m in logs if "Retry 1/1" in m and f"127.0.0.1:{closed}" in m]
+    retried = [m for _, m in logs if " - Retry 1/1 will start" in m and f"127.0.0.1:{closed}" in m]
     assert retried, logs
     stop_worker(worker_a)
 
