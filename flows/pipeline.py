@@ -240,6 +240,8 @@ def pipeline_flow(
         gate_threshold=gate_threshold,
         gate_tolerance=gate_tolerance,
     )
+    if ship:  # an unreachable registry is the user's to fix: say so before training
+        wiring.check_registry(settings)
     outcome = train_steps(settings, training, settings.target, force)
     decision = outcome.decision
     the_store = wiring.open_store(settings)

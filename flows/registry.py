@@ -276,6 +276,30 @@ class Registry:
 
         self._call("reaching the registry", get)
 
+    def check_access(self) -> None:
+        """One bounded GET /v2/, no retries: run before any work, so an unreachable registry
+        or one that wants credentials (kiln's client sends none) is one line up front."""
+        scheme = "http" if self.insecure else "https"
+        url = f"{scheme}://{self.host}/v2/"
+        try:
+            response = requests.get(url, timeout=min(self.timeout, 10.0), allow_redirects=False)
+        except requests.RequestException as err:
+            raise RegistryError(
+                f"registry {self.host} is unreachable ({type(err).__name__}); start it with "
+                "`kiln up`, or point KILN_REGISTRY at one that runs"
+            ) from err
+        if response.status_code in (401, 403):
+            raise RegistryError(
+                f"registry {self.host} refused access (HTTP {response.status_code}: it wants "
+                "credentials kiln does not send); use a registry kiln can push to without a "
+                "login in KILN_REGISTRY"
+            )
+        if response.status_code != 200:
+            raise RegistryError(
+                f"registry {self.host} answered {url} with HTTP {response.status_code}, not an "
+                "OCI registry's 200; check KILN_REGISTRY"
+            )
+
 
 def _is_loopback(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host

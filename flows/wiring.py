@@ -43,6 +43,14 @@ def open_registry(settings: KilnSettings, *, retried_outside: bool = False) -> R
     return Registry(settings.registry, timeout=settings.registry_timeout, retry=retry)
 
 
+def check_registry(settings: KilnSettings) -> None:
+    """Before any training: the registry answers and wants no credentials (RegistryError)."""
+    from flows.registry import Registry
+
+    with Registry(settings.registry, timeout=settings.registry_timeout) as registry:
+        registry.check_access()
+
+
 def build_options(
     settings: KilnSettings, *, no_cache: bool = False, force: bool = False
 ) -> BuildOptions:
