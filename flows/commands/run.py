@@ -70,14 +70,15 @@ def choose_prefect_server(settings: KilnSettings, say: Any) -> str | None:
 
 
 def preflight(settings: KilnSettings) -> None:
-    """Reach what the run ships to before training: a missing engine or kubeconfig is the
-    user's to fix, and no retry inside the run would fix it."""
+    """Reach what the run pushes and ships to before training: a registry, engine or
+    kubeconfig that is missing is the user's to fix, and no retry inside the run would."""
     from flows import wiring
 
     if settings.target == "kubernetes":
         wiring.kube_api_client(settings).close()
     else:
         wiring.engine_client(settings).close()
+    wiring.check_registry(settings)
 
 
 def flow_run_link(api: str | None, flow_run_id: str | None) -> str | None:

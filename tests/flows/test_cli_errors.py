@@ -11,7 +11,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -196,3 +199,64 @@ def test_the_installed_command_line_agrees(place: Path, argv, env, status, words
     assert result.returncode == status
     assert result.stderr.count("\n") == 1 and words in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+class _RegistryStandIn(BaseHTTPRequestHandler):
+    """Answers /v2/ the way a registry behind a login does: 401 with a Bearer challenge."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+        self.send_response(401)
+        self.send_header("Www-Authenticate", 'Bearer realm="http://127.0.0.1/token"')
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet tests
+        pass
+
+
+@pytest.fixture
+def kubeconfig(place: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kubeconfig that loads (the target check passes) for a cluster nothing must reach."""
+    path = place / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(path))
+
+
+def test_an_unreachable_registry_is_one_line_before_training(
+    place: Path, kubeconfig: None, capsys
+) -> None:
+    started = time.monotonic()
+    code, out, err = run_main(["run", "--target", "kubernetes"], capsys)
+
+    assert code == ERROR and out == ""
+    assert err.splitlines() == [
+        "error: registry 127.0.0.1:9 is unreachable (ConnectionError); start it with "
+        "`kiln up`, or point KILN_REGISTRY at one that runs"
+    ]
+    assert not (place / "store").exists()  # nothing trained or stored
+    assert time.monotonic() - started < 10  # no retries, no Prefect server started
+
+
+def test_a_registry_that_wants_a_login_is_named_before_training(
+    place: Path, kubeconfig: None, monkeypatch, capsys
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RegistryStandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("KILN_REGISTRY", f"127.0.0.1:{server.server_address[1]}")
+        code, _, err = run_main(["run", "--target", "kubernetes"], capsys)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert code == ERROR and len(err.splitlines()) == 1
+    assert "refused access (HTTP 401: it wants credentials kiln does not send)" in err
+    assert not (place / "store").exists()

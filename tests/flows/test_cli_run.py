@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,37 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_failed_run_ends_in_one_summary_line(tmp_path: Path, monkeypatch, capsys) -> None:
+class _BrokenStorage(BaseHTTPRequestHandler):
+    """A registry whose storage fails: /v2/ answers (the check before training passes),
+    every other request is a 500 with the registry's error body, so the build step fails."""
+
+    def _answer(self) -> None:
+        ok = self.command == "GET" and self.path == "/v2/"
+        body = b"{}" if ok else b'{"errors":[{"code":"UNKNOWN","message":"storage failed"}]}'
+        self.send_response(200 if ok else 500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _answer  # noqa: N815
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet tests
+        pass
+
+
+@pytest.fixture
+def broken_registry() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenStorage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_failed_run_ends_in_one_summary_line(
+    tmp_path: Path, monkeypatch, capsys, broken_registry: str
+) -> None:
     for key in list(os.environ):
         if key.startswith("KILN_"):
             monkeypatch.delenv(key)
@@ -35,7 +68,7 @@ def test_a_failed_run_ends_in_one_summary_line(tmp_path: Path, monkeypatch, caps
     )
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.setenv("KILN_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("KILN_REGISTRY", f"127.0.0.1:{closed_port()}")  # the build fails
+    monkeypatch.setenv("KILN_REGISTRY", broken_registry)  # the build fails
     monkeypatch.setenv("KILN_RETRIES", "0")
     monkeypatch.setenv("KILN_REPOSITORY", "cli-test/failed-run")
     get_settings.cache_clear()
