@@ -23,6 +23,12 @@ cluster components a rollout depends on, with the timing a real cluster shows:
   Service port (503 on a miss); `pods/NAME:PORT/proxy` reaches one pod by port number.
   Behind them, the server answers as kiln's would, for the image the pod runs: /metadata
   reports the version baked into that image (the `images` registry), never an annotation.
+- the kubelet's logs: `pods/NAME/log` (verb get on pods/log) answers text/plain, chunked,
+  with the container's lines (its start, then one access line per proxied request);
+  `container`, `tailLines`, `limitBytes` and `timestamps` as the API server reads them;
+  `follow=true` keeps the stream open, sends lines as they are written and ends when the
+  pod terminates; 400 for a container that never started (its image cannot be pulled)
+  or a container the pod does not have.
 
 Tests that use it say so; the same scenarios run against a real cluster in
 tests/k8s/test_cluster.py when KUBECONFIG is set.
@@ -31,6 +37,7 @@ tests/k8s/test_cluster.py when KUBECONFIG is set.
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
 import random
@@ -63,6 +70,7 @@ _PATH = re.compile(
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?"
     r"(?:/(?P<sub>status|scale))?/?$"
 )
+_LOG = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)/log$")
 _PROXY = re.compile(
     r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>services|pods)/(?P<name>[^/:]+)"
     r"(?::(?P<port>[^/]+))?/proxy(?P<path>/.*)?$"
@@ -252,6 +260,11 @@ class Pod:
     ip: str
     ready: bool = False
     terminating: bool = False
+    log: list[tuple[str, str]] = field(default_factory=list)  # (RFC 3339 time, line)
+
+    def write_log(self, line: str) -> None:
+        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.log.append((when, line))
 
     @property
     def image(self) -> str:
@@ -585,7 +598,10 @@ class EmulatedCluster:
         self._pods += 1
         ip = f"10.244.{self._pods // 250}.{self._pods % 250 + 1}"
         suffix = hashlib.sha256(str(self._pods).encode()).hexdigest()[:5]
-        return Pod(f"{name}-{digest}-{suffix}", name, digest, copy.deepcopy(template), ip)
+        pod = Pod(f"{name}-{digest}-{suffix}", name, digest, copy.deepcopy(template), ip)
+        pod.write_log(f"[INFO] Starting gunicorn (pod {pod.name})")
+        pod.write_log(f"[INFO] Listening at: http://0.0.0.0:{SERVER_PORT}")
+        return pod
 
     def _sync_endpoints(self, namespace: str) -> None:
         for (kind, ns, name), svc in self.objects.items():
@@ -643,6 +659,11 @@ class EmulatedCluster:
         return pod
 
     def _serve(self, pod: Pod, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        code, answer = self._answer(pod, method, path, body)
+        pod.write_log(f'{pod.ip} "{method} {path} HTTP/1.1" {code}')
+        return code, answer
+
+    def _answer(self, pod: Pod, method: str, path: str, body: bytes) -> tuple[int, dict]:
         image = self.images[pod.image]
         if method == "GET" and path in ("/health", "/ready"):
             return 200, {"status": "ok"}
@@ -654,6 +675,36 @@ class EmulatedCluster:
             rows = json.loads(body or b"{}").get("data", [])
             return 200, {"prediction": [[1.0, 0.0] for _ in rows]}
         return 404, {"detail": "Not Found"}
+
+    # -- the kubelet's logs -------------------------------------------------------------------
+
+    def find_pod(self, namespace: str, name: str) -> Pod | None:
+        return next((p for p in self.all_pods(namespace) if p.name == name), None)
+
+    def log_pod(self, namespace: str, name: str, query: dict[str, str]) -> Pod:
+        """The pod whose log a request asks for, or the ApiError the API server answers."""
+        pod = self.find_pod(namespace, name)
+        if pod is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found')
+        names = [c["name"] for c in pod.template["spec"]["containers"]]
+        container = query.get("container")
+        if container is None and len(names) > 1:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"a container name must be specified for pod {name}, "
+                f"choose one of: [{' '.join(names)}]",
+            )
+        if container is not None and container not in names:
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        if pod.image not in self.images:  # the pull never succeeds: nothing ever ran
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{container or names[0]}" in pod "{name}" is waiting to start: '
+                "trying and failing to pull image",
+            )
+        return pod
 
     # -- RBAC ---------------------------------------------------------------------------
 
@@ -673,8 +724,9 @@ class EmulatedCluster:
         raise ApiError(
             403,
             "Forbidden",
-            f'{resource} "{name or ""}" is forbidden: User "system:serviceaccount:kiln:deployer" '
-            f'cannot {verb} resource "{resource}" in API group "{group}"',
+            f'{resource.split("/")[0]} "{name or ""}" is forbidden: User '
+            f'"system:serviceaccount:kiln:deployer" cannot {verb} resource "{resource}" '
+            f'in API group "{group}"',
         )
 
 
@@ -757,6 +809,10 @@ class _Handler(BaseHTTPRequestHandler):
         cluster = self.server.cluster
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
+        log = _LOG.match(url.path)
+        if log and method == "GET":
+            self._log(cluster, log["ns"], log["name"], query)
+            return
         body = self._body()
         with cluster.lock:
             cluster.requests.append((method, self.path))
@@ -873,6 +929,55 @@ class _Handler(BaseHTTPRequestHandler):
         meta = {"resourceVersion": str(cluster._rv)}
         return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": items}
 
+    def _log(self, cluster: EmulatedCluster, namespace: str, name: str, query: dict) -> None:
+        """A pod's log as the API server relays it from the kubelet: text/plain, chunked,
+        written outside the lock so a follow stream holds nothing while it waits."""
+        with cluster.lock:
+            cluster.requests.append(("GET", self.path))
+            cluster.authorizations.add(self.headers.get("Authorization") or "")
+            try:
+                cluster.authorize("get", "", "pods/log", name)
+                pod = cluster.log_pod(namespace, name, query)
+            except ApiError as err:
+                self._send(err.code, status_body(err.code, err.reason, err.message))
+                return
+            tail = int(query["tailLines"]) if "tailLines" in query else None
+            start = 0 if tail is None else max(0, len(pod.log) - tail)
+            lines, sent = list(pod.log[start:]), len(pod.log)
+        stamps = query.get("timestamps") == "true"
+        budget = int(query["limitBytes"]) if "limitBytes" in query else None
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            budget = self._log_lines(lines, stamps, budget)
+            while query.get("follow") == "true" and budget != 0:
+                if self.server.stopping.wait(0.02):
+                    break
+                with cluster.lock:
+                    alive = cluster.find_pod(namespace, name) is pod and not pod.terminating
+                    lines, sent = list(pod.log[sent:]), len(pod.log)
+                budget = self._log_lines(lines, stamps, budget)
+                if not alive:  # the container stopped: the kubelet ends the stream
+                    break
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away, as `kubectl logs -f` does on Ctrl-C
+
+    def _log_lines(
+        self, lines: list[tuple[str, str]], stamps: bool, budget: int | None
+    ) -> int | None:
+        data = b"".join(
+            ((f"{when} " if stamps else "") + line + "\n").encode() for when, line in lines
+        )
+        if budget is not None:
+            data, budget = data[:budget], max(0, budget - len(data))
+        if data:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+        return budget
+
     def do_GET(self) -> None:  # noqa: N802
         self._handle("GET")
 
@@ -892,6 +997,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     cluster: EmulatedCluster
+    stopping: threading.Event
 
 
 class EmulatedApiServer:
@@ -901,6 +1007,7 @@ class EmulatedApiServer:
         self.cluster = cluster or EmulatedCluster()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.cluster = self.cluster
+        self._server.stopping = threading.Event()
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -915,6 +1022,7 @@ class EmulatedApiServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._server.stopping.set()  # ends follow streams
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
