@@ -117,7 +117,12 @@ CASES = [
         ERROR,
         "no usable Kubernetes configuration (kubeconfig {tmp}/absent-kubeconfig",
     ),
-    (["logs", "--target", "kubernetes"], {}, ERROR, "kubectl logs"),
+    (
+        ["logs", "--target", "kubernetes"],
+        {"KUBECONFIG": "{tmp}/absent-kubeconfig"},
+        ERROR,
+        "no usable Kubernetes configuration",
+    ),
     (
         ["undeploy", "--target", "kubernetes"],
         {"KUBECONFIG": "{tmp}/absent-kubeconfig"},
