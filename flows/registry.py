@@ -21,6 +21,7 @@ from dxf.exceptions import DXFMountFailed
 
 from flows.errors import BuildError
 from flows.oci import MANIFEST_TYPES, Image, NotAnImage, sha256_digest
+from flows.progress_bytes import human_bytes
 from flows.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,12 @@ class Registry:
 
         self._call(f"pushing blob {repository}@{digest[:19]}", push)
         self.bytes_pushed += len(data)
+        log.debug(
+            "pushing %s: %s sent (blob %s)",
+            repository,
+            human_bytes(self.bytes_pushed),
+            digest[:19],
+        )
         return digest
 
     def mount_blob(self, repository: str, digest: str, source: str) -> None:

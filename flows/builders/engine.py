@@ -11,13 +11,14 @@ import io
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flows.builders.model import ModelImageSpec
 from flows.errors import BuildError
+from flows.progress_bytes import PushMeter
 from flows.registry import Registry, RegistryError, manifest_blobs
 from flows.serving_base import (
     build_context,
@@ -47,11 +48,17 @@ class EngineJob:
         return f"{self.registry_host}/{repository}"
 
 
-def check_stream(what: str, stream: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def check_stream(
+    what: str,
+    stream: Iterable[dict[str, Any]],
+    on_chunk: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Consume an engine build/push stream; any error in it fails with its message."""
     chunks = []
     for chunk in stream:
         chunks.append(chunk)
+        if on_chunk is not None:
+            on_chunk(chunk)
         if "errorDetail" in chunk or "error" in chunk:
             detail = chunk.get("errorDetail") or {}
             message = detail.get("message") or chunk.get("error") or str(chunk)
@@ -91,8 +98,10 @@ def engine_push(client: Any, name: str, tag: str, registry: Registry) -> None:
     """Push through the engine; transient failures retried per the registry's policy."""
 
     def push() -> None:
+        meter = PushMeter(f"{name}:{tag}")  # bytes sent, on the CLI's status line
         stream = client.api.push(name, tag=tag, stream=True, decode=True)
-        check_stream(f"pushing {name}:{tag}", stream)
+        check_stream(f"pushing {name}:{tag}", stream, on_chunk=meter.update)
+        meter.finish()
 
     def fail(err: Exception, attempts: int) -> Exception:
         suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
