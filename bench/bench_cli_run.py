@@ -7,12 +7,19 @@ Each run trains a new version (a new seed), builds its image with the layer buil
 rolls it out to the local target, on this script's own store, repository, port and
 container names. It starts its own Prefect server (own PREFECT_HOME and port) and stops it
 at the end. Goal (issue 12): under 8 s with a server up.
+
+With a server up, each run also prints where its time went: `start` (from the command to
+Prefect's "Beginning flow run": interpreter, imports, checks, creating the flow run),
+each task (from the end of the one before to its own end, read from Prefect's log lines,
+which `--debug` prints) and `finish` (the flow's end to the process's exit).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -34,10 +41,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def kiln_run(env: dict[str, str], seed: int) -> float:
+# Prefect's console lines: "HH:MM:SS.mmm | INFO    | Task run 'train-1a3' - Finished in ..."
+PREFECT_LINE = re.compile(
+    r"^(\d\d:\d\d:\d\d\.\d{3}) \| \w+ +\| (Flow|Task) run '([^']+)' - "
+    r"(Beginning flow run|Finished in state)"
+)
+
+
+def phases(stderr: str, started: datetime.datetime, ended: datetime.datetime) -> list[tuple]:
+    """(phase, seconds) from Prefect's timestamped lines; [] when they are not there."""
+    marks: list[tuple[str, datetime.datetime]] = [("", started)]
+    for line in stderr.splitlines():
+        match = PREFECT_LINE.match(line)
+        if not match:
+            continue
+        clock = datetime.datetime.strptime(match[1], "%H:%M:%S.%f").time()
+        when = datetime.datetime.combine(started.date(), clock)
+        if when < started - datetime.timedelta(hours=1):  # the run crossed midnight
+            when += datetime.timedelta(days=1)
+        if match[4] == "Beginning flow run":
+            name = "start"
+        elif match[2] == "Task":
+            name = match[3].rsplit("-", 1)[0]
+        else:
+            name = "flow end"
+        marks.append((name, when))
+    if len(marks) < 3:
+        return []
+    marks.append(("finish", ended))
+    return [
+        (name, (when - before).total_seconds())
+        for (_, before), (name, when) in zip(marks, marks[1:], strict=False)
+    ]
+
+
+def kiln_run(env: dict[str, str], seed: int, profile: list | None = None) -> float:
+    wall = datetime.datetime.now()
     started = time.perf_counter()
+    debug = ["--debug"] if profile is not None else []
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--seed", str(seed)],
+        [sys.executable, "-m", "flows.cli", *debug, "run", "--seed", str(seed)],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -47,6 +90,9 @@ def kiln_run(env: dict[str, str], seed: int) -> float:
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"kiln run failed:\n{result.stdout}\n{result.stderr}")
+    if profile is not None:
+        ended = wall + datetime.timedelta(seconds=seconds)
+        profile.append(phases(result.stderr, wall, ended))
     return seconds
 
 
@@ -88,7 +134,8 @@ def main() -> None:
             start_prefect_server(work / "state", port=prefect_port, timeout=600)
         up = {**base, "KILN_PREFECT_PORT": str(prefect_port)}
         kiln_run(up, seed=1000)  # warm-up: the first build of this repository, caches
-        with_server = [kiln_run(up, seed=1001 + i) for i in range(args.runs)]
+        profiles: list[list[tuple]] = []
+        with_server = [kiln_run(up, seed=1001 + i, profile=profiles) for i in range(args.runs)]
         stop_prefect_server(work / "state")
         down = {**base, "KILN_PREFECT_PORT": str(free_port())}  # nothing answers there
         if not args.skip_temporary:
@@ -107,6 +154,9 @@ def main() -> None:
 
     print("kiln run, iris to a live local endpoint (new version each run):")
     show("with a Prefect server up", with_server)
+    for number, profile in enumerate(profiles, 1):
+        steps = "  ".join(f"{name} {seconds:.1f}" for name, seconds in profile)
+        print(f"  run {number} phases (s): {steps}")
     if temporary:
         show("temporary Prefect server", temporary)
         ratio = statistics.median(temporary) / statistics.median(with_server)
