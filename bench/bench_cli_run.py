@@ -12,6 +12,10 @@ With a server up, each run also prints where its time went: `start` (from the co
 Prefect's "Beginning flow run": interpreter, imports, checks, creating the flow run),
 each task (from the end of the one before to its own end, read from Prefect's log lines,
 which `--debug` prints) and `finish` (the flow's end to the process's exit).
+
+`--compare-exit N` times N pairs of runs, alternating `kiln run` as installed (it ends
+through flows.cli.exit_now) with the same command ending through the interpreter's full
+teardown (`main([...])`, as before that cut), and prints the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -75,12 +79,19 @@ def phases(stderr: str, started: datetime.datetime, ended: datetime.datetime) ->
     ]
 
 
-def kiln_run(env: dict[str, str], seed: int, profile: list | None = None) -> float:
+# The same command line, ending through SystemExit and the interpreter's teardown.
+TEARDOWN = [sys.executable, "-c", "import sys; from flows.cli import main; main(sys.argv[1:])"]
+
+
+def kiln_run(
+    env: dict[str, str], seed: int, profile: list | None = None, teardown: bool = False
+) -> float:
     wall = datetime.datetime.now()
     started = time.perf_counter()
     debug = ["--debug"] if profile is not None else []
+    kiln = TEARDOWN if teardown else [sys.executable, "-m", "flows.cli"]
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *debug, "run", "--seed", str(seed)],
+        [*kiln, *debug, "run", "--seed", str(seed)],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -106,6 +117,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--skip-temporary", action="store_true", help="do not time runs on a temporary server"
+    )
+    parser.add_argument(
+        "--compare-exit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N pairs: the quick exit against the interpreter's full teardown",
     )
     args = parser.parse_args()
 
@@ -136,6 +154,10 @@ def main() -> None:
         kiln_run(up, seed=1000)  # warm-up: the first build of this repository, caches
         profiles: list[list[tuple]] = []
         with_server = [kiln_run(up, seed=1001 + i, profile=profiles) for i in range(args.runs)]
+        quick, teardown = [], []
+        for i in range(args.compare_exit):  # alternated: both see the same machine load
+            quick.append(kiln_run(up, seed=3001 + 2 * i))
+            teardown.append(kiln_run(up, seed=3002 + 2 * i, teardown=True))
         stop_prefect_server(work / "state")
         down = {**base, "KILN_PREFECT_PORT": str(free_port())}  # nothing answers there
         if not args.skip_temporary:
@@ -157,6 +179,11 @@ def main() -> None:
     for number, profile in enumerate(profiles, 1):
         steps = "  ".join(f"{name} {seconds:.1f}" for name, seconds in profile)
         print(f"  run {number} phases (s): {steps}")
+    if quick:
+        show("quick exit (exit_now)", quick)
+        show("interpreter teardown", teardown)
+        ratio = statistics.median(quick) / statistics.median(teardown)
+        print(f"quick exit / teardown: {ratio:.2f}x")
     if temporary:
         show("temporary Prefect server", temporary)
         ratio = statistics.median(temporary) / statistics.median(with_server)
