@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts.machine import make_machine
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "infra.sh"
 # What the install path itself runs besides bash builtins.
 TOOLS = ("bash", "chmod", "rm", "cat")
@@ -33,24 +35,9 @@ echo "Reading package lists..."
 
 @pytest.fixture
 def machine(tmp_path: Path) -> dict[str, str]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in TOOLS:
-        found = shutil.which(tool)
-        assert found, tool
-        (bin_dir / tool).symlink_to(found)
-    apt = bin_dir / "apt-get"
-    apt.write_text(APT_STAND_IN)
-    apt.chmod(0o755)
     # `tr` for the stand-in's own log line
-    (bin_dir / "tr").symlink_to(shutil.which("tr") or "/usr/bin/tr")
-    return {
-        "PATH": str(bin_dir),
-        "HOME": str(tmp_path),
-        "APT_LOG": str(tmp_path / "apt.log"),
-        "INFRA_POLICY_RC_D": str(tmp_path / "policy-rc.d"),
-        "KILN_STATE_DIR": str(tmp_path / "state"),
-    }
+    tools = (*TOOLS, "tr")
+    return make_machine(tmp_path, tools, APT_STAND_IN, KILN_STATE_DIR=str(tmp_path / "state"))
 
 
 def install(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

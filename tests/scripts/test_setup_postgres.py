@@ -7,11 +7,12 @@ The other commands the step runs are the machine's own.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.scripts.machine import make_machine
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "setup.sh"
 TOOLS = ("bash", "chmod", "rm", "cat", "dirname")
@@ -30,22 +31,8 @@ echo "Setting up postgresql-15 ..."
 
 @pytest.fixture
 def machine(tmp_path: Path) -> dict[str, str]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in TOOLS:
-        found = shutil.which(tool)
-        assert found, tool
-        (bin_dir / tool).symlink_to(found)
-    apt = bin_dir / "apt-get"
-    apt.write_text(APT_STAND_IN)
-    apt.chmod(0o755)
-    return {
-        "PATH": str(bin_dir),
-        "HOME": str(tmp_path),
-        "APT_LOG": str(tmp_path / "apt.log"),
-        "INFRA_POLICY_RC_D": str(tmp_path / "policy-rc.d"),
-        "SETUP_PG_INITDB": str(tmp_path / "absent" / "initdb"),
-    }
+    initdb = str(tmp_path / "absent" / "initdb")
+    return make_machine(tmp_path, TOOLS, APT_STAND_IN, SETUP_PG_INITDB=initdb)
 
 
 def setup_postgres(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
