@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
-from skl2onnx import to_onnx
 from sklearn.pipeline import Pipeline
 
 from flows.errors import ParityError
@@ -36,6 +35,9 @@ class ParityReport:
 
 def export_onnx(model: Pipeline, n_features: int) -> bytes:
     """Probabilities come out as a plain float tensor (no ZipMap), labels as int64."""
+    # Imported here: a run whose export is cached (a resumed one) never pays for skl2onnx.
+    from skl2onnx import to_onnx
+
     sample = np.zeros((1, n_features), dtype=np.float32)
     # A numpy sample names the single float input "X"; the server reads the name anyway.
     with warnings.catch_warnings():
