@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from flows.sequence import run_training
 from flows.store import ArtifactStore
 from tests.conftest import free_port
 from tests.factories import run_kiln
+from tests.flows.standin_image import BASE_IMAGE, build_standin_image
 
 
 @pytest.fixture
@@ -106,26 +105,12 @@ def test_serve_runs_a_version_from_s3(s3_store, tmp_path):
         log.close()
 
 
-STANDIN = Path(__file__).parent / "standin" / "server.py"
-BASE_IMAGE = "docker.io/library/python:3.11-slim"
-
-
 def build_standin(client, store: ArtifactStore, name: str, workdir: Path) -> tuple[str, str]:
     """A stored version and a stand-in server image for it (tests/flows/standin)."""
     model = f"model {name} {uuid.uuid4().hex}".encode()
     version = store.put(model, {0: "a", 1: "b"}, {"sample_input": [[5.1, 3.5, 1.4, 0.2]]})
-    context = workdir / f"ctx-{name}"
-    (context / "models").mkdir(parents=True)
-    (context / "models" / "model.bin").write_bytes(model)
-    shutil.copy(STANDIN, context / "server.py")
-    (context / "Dockerfile").write_text(
-        f"FROM {BASE_IMAGE}\nCOPY server.py /srv/server.py\nCOPY models/ /models/\n"
-        f"ENV MODEL_VERSION={version} MODEL_SHA256={hashlib.sha256(model).hexdigest()}\n"
-        'USER 10001:10001\nEXPOSE 8000\nCMD ["python3", "-u", "/srv/server.py"]\n'
-    )
     tag = f"localhost/kiln-standin-s3:{name}-{uuid.uuid4().hex[:6]}"
-    client.images.build(path=str(context), tag=tag, rm=True)
-    return version, tag
+    return version, build_standin_image(client, model, version, tag, workdir / f"ctx-{name}")
 
 
 @pytest.mark.e2e

@@ -10,8 +10,6 @@ its sha256 check at start-up, as kiln's server does.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,11 +23,10 @@ from flows.rollout.local import CURRENT, LocalTarget
 from flows.rollout.smoke import http_caller
 from flows.store import ArtifactStore
 from tests.conftest import free_port
+from tests.flows.standin_image import BASE_IMAGE, build_standin_image
 
 pytestmark = pytest.mark.e2e
 
-BASE_IMAGE = "docker.io/library/python:3.11-slim"
-STANDIN = Path(__file__).parent / "standin" / "server.py"
 SAMPLE_INPUT = [[5.1, 3.5, 1.4, 0.2]]
 
 
@@ -82,21 +79,16 @@ def make_image(docker_client, store: ArtifactStore, tmp_path: Path) -> Iterator[
     ) -> tuple[str, str]:
         model = f"model {name}".encode()
         version = store.put(model, {0: "a", 1: "b"}, {"sample_input": SAMPLE_INPUT})
-        context = tmp_path / f"ctx-{name}"
-        (context / "models").mkdir(parents=True)
-        (context / "models" / "model.bin").write_bytes(model)
-        shutil.copy(STANDIN, context / "server.py")
-        sha = "0" * 64 if break_sha else hashlib.sha256(model).hexdigest()
-        (context / "Dockerfile").write_text(
-            f"FROM {BASE_IMAGE}\n"
-            "COPY server.py /srv/server.py\nCOPY models/ /models/\n"
-            f"ENV MODEL_VERSION={report or version} MODEL_SHA256={sha} "
-            f"PREDICT_STATUS={predict_status}\n"
-            "USER 10001:10001\nEXPOSE 8000\n"
-            'CMD ["python3", "-u", "/srv/server.py"]\n'
-        )
         tag = f"localhost/kiln-standin:{name}-{uuid.uuid4().hex[:6]}"
-        docker_client.images.build(path=str(context), tag=tag, rm=True)
+        build_standin_image(
+            docker_client,
+            model,
+            report or version,
+            tag,
+            tmp_path / f"ctx-{name}",
+            sha256="0" * 64 if break_sha else None,
+            predict_status=predict_status,
+        )
         built.append(tag)
         return version, tag
 
