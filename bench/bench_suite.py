@@ -1,9 +1,12 @@
 """The fast test suite's wall time: this checkout against an earlier commit, in one run.
 
-    python bench/bench_suite.py --base 9df696b [--rounds 2] [-- extra pytest args]
+    python bench/bench_suite.py --base 9df696b [--rounds 2] [--workers 2] [-- extra pytest args]
 
 The earlier commit is checked out into a temporary git worktree and its suite runs from
 there (PYTHONPATH points at it, so subprocesses import its code, not this checkout's).
+`--workers N` runs this checkout's suite as scripts/test.sh does, on N pytest-xdist
+processes; the base runs as its own test command did (one process, unless the extra
+pytest arguments say otherwise).
 Rounds alternate base and head so a change in machine load hits both; the figure is the
 ratio of the medians. Both suites use the infrastructure of `scripts/infra.sh env`.
 """
@@ -42,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the earlier commit to compare against")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0, help="xdist processes for head")
     parser.add_argument("extra", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args()
     times: dict[str, list[float]] = {"base": [], "head": []}
@@ -55,8 +59,12 @@ def main() -> None:
         )
         try:
             for round_number in range(1, args.rounds + 1):
-                for name, tree in (("base", base_tree), ("head", REPO)):
-                    seconds, passed, last = run_suite(tree, args.extra)
+                head_extra = ["-n", str(args.workers)] if args.workers else []
+                for name, tree, extra in (
+                    ("base", base_tree, args.extra),
+                    ("head", REPO, [*head_extra, *args.extra]),
+                ):
+                    seconds, passed, last = run_suite(tree, extra)
                     times[name].append(seconds)
                     print(f"round {round_number} {name}: {seconds:.1f} s, {passed} passed ({last})")
         finally:

@@ -66,7 +66,7 @@ class KilnSettings(BaseSettings):
     engine_timeout: int = Field(default=300, ge=1)  # seconds per container engine request
     prefect_port: int = Field(default=4200, ge=1, le=65535)  # the server `kiln up` starts
 
-    # Retries of the steps that talk to a registry, an engine or a cluster.
+    # Retries of the steps that talk to a registry, an engine, a cluster or an S3 store.
     retries: int = Field(default=3, ge=0)
     retry_delay: float = Field(default=2.0, ge=0.0)  # seconds; doubles on each retry
 

@@ -210,16 +210,21 @@ class ArtifactStore:
         storage_options: Mapping[str, Any] | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
+        attempts: int = store_s3.DEFAULT_ATTEMPTS,
     ) -> None:
         self.url = str(root)
         self.clock = clock  # what "now" is for `created` and deployment times (tests)
         protocol = fsspec.core.split_protocol(self.url)[0] or "file"
         self._s3 = protocol in store_s3.S3_PROTOCOLS
-        options = {**store_s3.storage_options(protocol), **(storage_options or {})}
+        options = {**store_s3.storage_options(protocol, attempts), **(storage_options or {})}
         try:
             fs, path = fsspec.core.url_to_fs(self.url, **options)
         except (ImportError, ValueError) as err:
             raise StoreError(f"cannot open store {self.url}: {err}") from err
+        if self._s3:
+            # botocore retries each call `attempts` times; s3fs's own loop (5 tries of
+            # those, for a server that hangs up) would multiply them into minutes.
+            fs.retries = 1
         self.fs: fsspec.AbstractFileSystem = fs
         self.root = path.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)

@@ -16,21 +16,24 @@ import fsspec.asyn
 S3_PROTOCOLS = ("s3", "s3a")
 
 # Bounded: a store that cannot be reached fails in seconds with one error, not minutes.
-CLIENT_CONFIG: dict[str, Any] = {
-    "connect_timeout": 5,
-    "read_timeout": 60,
-    "retries": {"max_attempts": 4, "mode": "standard"},
-}
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 60
+DEFAULT_ATTEMPTS = 4  # KILN_RETRIES (3) + 1, as every other retried call
 
 
-def storage_options(protocol: str) -> dict[str, Any]:
-    """What kiln passes to fsspec for a store URL of this protocol."""
+def storage_options(protocol: str, attempts: int = DEFAULT_ATTEMPTS) -> dict[str, Any]:
+    """What kiln passes to fsspec for a store URL of this protocol; `attempts` bounds each
+    S3 call (botocore's standard retries, with its jittered exponential backoff)."""
     if protocol in S3_PROTOCOLS:
         # Listings are never cached: other writers (workers, CLIs) change the store. Nor is
         # the client: fsspec would hand back one made for the endpoint and keys the
         # environment had before, and list another server's bucket.
         return {
-            "config_kwargs": CLIENT_CONFIG,
+            "config_kwargs": {
+                "connect_timeout": CONNECT_TIMEOUT,
+                "read_timeout": READ_TIMEOUT,
+                "retries": {"max_attempts": attempts, "mode": "standard"},
+            },
             "use_listings_cache": False,
             "skip_instance_cache": True,
         }

@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 
 def open_store(settings: KilnSettings) -> ArtifactStore:
+    """The artifact store; each S3 call is tried KILN_RETRIES + 1 times, as other calls are."""
     from flows.store import ArtifactStore
 
-    return ArtifactStore(settings.store)
+    return ArtifactStore(settings.store, attempts=settings.retries + 1)
 
 
 def open_registry(settings: KilnSettings, *, retried_outside: bool = False) -> Registry:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test command: sets everything up, then runs the whole suite (unit and end-to-end).
-# Pass pytest arguments to narrow it, e.g. scripts/test.sh -m "not e2e".
+# The test command: sets everything up, then runs the whole suite: the fast tests on
+# KILN_TEST_WORKERS processes (2; each test is independent), then the end-to-end tests one
+# at a time (some stop and start the shared registry). Pass pytest arguments to run
+# exactly those instead, e.g. scripts/test.sh -m "not e2e" -n 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +27,11 @@ trap stop_started EXIT
 infra_env="$(KILN_INFRA_STARTED="$started" scripts/infra.sh up)"  # assignment: failure stops
 eval "$infra_env"
 
-python3 -m pytest "$@"
+if (($#)); then
+    python3 -m pytest "$@"
+    exit
+fi
+status=0
+python3 -m pytest -m "not e2e" -n "${KILN_TEST_WORKERS:-2}" || status=$?
+python3 -m pytest -m e2e || status=$?
+exit "$status"

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from flows import wiring
 from flows.errors import IntegrityError, StoreError, VersionNotFound
+from flows.settings import KilnSettings
 from flows.store import ArtifactStore
 
 LABELS = {0: "setosa", 1: "versicolor", 2: "virginica"}
@@ -380,7 +382,9 @@ def test_s3_unreachable_mid_store_is_one_clear_error_and_no_version(seaweedfs):
     url = f"s3://{seaweedfs.bucket}/test-{uuid.uuid4().hex[:12]}"
     proxy = CuttingProxy(seaweedfs.endpoint, cut_at=b"/labels.json")
     try:
-        through_proxy = ArtifactStore(url, storage_options={"endpoint_url": proxy.endpoint})
+        through_proxy = ArtifactStore(
+            url, storage_options={"endpoint_url": proxy.endpoint}, attempts=2
+        )
         started = time.monotonic()
         with pytest.raises(StoreError) as err:
             through_proxy.put(b"model" * 1000, LABELS, {})
@@ -405,7 +409,9 @@ def test_s3_unreachable_from_the_start_is_a_store_error(seaweedfs):
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]
     store = ArtifactStore(
-        f"s3://{seaweedfs.bucket}/x", storage_options={"endpoint_url": f"http://127.0.0.1:{port}"}
+        f"s3://{seaweedfs.bucket}/x",
+        storage_options={"endpoint_url": f"http://127.0.0.1:{port}"},
+        attempts=2,
     )
     for call in (store.list_versions, lambda: store.record_deployment("prod", "abc", "img")):
         with pytest.raises(StoreError, match="in store s3://kiln/x: Could not connect"):
@@ -422,4 +428,39 @@ def test_an_s3_store_uses_the_endpoint_the_environment_names_now(seaweedfs, monk
     # made for the session server (it would list that server's bucket instead).
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     with pytest.raises(StoreError, match="Could not connect"):
-        ArtifactStore(url).list_versions()
+        ArtifactStore(url, attempts=1).list_versions()
+
+
+class HangUpServer:
+    """Accepts each connection, reads the request and hangs up: a retryable S3 failure."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                self.connections += 1
+                with client:
+                    client.recv(65536)
+
+
+def test_kiln_retries_bounds_the_tries_of_each_s3_call(seaweedfs, monkeypatch):
+    tries = {}
+    for retries in (0, 2):
+        server = HangUpServer()
+        try:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
+            settings = KilnSettings(store=f"s3://{seaweedfs.bucket}/x", retries=retries)
+            with pytest.raises(StoreError, match="listing versions in store s3://kiln/x: "):
+                wiring.open_store(settings).list_versions()
+        finally:
+            server.listener.close()
+        tries[retries] = server.connections
+    # Each call is tried retries + 1 times (botocore's retries only: s3fs's own loop would
+    # multiply them by five); how many calls a listing makes is s3fs's business.
+    assert 0 < tries[0] < tries[2] <= 3 * tries[0]
