@@ -1,9 +1,13 @@
 """The local target: serving images run on the container engine behind 127.0.0.1 ports.
 
 The stable endpoint is http://127.0.0.1:<port>; the container that owns that port is the
-current version. `ship`:
+current version. On a first deploy (no kiln container serves the port, and nothing else
+holds it) nothing runs that a failure could hurt: `ship` starts the new version once,
+directly as the container of the stable port (below), checks it on its own check port,
+and removes it if it fails. Otherwise `ship`:
 
-1. starts the new version as a *candidate* container on a free port,
+1. starts the new version as a *candidate* container on a free port (the container for
+   the stable port is created, not started, while the candidate boots),
 2. waits until its /ready answers 200, and smoke-tests it there (/metadata, /predict),
 3. on failure: removes the candidate and raises; the current container was never touched,
 4. on success, switches without a gap: the new version's container starts on the host
@@ -85,7 +89,8 @@ class LocalTarget:
     name_prefix: str = "kiln"
     timeout: float = 120.0  # seconds for a container to answer /ready
     candidate_port: Callable[[], int] = free_port
-    poll_interval: float = 0.2
+    poll_interval: float = 0.05  # seconds between /ready requests
+    inspect_interval: float = 0.25  # seconds between asking the engine whether it exited
     stop_timeout: int = 10
     lock_timeout: float = 600.0  # seconds a deploy waits for another on the same port
     environment: dict[str, str] = field(default_factory=lambda: {"WORKERS": "1"})
@@ -153,55 +158,80 @@ class LocalTarget:
             self._check(before.handle, self.endpoint, smoke)
             return self.endpoint
         self._ensure_image(image)
+        name = f"{self.name_prefix}-{version[:12]}"
+        if before is not None and before.handle == name:  # same version, another image
+            name = f"{name}-{int(time.time())}"
+        self._remove(name)
+        check_port = self.candidate_port()
+        if before is None:
+            self._first(name, image, version, check_port, smoke)
+            return self.endpoint
         candidate = f"{self.name_prefix}-{version[:12]}-candidate"
         self._remove(candidate)
         port = self.candidate_port()
         log.info("starting candidate %s (%s) on 127.0.0.1:%d", candidate, image, port)
         self._run(candidate, image, version, CANDIDATE, port, start=True)
         try:
+            # Created, not started, while the candidate boots: it binds nothing until started.
+            new = self._run_current(name, image, version, check_port)
             self._check(candidate, f"http://127.0.0.1:{port}", smoke)
         except Exception:
             self._remove(candidate)
+            self._remove(name)
             raise
-        self._switch(version, image, candidate, before, smoke)
+        self._switch(new, name, check_port, candidate, before, smoke)
         return self.endpoint
+
+    def _first(
+        self, name: str, image: str, version: str, check_port: int, smoke: SmokeTest
+    ) -> None:
+        """A first deploy: nothing serves on the stable port (checked under the lock), so
+        no candidate is needed; the version starts once, there, and is removed if it fails."""
+        log.info("first deploy on %s: starting %s (%s)", self.endpoint, name, image)
+        new = self._run_current(name, image, version, check_port)
+        try:
+            new.start()
+            self._check(name, f"http://127.0.0.1:{check_port}", smoke)
+        except Exception as err:
+            self._remove(name)
+            if isinstance(err, RolloutError):
+                raise
+            raise RolloutError(f"starting {name} on {self.endpoint}: {err}") from err
+        log.info("%s now serves %s (%s)", self.endpoint, version, image)
 
     def _switch(
         self,
-        version: str,
-        image: str,
+        new: Any,
+        name: str,
+        check_port: int,
         candidate: str,
-        before: Deployed | None,
+        before: Deployed,
         smoke: SmokeTest,
     ) -> None:
-        name = f"{self.name_prefix}-{version[:12]}"
-        if before is not None and before.handle == name:  # same version, another image
-            name = f"{name}-{int(time.time())}"
-        self._remove(name)
-        old: Any = self.docker.containers.get(before.handle) if before else None
-        check_port = self.candidate_port()
-        new = self._run_current(name, image, version, check_port)
-        # The candidate passed its checks; free its resources before the switch.
-        self._remove(candidate)
-        alone = old is not None and not _shares_port(old)
+        old: Any = self.docker.containers.get(before.handle)
+        alone = not _shares_port(old)
         if alone:  # an earlier kiln's container holds the port alone: a gap, this once
+            self._remove(candidate)
             log.info(
                 "switching %s: stopping %s (it does not share the port)", self.endpoint, old.name
             )
             old.stop(timeout=self.stop_timeout)
         try:
-            new.start()
+            try:
+                new.start()
+            finally:
+                # The candidate passed its checks: removed while the new one boots.
+                self._remove(candidate)
             # its own port: a reply through the stable one may come from the old version
             self._check(name, f"http://127.0.0.1:{check_port}", smoke)
         except Exception as err:
             self._remove(name)  # the old one serves on; restore() starts it if it was stopped
             raise RolloutError(f"on {self.endpoint}: {err}") from err
-        if old is not None:
-            if not alone:
-                log.info("switching %s: draining %s", self.endpoint, old.name)
-                old.stop(timeout=self.stop_timeout)  # SIGTERM: gunicorn answers what it accepted
-            old.remove(force=True)
-        log.info("%s now serves %s (%s)", self.endpoint, version, image)
+        if not alone:
+            log.info("switching %s: draining %s", self.endpoint, old.name)
+            old.stop(timeout=self.stop_timeout)  # SIGTERM: gunicorn answers what it accepted
+        old.remove(force=True)
+        log.info("%s now serves %s", self.endpoint, name)
 
     def restore(self, before: Deployed) -> str:
         """Start `before`'s container again if the switch stopped it."""
@@ -245,17 +275,23 @@ class LocalTarget:
             raise RolloutError(f"smoke test on {base_url}: {err}") from err
 
     def _wait_ready(self, name: str, base_url: str) -> None:
+        """Ask /ready every `poll_interval` until `timeout`; ask the engine whether the
+        container exited at most every `inspect_interval` (each inspect costs the engine
+        CPU that the booting container needs)."""
         call = http_caller(base_url, timeout=2.0)
         deadline = time.monotonic() + self.timeout
+        inspect_at = 0.0
         last = "no answer yet"
         while True:
-            container = self.docker.containers.get(name)
-            if container.status in ("exited", "dead"):
-                raise RolloutError(
-                    f"container {name} exited with code "
-                    f"{container.attrs.get('State', {}).get('ExitCode')} before it was ready; "
-                    f"its last lines:\n{self._last_lines(container)}"
-                )
+            if time.monotonic() >= inspect_at:
+                inspect_at = time.monotonic() + self.inspect_interval
+                container = self.docker.containers.get(name)
+                if container.status in ("exited", "dead"):
+                    raise RolloutError(
+                        f"container {name} exited with code "
+                        f"{container.attrs.get('State', {}).get('ExitCode')} before it was "
+                        f"ready; its last lines:\n{self._last_lines(container)}"
+                    )
             try:
                 reply = call("GET", "/ready", None)
                 if reply.status == 200:
