@@ -76,7 +76,7 @@ class KilnSettings(BaseSettings):
     # Containers of the local target are named <local_name>-<version> and labelled with it.
     local_name: str = Field(default="kiln", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     local_timeout: float = Field(default=120.0, gt=0)  # seconds until a container is ready
-    local_poll_interval: float = Field(default=0.2, gt=0)
+    local_poll_interval: float = Field(default=0.05, gt=0)
     local_stop_timeout: int = Field(default=10, ge=0)  # seconds before SIGKILL
     k8s_namespace: str = Field(default="kiln", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     k8s_context: str | None = None
