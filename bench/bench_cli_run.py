@@ -13,6 +13,12 @@ Prefect's "Beginning flow run": interpreter, imports, checks, creating the flow 
 each task (from the end of the one before to its own end, read from Prefect's log lines,
 which `--debug` prints) and `finish` (the flow's end to the process's exit).
 
+`--baseline DIR` also times the same runs from another checkout of kiln (a `git worktree`
+of an earlier commit), alternated with this one's so both see the same machine load, and
+prints the ratio of the medians. Each checkout gets its own store, repository, port and
+container names; each round times a first deploy (nothing of that checkout serving: its
+containers removed first) and then a redeploy (a new version replacing the running one).
+
 `--compare-exit N` times N pairs of runs, alternating `kiln run` as installed (it ends
 through flows.cli.exit_now) with the same command ending through the interpreter's full
 teardown (`main([...])`, as before that cut), and prints the ratio of the medians.
@@ -84,7 +90,11 @@ TEARDOWN = [sys.executable, "-c", "import sys; from flows.cli import main; main(
 
 
 def kiln_run(
-    env: dict[str, str], seed: int, profile: list | None = None, teardown: bool = False
+    env: dict[str, str],
+    seed: int,
+    profile: list | None = None,
+    teardown: bool = False,
+    tree: Path = REPO,
 ) -> float:
     wall = datetime.datetime.now()
     started = time.perf_counter()
@@ -93,7 +103,7 @@ def kiln_run(
     result = subprocess.run(
         [*kiln, *debug, "run", "--seed", str(seed)],
         env=env,
-        cwd=REPO,
+        cwd=tree,  # `python -m` imports flows/ from here: the checkout being timed
         capture_output=True,
         text=True,
         timeout=900,
@@ -125,7 +135,16 @@ def main() -> None:
         metavar="N",
         help="also time N pairs: the quick exit against the interpreter's full teardown",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also time this checkout of kiln (e.g. a git worktree of an earlier commit)",
+    )
     args = parser.parse_args()
+    if args.baseline is not None:
+        compare_with_baseline(args)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-cli-"))
     prefect_port = free_port()
@@ -188,6 +207,86 @@ def main() -> None:
         show("temporary Prefect server", temporary)
         ratio = statistics.median(temporary) / statistics.median(with_server)
         print(f"temporary / with a server: {ratio:.2f}x")
+    print("goal with a server: < 8 s")
+
+
+def remove_containers(name: str) -> None:
+    from flows.engine import docker_client
+    from flows.rollout.local import LocalTarget
+
+    LocalTarget(docker_client(), name_prefix=name).stop_all()
+
+
+def compare_with_baseline(args: argparse.Namespace) -> None:
+    """First deploys and redeploys of this checkout and of `args.baseline`, alternated."""
+    baseline = args.baseline.resolve()
+    if not (baseline / "flows" / "cli.py").is_file():
+        raise SystemExit(f"--baseline {baseline}: not a kiln checkout (no flows/cli.py)")
+    work = Path(tempfile.mkdtemp(prefix="kiln-bench-cli-"))
+    home = os.environ.get("PREFECT_HOME", "") if args.prefect_port else str(work / "prefect-home")
+    os.environ["PREFECT_HOME"] = home
+    common = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    common.update(PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false", KILN_KEEP="50")
+    trees = {"this checkout": REPO, "baseline": baseline}
+    envs, names = {}, {}
+    for number, label in enumerate(trees):
+        names[label] = f"bench-cli-{os.getpid()}-{number}"
+        envs[label] = {
+            **common,
+            "KILN_STORE": str(work / f"store-{number}"),
+            "KILN_REPOSITORY": f"bench-cli/iris-{os.getpid()}-{number}",
+            "KILN_LOCAL_PORT": str(free_port()),
+            "KILN_LOCAL_NAME": names[label],
+        }
+    first: dict[str, list[float]] = {label: [] for label in trees}
+    again: dict[str, list[float]] = {label: [] for label in trees}
+    profiles: dict[str, list[list[tuple]]] = {label: [] for label in trees}
+    load_before = os.getloadavg()
+    try:
+        port = args.prefect_port or free_port()
+        if not args.prefect_port:
+            print(f"starting a Prefect server on 127.0.0.1:{port} ...", flush=True)
+            start_prefect_server(work / "state", port=port, timeout=600)
+        for label, tree in trees.items():
+            envs[label]["KILN_PREFECT_PORT"] = str(port)
+            kiln_run(envs[label], seed=1000, tree=tree)  # warm-up: serving base, caches
+        for i in range(args.runs):
+            for label, tree in trees.items():  # alternated: both see the same load
+                remove_containers(names[label])
+                first[label].append(
+                    kiln_run(envs[label], 1001 + 2 * i, profile=profiles[label], tree=tree)
+                )
+                again[label].append(
+                    kiln_run(envs[label], 1002 + 2 * i, profile=profiles[label], tree=tree)
+                )
+    finally:
+        stop_prefect_server(work / "state")
+        for name in names.values():
+            remove_containers(name)
+        shutil.rmtree(work, ignore_errors=True)
+    load_after = os.getloadavg()
+
+    def show(label: str, runs: list[float]) -> None:
+        figures = ", ".join(f"{s:.1f}" for s in runs)
+        print(f"  {label:30} median {statistics.median(runs):6.1f} s  ({figures})")
+
+    print("kiln run, iris to a live local endpoint, with a Prefect server up (new version each):")
+    print(f"  this checkout: {REPO}\n  baseline:      {baseline}")
+    for kind, runs in (("first deploy", first), ("redeploy", again)):
+        for label in trees:
+            show(f"{kind}, {label}", runs[label])
+        ratio = statistics.median(runs["this checkout"]) / statistics.median(runs["baseline"])
+        print(f"  {kind}: this checkout / baseline = {ratio:.2f}x")
+    for label in trees:
+        print(f"  phases (s), {label}, first deploy then redeploy, alternately:")
+        for profile in profiles[label]:
+            print("    " + "  ".join(f"{name} {seconds:.1f}" for name, seconds in profile))
+    print(
+        "  load average (1, 5, 15 min): before "
+        + ", ".join(f"{x:.1f}" for x in load_before)
+        + "; after "
+        + ", ".join(f"{x:.1f}" for x in load_after)
+    )
     print("goal with a server: < 8 s")
 
 
