@@ -6,6 +6,7 @@ API's JSON body. Timeouts are set to about a second here so the tests stay short
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -202,10 +203,13 @@ def test_connections_over_the_cap_evict_idle_ones_then_get_503(model_dir, server
     url = server.wait_ready()
     idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
     assert httpx.get(f"{url}/health", timeout=WAIT).status_code == 200  # evicted one idle
+    # The eviction happened before /health was answered, so its end of file is already
+    # here; the others stay open until the header timeout (not waited for).
     closed = 0
     for sock in idle:
-        sock.settimeout(WAIT)
-        closed += sock.recv(1) == b""
+        sock.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            closed += sock.recv(1) == b""
         sock.close()
     assert closed >= 1
     # Four requests in flight (bodies still to come): none can be evicted.
