@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
-from sklearn.pipeline import Pipeline
 
 from flows.errors import ParityError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 # Pinned so the same model always exports to the same bytes (and the same version id).
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -49,6 +51,8 @@ def export_onnx(model: Pipeline, n_features: int) -> bytes:
 
 def check_parity(onnx_bytes: bytes, model: Pipeline, X: np.ndarray) -> ParityReport:
     """Same labels, and probabilities within PARITY_TOLERANCE, on every holdout row."""
+    import onnxruntime as ort  # here, like skl2onnx: a cached export never loads it
+
     try:
         session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own untyped errors for a bad file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import inspect
+import importlib.util
 import json
 import platform
 import subprocess
@@ -12,26 +12,26 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
-from flows import data as data_module
-from flows import export as export_module
-from flows import params as params_module
-from flows import train as train_module
 from flows.data import Dataset
 from flows.export import TARGET_OPSET, ParityReport
 from flows.params import TrainParams
 
 TRACKED_LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "kiln")
+# The modules whose source a model depends on: read as text, not imported, so that a run
+# whose training is cached never loads scikit-learn or ONNX Runtime to compute its cache key.
+FINGERPRINTED_MODULES = ("flows.params", "flows.data", "flows.train", "flows.export")
+
+
+def library_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in TRACKED_LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+    versions.update((name, library_version(name)) for name in TRACKED_LIBRARIES)
     return versions
 
 
@@ -39,10 +39,19 @@ def library_versions() -> dict[str, str]:
 def code_fingerprint() -> str:
     """What a trained and exported model depends on besides its data and parameters."""
     digest = hashlib.sha256()
-    for module in (params_module, data_module, train_module, export_module):
-        digest.update(inspect.getsource(module).encode())
+    for name in FINGERPRINTED_MODULES:
+        digest.update(module_source(name).encode())
     digest.update(json.dumps(library_versions(), sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def module_source(name: str) -> str:
+    """A module's source text, as inspect.getsource gives it, without importing the module."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"no source for {name}")
+    with open(spec.origin, encoding="utf-8") as source:  # text mode: newlines as linecache
+        return source.read()
 
 
 def code_revision(where: Path | None = None) -> str | None:
@@ -80,7 +89,7 @@ def build_metadata(
         "metrics": metrics,
         "parity": parity.as_dict(),
         "sample_input": sample_input,
-        "onnx": {"opset": TARGET_OPSET, "onnxruntime": ort.__version__},
+        "onnx": {"opset": TARGET_OPSET, "onnxruntime": library_version("onnxruntime")},
         "libraries": library_versions(),
         "code_revision": code_revision(),
     }
