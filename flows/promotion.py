@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flows.errors import QualityGateError
+from flows.errors import KilnError, QualityGateError
 from flows.store import ArtifactStore, StoredModel
 
 if TYPE_CHECKING:
@@ -106,9 +106,72 @@ def decide(store: ArtifactStore, policy: GatePolicy, challenger: Challenger) -> 
     elif record.current == challenger.version:
         decision = _already_running(policy, challenger)
     else:
-        decision = _against(store.get(record.current), policy, challenger)
+        recorded = _recorded_against(store, policy, challenger, record.current)
+        decision = recorded or _against(store.get(record.current), policy, challenger)
     log.info("champion gate: %s", decision.reason)
     return decision
+
+
+def _recorded_against(
+    store: ArtifactStore, policy: GatePolicy, challenger: Challenger, champion: str
+) -> Decision | None:
+    """The comparison with this champion on the same rows, as an earlier attempt recorded it.
+
+    A retried run stores the same challenger (same data, parameters and code: same version)
+    and met the same champion before it failed: its recorded scores are what scoring both
+    models again would give, without fetching the champion or running either model. Only a
+    record that matches in every input of the comparison is used; anything else is scored.
+    """
+    try:  # none when the challenger was never stored: no earlier attempt got this far
+        records = store.decisions(challenger.version)
+    except (OSError, ValueError, KilnError) as err:  # pruned meanwhile, unreadable: score
+        log.info("champion gate: no recorded decision about %s (%s)", challenger.version, err)
+        return None
+    own = float(challenger.metrics[policy.metric])
+    for record in reversed(records):
+        if _compares_the_same(record, policy, challenger, champion, own):
+            decision = _decision(
+                _outcome(own, float(record["champion_score"]), policy),
+                "",
+                policy,
+                SHARED_ROWS,
+                challenger,
+                own,
+                (champion, float(record["champion_score"]), int(record["champion_rows"])),
+            )
+            log.info(
+                "champion gate: scores of %s and %s as recorded earlier",
+                challenger.version,
+                champion,
+            )
+            return replace(decision, reason=_reason(decision, ""))
+    return None
+
+
+def _compares_the_same(
+    record: dict[str, Any], policy: GatePolicy, challenger: Challenger, champion: str, own: float
+) -> bool:
+    """Whether a recorded decision scored this challenger and champion on these rows."""
+    try:
+        return (
+            record.get("basis") == SHARED_ROWS
+            and record.get("target") == policy.target
+            and record.get("champion") == champion
+            and record.get("challenger") == challenger.version
+            and record.get("metric") == policy.metric
+            and int(record["challenger_rows"]) == len(challenger.y_holdout)
+            and int(record["champion_rows"]) == len(challenger.y_holdout)
+            and abs(float(record["challenger_score"]) - own) <= EPSILON
+            and record.get("champion_score") is not None
+        )
+    except (KeyError, TypeError, ValueError):
+        return False  # a record of another shape: score again
+
+
+def _outcome(ours: float, theirs: float, policy: GatePolicy) -> str:
+    if ours + policy.tolerance + EPSILON >= theirs:
+        return PROMOTE
+    return FORCE if policy.force else REFUSE
 
 
 def _without_champion(policy: GatePolicy, challenger: Challenger) -> Decision:
@@ -144,12 +207,14 @@ def _against(champion: StoredModel, policy: GatePolicy, challenger: Challenger) 
         theirs, theirs_rows = _recorded(
             champion.metadata.get("metrics", {}), champion.version, policy.metric
         )
-    if ours + policy.tolerance + EPSILON >= theirs:
-        outcome = PROMOTE
-    else:
-        outcome = FORCE if policy.force else REFUSE
     decision = _decision(
-        outcome, "", policy, basis, challenger, ours, (champion.version, theirs, theirs_rows)
+        _outcome(ours, theirs, policy),
+        "",
+        policy,
+        basis,
+        challenger,
+        ours,
+        (champion.version, theirs, theirs_rows),
     )
     decision = replace(decision, challenger_rows=ours_rows)
     return replace(decision, reason=_reason(decision, _signature_difference(champion, challenger)))

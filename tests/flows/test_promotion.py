@@ -7,6 +7,7 @@ score 0.9474, C=0.5 scores 0.9211, each through ONNX Runtime on the same rows.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,30 @@ def test_kiln_train_rejects_an_unknown_target_before_training(store, kiln_cli):
     assert result.returncode == 2  # a usage error
     assert "'mars'" in result.stderr and "Traceback" not in result.stderr
     assert store.list_versions() == []
+
+
+def test_a_retried_run_reuses_the_recorded_scores_without_reading_the_champion(store):
+    old = champion(store, TrainParams(C=4.0))
+    first = judge(store, TrainParams()).decision
+    assert first.outcome == REFUSE and first.basis == SHARED_ROWS
+    # The champion's model file is unreadable now: scoring it again would fail the gate.
+    (Path(store.root) / "versions" / old / "model.onnx").write_bytes(b"not the model")
+    again = judge(store, TrainParams()).decision  # a retry: same challenger, same champion
+    assert again == first
+    forced = judge(store, TrainParams(), force=True).decision  # the policy still applies
+    assert forced.outcome == FORCE and forced.champion_score == first.champion_score
+    lenient = judge(store, TrainParams(), tolerance=0.05).decision
+    assert lenient.outcome == PROMOTE and "tolerance 0.05" in lenient.reason
+
+
+def test_scores_are_not_reused_for_another_champion_or_metric(store):
+    from flows.errors import IntegrityError
+
+    champion(store, TrainParams(C=4.0))
+    judge(store, TrainParams())  # recorded against the C=4.0 champion, on accuracy
+    other = champion(store, TrainParams(C=0.5))  # the target runs another model now
+    decision = judge(store, TrainParams()).decision
+    assert decision.champion == other and decision.outcome == PROMOTE  # scored afresh
+    (Path(store.root) / "versions" / other / "model.onnx").write_bytes(b"not the model")
+    with pytest.raises(IntegrityError):  # another metric: both models are scored again
+        judge(store, TrainParams(), metric="f1_macro")
