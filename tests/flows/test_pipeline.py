@@ -104,3 +104,36 @@ def test_quality_gate_fails_the_run_before_anything_is_stored(tmp_path):
     assert states["quality-gate"] == ["Failed"]
     assert "export-onnx" not in states and "store-model" not in states
     assert ArtifactStore(store).list_versions() == []
+
+
+def persisted_results(flow_run_id) -> dict[str, bool]:
+    """Task name -> whether its result was written to result storage (its state names a
+    storage key) or only handed on in memory."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    found = {}
+    for task_run in runs:
+        data = task_run.state.data if task_run.state else None
+        found[task_run.name.rsplit("-", 1)[0]] = getattr(data, "storage_key", None) is not None
+    return found
+
+
+def test_only_what_a_retry_resumes_from_is_persisted(tmp_path):
+    from prefect.settings import PREFECT_RESULTS_PERSIST_BY_DEFAULT, temporary_settings
+
+    store = str(tmp_path / "store")
+    # as in a team setup, whose default result storage (S3) makes every run persist
+    with temporary_settings({PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}):
+        state, states = run(store=store, seed=7)
+    assert state.is_completed(), states
+    persisted = persisted_results(state.state_details.flow_run_id)
+    assert persisted["train"] and persisted["export-onnx"]  # what a retry resumes from
+    assert persisted["load-data"]  # Prefect's default: a retry of this run reuses it
+    for step in ("quality-gate", "champion-gate", "store-model"):  # read by no later run
+        assert persisted[step] is False, persisted
+    # and the next run with the same inputs still finds training and export Cached
+    again, again_states = run(store=store, seed=7)
+    assert again_states["train"] == ["Cached"] and again_states["export-onnx"] == ["Cached"]
+    assert again.result()["version"] == state.result()["version"]
