@@ -91,7 +91,8 @@ class Bench:
 
 def resume_breakdown(client, run_id, since: float) -> list[tuple[str, float]]:
     """Where the retried attempt spent its time, from the API's own timestamps: the run's
-    states (retry, worker pick-up, flow engine running, completed) and its task runs."""
+    states (retry, worker pick-up, flow engine running, completed), its task runs, and the
+    time between them (the engine's own work: result records, state changes)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     states = sorted(
@@ -105,16 +106,49 @@ def resume_breakdown(client, run_id, since: float) -> list[tuple[str, float]]:
         start = (task.start_time or task.created).timestamp()
         end = (task.end_time or task.state.timestamp).timestamp()
         if start >= since:
-            spans.append((start, end, f"  task {task.name} ({task.state_name})"))
+            spans.append((start, end, task.name.rsplit("-", 1)[0], task.state_name))
     marks: list[tuple[str, float]] = [("retry requested", since)]
     for state in states:
         marks.append((f"state {state.name}", state.timestamp.timestamp()))
     rows = []
     for (_, start), (name, end) in zip(marks, marks[1:], strict=False):
         rows.append((f"until {name}", end - start))
-    for start, end, name in sorted(spans):
-        rows.append((name, end - start))
+    running = [t for name, t in marks if name == "state Running"]
+    cursor = running[-1] if running else since
+    between = 0.0
+    for start, end, name, state in sorted(spans):
+        gap = max(0.0, start - cursor)
+        between += gap
+        rows.append((f"  (before {name})", gap))
+        rows.append((f"  task {name} ({state})", end - start))
+        cursor = max(cursor, end)
+    if len(marks) > 1:
+        tail = max(0.0, marks[-1][1] - cursor)
+        between += tail
+        rows.append(("  (after the last task)", tail))
+    rows.append(("  between tasks, in all", between))
     return rows
+
+
+def import_seconds(env: dict[str, str]) -> tuple[float, float]:
+    """A fresh process importing Prefect's flow engine, then the flow's module: what a flow
+    run's process loads before it runs anything, measured at the bench's own load."""
+    code = (
+        "import time; t = time.perf_counter(); import prefect.engine; "
+        "u = time.perf_counter(); import flows.pipeline; "
+        "print(u - t, time.perf_counter() - u)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    engine, flow_module = (float(x) for x in done.stdout.split())
+    return engine, flow_module
 
 
 def main() -> None:
@@ -134,6 +168,7 @@ def main() -> None:
     run_id = uuid.uuid4().hex[:8]
     local_port, local_name = free_port(), f"kiln-bench-team-{run_id}"
     extra_workers = [Worker(config.home, name, config.pool) for name in ("bench-a", "bench-b")]
+    load_before = os.getloadavg()
     try:
         began = time.perf_counter()
         up = team_up(config, {}, REPO_ROOT)
@@ -196,8 +231,14 @@ def main() -> None:
         resumed_state = bench.wait(failing, after_final=True)
         resumed = time.perf_counter() - resume_began
         breakdown = resume_breakdown(bench.client, failing, resume_wall)
+        engine_import, flow_import = import_seconds(env)
 
         print(f"\nteam setup, {args.data}, {args.runs} runs, 2 workers (one run at a time each)")
+        loads = (
+            "/".join(f"{x:.1f}" for x in load_before),
+            "/".join(f"{x:.1f}" for x in os.getloadavg()),
+        )
+        print(f"load average (1/5/15 min): {loads[0]} at the start, {loads[1]} at the end")
         print("| measure | seconds |")
         print("| --- | ---: |")
         print(f"| {args.runs} runs one after another | {one_by_one:.1f} |")
@@ -210,6 +251,10 @@ def main() -> None:
         print("\nthe retried attempt, from the API's timestamps (seconds):")
         for what, seconds in breakdown:
             print(f"  {what:<48} {seconds:7.2f}")
+        print(
+            f"a fresh process importing prefect.engine: {engine_import:.2f} s, "
+            f"then flows.pipeline: {flow_import:.2f} s"
+        )
     finally:
         for worker in extra_workers:
             stop_worker(worker)
