@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from flows.errors import KilnError
 from flows.team.limits import rollout_limit_name
@@ -23,11 +24,34 @@ def _client(api_url: str):
     return SyncPrefectClient(api_url)
 
 
+# The pool's command for a flow run: Prefect's engine, started directly, in a session of its
+# own. Left to its default, Prefect 3.9's process worker starts a supervisor process that
+# prepares the run's folder and then replaces itself with a second interpreter running the
+# engine, so every run imported Prefect twice before its first task (3 s each on an idle
+# machine here, 15 s and more under load). Started directly, the engine copies the
+# deployment's folder itself, as it does for any deployment without pull steps. The new
+# session is what the supervisor gave the run too: stopping a worker (its process group)
+# leaves a running flow alone, and a run's processes can be signalled as one group. `python`
+# is the worker's own interpreter: `start_worker` puts its folder first on the PATH.
+ENGINE_COMMAND = (
+    "python -c 'import os, runpy; os.setsid(); "
+    'runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)\''
+)
+
+
+def process_job_template() -> dict[str, Any]:
+    """Prefect's base job template for process pools, with kiln's engine command."""
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = ENGINE_COMMAND
+    return template
+
+
 def ensure_work_pool(api_url: str, name: str) -> bool:
     """A process work pool called name; True when created now."""
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-    from prefect.workers.process import ProcessWorker
 
     with _client(api_url) as client:
         try:
@@ -41,7 +65,7 @@ def ensure_work_pool(api_url: str, name: str) -> bool:
                     "choose another pool name"
                 )
             return False
-        template = ProcessWorker.get_default_base_job_template()
+        template = process_job_template()
         try:
             client.create_work_pool(
                 WorkPoolCreate(name=name, type="process", base_job_template=template)

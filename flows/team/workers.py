@@ -8,6 +8,7 @@ a run in progress finishes (or is marked crashed by the server when its process 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -62,6 +63,9 @@ def start_worker(
         "--limit",  # flow runs at once: with one each, the pool spreads runs over workers
         str(limit),
     ]
+    # `python` in the pool's command (flows/team/orchestration.py) is this interpreter
+    path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+    env = {**env, "PATH": path}
     pid = daemon.spawn(argv, env=env, log=worker.log_file, pid_file=worker.pid_file, cwd=cwd)
     deadline = time.monotonic() + timeout
     while not _registered(worker, env["PREFECT_API_URL"]):

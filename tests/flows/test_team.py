@@ -19,7 +19,7 @@ from flows.settings import get_settings
 from flows.team.command import export_lines, parse_exports
 from flows.team.config import TeamConfig
 from flows.team.limits import rollout_limit_name, rollout_slot
-from flows.team.orchestration import ensure_rollout_limits
+from flows.team.orchestration import ENGINE_COMMAND, ensure_rollout_limits, ensure_work_pool
 from flows.team.postgres import Postgres, PostgresError, init_cluster
 
 
@@ -115,6 +115,25 @@ def test_postgres_refuses_a_folder_its_user_cannot_reach(tmp_path):
     with pytest.raises(PostgresError, match="postgres user cannot reach"):
         init_cluster(Postgres(private / "team" / "postgres", 15432))
     assert not (private / "team" / "postgres.password").exists()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_kilns_process_pool_starts_each_run_in_one_interpreter():
+    """The pool's command is Prefect's engine itself (no supervisor process importing
+    Prefect first), started by the worker's own `python`, in a session of its own."""
+    import shlex
+
+    from prefect.client.orchestration import SyncPrefectClient
+
+    name = f"pool-{uuid.uuid4().hex[:8]}"
+    assert ensure_work_pool(os.environ["PREFECT_API_URL"], name) is True
+    assert ensure_work_pool(os.environ["PREFECT_API_URL"], name) is False  # idempotent
+    with SyncPrefectClient(os.environ["PREFECT_API_URL"]) as client:
+        template = client.read_work_pool(name).base_job_template
+    assert template["variables"]["properties"]["command"]["default"] == ENGINE_COMMAND
+    argv = shlex.split(ENGINE_COMMAND)
+    assert argv[:2] == ["python", "-c"] and "os.setsid()" in argv[2]
+    assert 'run_module("prefect.engine", run_name="__main__"' in argv[2]
 
 
 @pytest.mark.usefixtures("prefect_server")
