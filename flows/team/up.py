@@ -96,7 +96,9 @@ def team_up(
     return result
 
 
-WORKER_QUERY_SECONDS = 2
+# How often a worker asks its pool for runs: a retried run waits half of this on average.
+# One request a second per worker is nothing to the API server.
+WORKER_QUERY_SECONDS = 1
 
 
 def worker_environment(
