@@ -9,6 +9,7 @@ s3fs's own client and its configuration (endpoint and key pair from the usual AW
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any
 
 import fsspec.asyn
@@ -25,19 +26,36 @@ def storage_options(protocol: str, attempts: int = DEFAULT_ATTEMPTS) -> dict[str
     """What kiln passes to fsspec for a store URL of this protocol; `attempts` bounds each
     S3 call (botocore's standard retries, with its jittered exponential backoff)."""
     if protocol in S3_PROTOCOLS:
-        # Listings are never cached: other writers (workers, CLIs) change the store. Nor is
-        # the client: fsspec would hand back one made for the endpoint and keys the
-        # environment had before, and list another server's bucket.
+        # Listings are never cached: other writers (workers, CLIs) change the store.
         return {
             "config_kwargs": {
                 "connect_timeout": CONNECT_TIMEOUT,
                 "read_timeout": READ_TIMEOUT,
                 "retries": {"max_attempts": attempts, "mode": "standard"},
+                "region_name": os.environ.get("AWS_DEFAULT_REGION") or None,
             },
             "use_listings_cache": False,
-            "skip_instance_cache": True,
+            **server_identity(),
         }
     return {}
+
+
+def server_identity() -> dict[str, Any]:
+    """The endpoint and credentials the environment names, passed explicitly (s3fs would
+    read the same values from it) so that fsspec's client cache is keyed by them.
+
+    One client per server and key pair in a process: a new one costs 0.3-1 s here (botocore
+    reads its S3 model again), and a flow run opens the store in several steps. A changed
+    endpoint or key pair gets a client of its own, never one made for another server.
+    """
+    identity = {
+        "endpoint_url": os.environ.get("AWS_ENDPOINT_URL"),
+        "key": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "secret": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        "token": os.environ.get("AWS_SESSION_TOKEN"),
+        "profile": os.environ.get("AWS_PROFILE"),
+    }
+    return {name: value for name, value in identity.items() if value}
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:

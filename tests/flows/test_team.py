@@ -247,3 +247,22 @@ def test_a_failing_build_steps_retry_warnings_and_registry_error_reach_the_runs_
     failed = [m for _, level, m in logs if "Retries are exhausted" in m]
     assert failed and where in failed[0], logs
     assert "registry unreachable" in failed[0], logs  # kiln's own message, not a traceback
+
+
+def test_one_s3_client_per_server_and_key_pair(monkeypatch):
+    """The steps of a flow run share the store's S3 client (each new one costs botocore's
+    model load); a changed endpoint or key pair gets its own, never another server's."""
+    from flows.store import ArtifactStore
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "one")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-one")
+    url = f"s3://b-{uuid.uuid4().hex[:8]}/models"
+    first, again = ArtifactStore(url), ArtifactStore(url)
+    assert again.fs is first.fs
+    assert ArtifactStore(url, attempts=9).fs is not first.fs  # other retries: other client
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
+    moved = ArtifactStore(url)
+    assert moved.fs is not first.fs and moved.fs.endpoint_url.endswith(":2")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "two")
+    assert ArtifactStore(url).fs is not moved.fs
