@@ -130,6 +130,19 @@ def resume_breakdown(client, run_id, since: float) -> list[tuple[str, float]]:
     return rows
 
 
+def attempt_logs(client, run_id, since: float) -> list[str]:
+    """The retried attempt's log lines, each at its offset from the retry."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    lines = []
+    for log in sorted(logs, key=lambda log: log.timestamp):
+        offset = log.timestamp.timestamp() - since
+        if offset >= 0:
+            lines.append(f"  {offset:7.2f}  {log.name:<28} {log.message.splitlines()[0][:90]}")
+    return lines
+
+
 def import_seconds(env: dict[str, str]) -> tuple[float, float]:
     """A fresh process importing Prefect's flow engine, then the flow's module: what a flow
     run's process loads before it runs anything, measured at the bench's own load."""
@@ -231,6 +244,7 @@ def main() -> None:
         resumed_state = bench.wait(failing, after_final=True)
         resumed = time.perf_counter() - resume_began
         breakdown = resume_breakdown(bench.client, failing, resume_wall)
+        logs = attempt_logs(bench.client, failing, resume_wall)
         engine_import, flow_import = import_seconds(env)
 
         print(f"\nteam setup, {args.data}, {args.runs} runs, 2 workers (one run at a time each)")
@@ -251,6 +265,8 @@ def main() -> None:
         print("\nthe retried attempt, from the API's timestamps (seconds):")
         for what, seconds in breakdown:
             print(f"  {what:<48} {seconds:7.2f}")
+        print("\nthe retried attempt's log (seconds after the retry):")
+        print("\n".join(logs))
         print(
             f"a fresh process importing prefect.engine: {engine_import:.2f} s, "
             f"then flows.pipeline: {flow_import:.2f} s"
