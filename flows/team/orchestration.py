@@ -28,11 +28,12 @@ def _client(api_url: str):
 # own. Left to its default, Prefect 3.9's process worker starts a supervisor process that
 # prepares the run's folder and then replaces itself with a second interpreter running the
 # engine, so every run imported Prefect twice before its first task (3 s each on an idle
-# machine here, 15 s and more under load). Started directly, the engine copies the
-# deployment's folder itself, as it does for any deployment without pull steps. The new
-# session is what the supervisor gave the run too: stopping a worker (its process group)
-# leaves a running flow alone, and a run's processes can be signalled as one group. `python`
-# is the worker's own interpreter: `start_worker` puts its folder first on the PATH.
+# machine here, 15 s and more under load). Started directly, the engine runs the
+# deployment's pull steps itself (`prefect deploy` gives kiln's a set_working_directory to
+# the repository). The new session is what the supervisor gave the run too: stopping a
+# worker (its process group) leaves a running flow alone, and a run's processes can be
+# signalled as one group. `python` is the worker's own interpreter: `start_worker` puts
+# its folder first on the PATH.
 ENGINE_COMMAND = (
     "python -c 'import os, runpy; os.setsid(); "
     'runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)\''
