@@ -168,6 +168,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--data", default="synthetic:20000x20")
+    parser.add_argument(
+        "--skip-at-once",
+        action="store_true",
+        help="measure the resume only: no N-runs-at-once comparison (minutes of training "
+        "saved on a large data set; the full run is still the mean of the N runs)",
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="kiln-bench-team-"))
@@ -218,8 +224,10 @@ def main() -> None:
             wall, states = bench.timed([seed])
             one_by_one += wall
             print(f"  seed {seed}: {wall:.1f} s {states}", file=sys.stderr)
-        at_once, states = bench.timed([seed + 100 for seed in seeds])
-        print(f"  {args.runs} at once: {at_once:.1f} s {states}", file=sys.stderr)
+        at_once = None
+        if not args.skip_at_once:
+            at_once, states = bench.timed([seed + 100 for seed in seeds])
+            print(f"  {args.runs} at once: {at_once:.1f} s {states}", file=sys.stderr)
         full_run = one_by_one / args.runs
 
         for number in range(1, config.workers + 1):
@@ -256,8 +264,10 @@ def main() -> None:
         print("| measure | seconds |")
         print("| --- | ---: |")
         print(f"| {args.runs} runs one after another | {one_by_one:.1f} |")
-        print(f"| {args.runs} runs at once, 2 workers | {at_once:.1f} |")
-        print(f"| ratio at once / one after another | {at_once / one_by_one:.2f} (goal <= 0.65) |")
+        if at_once is not None:
+            print(f"| {args.runs} runs at once, 2 workers | {at_once:.1f} |")
+            ratio = at_once / one_by_one
+            print(f"| ratio at once / one after another | {ratio:.2f} (goal <= 0.65) |")
         print(f"| full run (mean of the {args.runs}) | {full_run:.1f} |")
         print(f"| run failing at build on worker A | {failed:.1f} ({failed_state}) |")
         print(f"| retried on worker B | {resumed:.1f} ({resumed_state}) |")
