@@ -134,17 +134,11 @@ def make_synthetic(
 
 @dataclass(frozen=True)
 class DataLimits:
-    """How much data one load may read (settings KILN_MAX_DATA_ROWS and KILN_MAX_DATA_BYTES)."""
+    """How much data one load may read (KILN_MAX_DATA_ROWS and KILN_MAX_DATA_BYTES, which
+    flows.wiring.data_limits reads; these defaults are the settings' own)."""
 
     max_rows: int = 1_000_000
     max_bytes: int = 256 * 1024 * 1024
-
-    @classmethod
-    def from_settings(cls) -> DataLimits:
-        from flows.settings import get_settings
-
-        settings = get_settings()
-        return cls(settings.max_data_rows, settings.max_data_bytes)
 
 
 def load_csv(url: str, label_column: str, limits: DataLimits | None = None) -> Dataset:
@@ -154,7 +148,7 @@ def load_csv(url: str, label_column: str, limits: DataLimits | None = None) -> D
     whole in memory, and refused past `limits`. Errors and the dataset's `source` name the
     file with any credentials in its URL masked.
     """
-    limits = limits or DataLimits.from_settings()
+    limits = limits or DataLimits()
     source = redact(url)
     try:
         with fsspec.open(url, "rb") as raw:

@@ -26,7 +26,7 @@ from flows import wiring
 from flows.data import Dataset
 from flows.image import BuildResult, build_image
 from flows.params import TrainParams
-from flows.promotion import SAME, gate_policy
+from flows.promotion import SAME
 from flows.provenance import code_fingerprint
 from flows.reports import publish_model_card, publish_version_table
 from flows.retention import prune_versions
@@ -207,8 +207,9 @@ def train_steps(
 ) -> TrainOutcome:
     """The training sequence as tasks, judged against `target`'s champion."""
     steps = replace(TASKS, store=retried(store_task, settings))
-    policy = gate_policy(settings, target, force)
-    return run_training(wiring.open_store(settings), training, policy, steps)
+    policy = wiring.gate_policy(settings, target, force)
+    limits = wiring.data_limits(settings)
+    return run_training(wiring.open_store(settings), training, policy, steps, limits)
 
 
 def finished(summary: dict[str, Any], message: str) -> Any:

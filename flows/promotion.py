@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from flows.errors import KilnError, QualityGateError
 from flows.store import ArtifactStore, StoredModel
-
-if TYPE_CHECKING:
-    from flows.settings import KilnSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +42,6 @@ class GatePolicy:
     tolerance: float = 0.0
     target: str | None = None  # None: no champion to compare with (plain `kiln train`)
     force: bool = False
-
-
-def gate_policy(settings: KilnSettings, target: str | None, force: bool = False) -> GatePolicy:
-    """The gate from settings; `target` names whose champion to beat (None: no comparison)."""
-    return GatePolicy(
-        metric=settings.gate_metric,
-        threshold=settings.gate_threshold,
-        tolerance=settings.gate_tolerance,
-        target=target,
-        force=force,
-    )
 
 
 @dataclass(frozen=True)

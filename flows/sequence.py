@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from flows.data import Dataset, load_data
+from flows.data import DataLimits, Dataset, load_data
 from flows.export import ParityReport, check_parity, export_onnx
 from flows.params import TrainParams
 from flows.promotion import SAME, Challenger, Decision, GatePolicy, decide
@@ -40,8 +40,8 @@ class TrainOutcome:
 # -- the steps, in order ---------------------------------------------------------------------
 
 
-def load_step(params: TrainParams) -> Dataset:
-    return load_data(params.data, params.label_column)
+def load_step(params: TrainParams, limits: DataLimits = DataLimits()) -> Dataset:  # noqa: B008
+    return load_data(params.data, params.label_column, limits)
 
 
 def train_step(data: Dataset, params: TrainParams) -> TrainResult:
@@ -138,9 +138,10 @@ def run_training(
     params: TrainParams,
     policy: GatePolicy = GatePolicy(),  # noqa: B008 (frozen)
     steps: TrainingSteps = TrainingSteps(),  # noqa: B008 (frozen)
+    limits: DataLimits = DataLimits(),  # noqa: B008 (frozen)
 ) -> TrainOutcome:
     """The training sequence, start to stored version; a refused challenger is stored too."""
-    data = steps.load(params)
+    data = steps.load(params, limits)
     result = steps.train(data, params)
     steps.quality_gate(result.metrics, policy)
     exported = steps.export(data, params, result)

@@ -18,12 +18,34 @@ if TYPE_CHECKING:
     import docker
     from kubernetes import client as k8s_client
 
+    from flows.data import DataLimits
     from flows.image import BuildOptions
+    from flows.promotion import GatePolicy
     from flows.registry import Registry
     from flows.rollout.kubernetes import KubernetesTarget
     from flows.rollout.local import LocalTarget
     from flows.rollout.target import Target
     from flows.store import ArtifactStore
+
+
+def gate_policy(settings: KilnSettings, target: str | None, force: bool = False) -> GatePolicy:
+    """The gate from settings; `target` names whose champion to beat (None: no comparison)."""
+    from flows.promotion import GatePolicy
+
+    return GatePolicy(
+        metric=settings.gate_metric,
+        threshold=settings.gate_threshold,
+        tolerance=settings.gate_tolerance,
+        target=target,
+        force=force,
+    )
+
+
+def data_limits(settings: KilnSettings) -> DataLimits:
+    """How much data one load may read."""
+    from flows.data import DataLimits
+
+    return DataLimits(settings.max_data_rows, settings.max_data_bytes)
 
 
 def open_store(settings: KilnSettings) -> ArtifactStore:

@@ -49,17 +49,18 @@ def train(
 ) -> None:
     """Train, gate, export to ONNX (parity-checked) and store; prints the version."""
     from flows.params import TrainParams
-    from flows.promotion import SAME, gate_policy
+    from flows.promotion import SAME
     from flows.sequence import TrainingSteps, run_training
 
     settings = get_settings().with_overrides(store=store, gate_threshold=min_score)
     params = TrainParams.checked(
         data=data, label_column=label_column, C=c, kernel=kernel, gamma=gamma, seed=seed
     )
-    policy = gate_policy(settings, target)
+    policy = wiring.gate_policy(settings, target)
     with console.status("training...") as status:
         steps = TrainingSteps().announced(status.update)
-        outcome = run_training(wiring.open_store(settings), params, policy, steps)
+        limits = wiring.data_limits(settings)
+        outcome = run_training(wiring.open_store(settings), params, policy, steps, limits)
     verb = "version" if outcome.decision.outcome == SAME else "stored version"
     console.print(f"{verb} [bold]{outcome.version}[/] ({outcome.data_source})", crop=False)
     _print_metrics(outcome.metrics)

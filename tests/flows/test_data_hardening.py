@@ -120,17 +120,15 @@ async def _no_size_info(self, url, **kwargs):
     return {"name": url, "size": None, "type": "file"}
 
 
-def test_limits_come_from_settings(tmp_path, monkeypatch):
-    from flows.settings import get_settings
-
+def test_limits_come_from_settings(tmp_path, kiln_cli):
     path = write_csv(tmp_path / "d.csv", ["a", "b", "kind"], ROWS)
-    monkeypatch.setenv("KILN_MAX_DATA_ROWS", "3")
-    get_settings.cache_clear()
-    try:
-        with pytest.raises(DataError, match="more than 3 data rows"):
-            load_data(str(path), "kind")
-    finally:
-        get_settings.cache_clear()
+    trained = kiln_cli(
+        "train", "--data", str(path), "--label-column", "kind",
+        store=tmp_path / "store", env={"KILN_MAX_DATA_ROWS": "3"},
+    )  # fmt: skip
+    assert trained.returncode == 1
+    assert "more than 3 data rows" in trained.stderr and "KILN_MAX_DATA_ROWS" in trained.stderr
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.onnx"))
 
 
 @pytest.mark.parametrize(
