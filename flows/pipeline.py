@@ -31,7 +31,7 @@ from flows.provenance import code_fingerprint
 from flows.reports import publish_model_card, publish_version_table
 from flows.retention import prune_versions
 from flows.retry import RetryPolicy
-from flows.rollout import RolloutResult, retry_if_transient, roll_out
+from flows.rollout import RolloutResult, retry_if_transient, roll_out, serving_problem
 from flows.sequence import (
     Exported,
     TrainingSteps,
@@ -161,6 +161,18 @@ def rollout_task(
     return result
 
 
+@task(name="check-serving", **UNCACHED)
+def check_serving_task(
+    store_url: str, version: str, target: str, settings: KilnSettings
+) -> tuple[str, str | None]:
+    """The target's endpoint, and why it does not serve `version` (None when it does)."""
+    the_target = wiring.make_target(settings, target)
+    problem = serving_problem(ArtifactStore(store_url), version, the_target)
+    if problem is not None:
+        get_run_logger().warning("%s is recorded on %s, but %s", version, target, problem)
+    return the_target.endpoint, problem
+
+
 @task(name="retain", **UNCACHED)
 def retain_task(store_url: str, keep: int, settings: KilnSettings, dry_run: bool = False) -> dict:
     with wiring.open_registry(settings, retried_outside=True) as registry:  # see build_task
@@ -234,8 +246,10 @@ def pipeline_flow(
 ) -> dict[str, Any]:
     """Train, gate (absolute, then against the target's champion), export, store, build, push,
     roll out and prune. A refused challenger is stored, not shipped, and the run still ends
-    Completed; `force` ships it anyway; `ship=False` stops after the store. A version rolled
-    back on the target after a failed smoke test is refused unless `ship_rolled_back`."""
+    Completed; `force` ships it anyway; `ship=False` stops after the store. The model the
+    target runs already is smoke-tested there, and shipped again if it does not answer. A
+    version rolled back on the target after a failed smoke test is refused unless
+    `ship_rolled_back`."""
     settings = resolved_settings(
         store=store,
         target=target,
@@ -251,21 +265,49 @@ def pipeline_flow(
     decision = outcome.decision
     the_store = wiring.open_store(settings)
     summary = training_summary(outcome)
-    if not ship or not decision.ships:
+    same = ship and decision.outcome == SAME
+    again = not_serving(settings, outcome, summary) if same else None
+    if not ship or not (decision.ships or again):
         return held_back(the_store, settings, outcome, summary, ship)
+    return shipped(the_store, settings, outcome, summary, ship_rolled_back, again)
+
+
+def not_serving(
+    settings: KilnSettings, outcome: TrainOutcome, summary: dict[str, Any]
+) -> str | None:
+    """Why the version the store records as serving on the target does not answer there;
+    None when it does (the summary then says where it serves)."""
+    check = retried(check_serving_task, settings)
+    endpoint, problem = check(settings.store, outcome.version, settings.target, settings)
+    if problem is None:
+        summary.update(target=settings.target, endpoint=endpoint)
+    return problem
+
+
+def shipped(
+    store: ArtifactStore,
+    settings: KilnSettings,
+    outcome: TrainOutcome,
+    summary: dict[str, Any],
+    ship_rolled_back: bool,
+    again: str | None,
+) -> Any:
+    """Build, roll out and prune; `again` says why a version already recorded as serving
+    is shipped once more."""
+    decision = outcome.decision
     build, rollout = ship_steps(
         settings.store, outcome.version, settings.target, settings, ship_rolled_back
     )
     retention = retain(settings)
     publish_model_card(
-        the_store,
+        store,
         outcome.version,
         decision=decision,
         parity=_parity_line(outcome),
         image=f"`{build.image}`",
         rollout=f"{rollout.target}: serving at {rollout.endpoint}",
     )
-    publish_version_table(the_store)
+    publish_version_table(store)
     summary.update(
         shipped=True,
         image=build.image,
@@ -274,6 +316,8 @@ def pipeline_flow(
         endpoint=rollout.endpoint,
         pruned=retention["removed_versions"],
     )
+    if again is not None:
+        return finished(summary, f"{outcome.version} shipped again to {rollout.target}: {again}")
     verb = "forced onto" if decision.forced else "shipped to"
     return finished(summary, f"{outcome.version} {verb} {rollout.target}: {decision.reason}")
 

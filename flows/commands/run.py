@@ -143,9 +143,10 @@ def run(
 
 
 def print_summary(summary: dict[str, Any], output: str, flow_run_id: str, link: str | None) -> None:
-    """What the run decided and, when it shipped, where the model serves and how to try it."""
-    shipped = summary["shipped"]
-    try_it = try_it_command(summary["endpoint"], summary.get("sample_input")) if shipped else None
+    """What the run decided and, when it shipped (or the same model answers already), where
+    the model serves and how to try it."""
+    shipped, endpoint = summary["shipped"], summary.get("endpoint")
+    try_it = try_it_command(endpoint, summary.get("sample_input")) if endpoint else None
     if output == "json":
         print_json({**summary, "flow_run_id": flow_run_id, "flow_run_url": link, "try_it": try_it})
         return
@@ -155,7 +156,8 @@ def print_summary(summary: dict[str, Any], output: str, flow_run_id: str, link: 
     print_line(f"decision  {decision['outcome']}: {decision['reason']}")
     if shipped:
         print_line(f"image     {summary['image']} ({summary['builder']} builder)")
-        print_line(f"serving   {summary['target']} at {summary['endpoint']}")
+    if endpoint:
+        print_line(f"serving   {summary['target']} at {endpoint}")
     if summary["pruned"]:
         print_line(f"pruned    {', '.join(summary['pruned'])}")
     print_line(f"flow run  {link or flow_run_id}")

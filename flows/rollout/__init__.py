@@ -1,12 +1,20 @@
 """Rollouts: one orchestrator over small targets (local containers, Kubernetes).
 
-- orchestrator.py: roll_out / roll_back / status, the one sequence every target follows
+- orchestrator.py: roll_out / roll_back / status, the one sequence every target follows,
+  and serving_problem (does what is recorded as serving answer?)
 - target.py: the Target protocol and the result types
 - smoke.py: the smoke test every target runs on a new version
 - local.py, kubernetes.py: the targets (kube_api.py and manifests.py serve the latter)
 """
 
-from flows.rollout.orchestrator import pick_image, previous_of, roll_back, roll_out, status
+from flows.rollout.orchestrator import (
+    pick_image,
+    previous_of,
+    roll_back,
+    roll_out,
+    serving_problem,
+    status,
+)
 from flows.rollout.target import (
     KUBERNETES,
     LOCAL,
@@ -35,5 +43,6 @@ __all__ = [
     "previous_of",
     "roll_back",
     "roll_out",
+    "serving_problem",
     "status",
 ]

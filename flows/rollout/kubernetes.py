@@ -135,6 +135,12 @@ class KubernetesTarget:
         smoke(self.pod_caller(main, image))
         return self.endpoint
 
+    def check(self, smoke: SmokeTest) -> None:
+        live = self._live()
+        if live is None:
+            raise RolloutError(f"{self._where()} does not exist")
+        smoke(self.pod_caller(live, _deployed(live).image or ""))
+
     def _try_candidate(self, candidate: dict[str, Any], image: str, smoke: SmokeTest) -> None:
         name = candidate["metadata"]["name"]
         log.info("starting candidate %s (%s)", self._where(name), image)

@@ -24,6 +24,11 @@ network, port published, no SO_REUSEPORT) holds the port alone: it is stopped be
 new one starts, as before (the port refuses connections for a few seconds, once);
 `restore` then starts it again if the new one fails.
 
+Shipping the version that already serves checks it on the stable port instead. The engine's
+word that a container runs is not enough: when its process died with its monitor (a
+machine's processes killed without a reboot), podman still lists it running. A container
+that fails that check is removed and the version starts again, as on a first deploy.
+
 Two deploys to one stable port never interleave: `ship` and `restore` hold a machine-wide
 file lock named after the port (flows/locks.py's FileLocks); the second waits, saying so. A stable
 port that a program other than kiln holds fails the deploy at once, in one line naming
@@ -92,6 +97,7 @@ class LocalTarget:
     poll_interval: float = 0.05  # seconds between /ready requests
     inspect_interval: float = 0.25  # seconds between asking the engine whether it exited
     stop_timeout: int = 10
+    check_timeout: float = 5.0  # seconds per request when checking what already serves
     lock_timeout: float = 600.0  # seconds a deploy waits for another on the same port
     environment: dict[str, str] = field(default_factory=lambda: {"WORKERS": "1"})
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
@@ -154,9 +160,19 @@ class LocalTarget:
         if before is None:
             self._check_port_free()
         if before is not None and before.version == version and before.image == image:
-            log.info("%s already serves %s: checking it", self.endpoint, version)
-            self._check(before.handle, self.endpoint, smoke)
-            return self.endpoint
+            try:
+                self.check(smoke)
+                log.info("%s already serves %s, and answers", self.endpoint, version)
+                return self.endpoint
+            except Exception as err:  # listed running, yet nothing good answers
+                log.warning(
+                    "%s is listed running but fails its check (%s): replacing it",
+                    before.handle,
+                    err,
+                )
+                self._remove_broken(before.handle)
+                before = None
+                self._check_port_free()
         self._ensure_image(image)
         name = f"{self.name_prefix}-{version[:12]}"
         if before is not None and before.handle == name:  # same version, another image
@@ -232,6 +248,9 @@ class LocalTarget:
             old.stop(timeout=self.stop_timeout)  # SIGTERM: gunicorn answers what it accepted
         old.remove(force=True)
         log.info("%s now serves %s", self.endpoint, name)
+
+    def check(self, smoke: SmokeTest) -> None:
+        smoke(http_caller(self.endpoint, timeout=self.check_timeout))
 
     def restore(self, before: Deployed) -> str:
         """Start `before`'s container again if the switch stopped it."""
@@ -392,10 +411,20 @@ class LocalTarget:
         with contextlib.suppress(docker.errors.NotFound):
             self.docker.containers.get(name).remove(force=True)
 
+    def _remove_broken(self, name: str) -> None:
+        """Remove a container whose process is gone or stuck. Removing one whose process
+        died unseen fails in podman ("container state improper"): stopping it first makes
+        podman find out."""
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.APIError):
+            self.docker.containers.get(name).stop(timeout=0)
+        self._remove(name)
+
     def stop_all(self) -> None:
         """Remove every kiln container on this engine (tests, `kiln undeploy`)."""
         for container in self.containers():
-            self._remove(container.name)
+            self._remove_broken(container.name)
 
 
 def _shares_port(container: Any) -> bool:

@@ -123,6 +123,23 @@ def status(store: ArtifactStore, name: str, target: Callable[[], Target]) -> Tar
     return TargetStatus(name, recorded, live)
 
 
+def serving_problem(store: ArtifactStore, version: str, target: Target) -> str | None:
+    """None when `target` runs `version` and it passes its smoke test now; else what is wrong.
+
+    For a run whose model the store records as already serving: before it ends with
+    "nothing to do", proof that the target still answers with it."""
+    now = target.current()
+    if now is None or now.version != version:
+        running = now.version if now is not None else "nothing"
+        return f"{target.name} runs {running}, not {version}"
+    sample_input = store.get(version).metadata.get("sample_input")
+    try:
+        target.check(lambda call: smoke_test(call, version, sample_input))
+    except Exception as err:  # whatever the reason, it does not serve: ship it again
+        return f"{target.endpoint} does not answer as {version} ({err})"
+    return None
+
+
 def previous_of(store: ArtifactStore, target: str) -> tuple[str, str]:
     """The version and image that ran on `target` before the current one."""
     record = store.deployment(target)

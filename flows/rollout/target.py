@@ -73,6 +73,12 @@ class Target(Protocol):
         """
         ...
 
+    def check(self, smoke: SmokeTest) -> None:
+        """Run `smoke` once against what serves now, without waiting; raise if it fails.
+
+        An engine's or a cluster's record of what runs is not proof that it answers."""
+        ...
+
     def restore(self, before: Deployed) -> str:
         """Make `before` serve again after a failed ship; says what happened (one phrase)."""
         ...

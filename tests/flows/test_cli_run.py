@@ -85,3 +85,34 @@ def test_a_failed_run_ends_in_one_summary_line(
     assert re.search(r"\| see http://127\.0\.0\.1:\d+/runs/flow-run/[0-9a-f-]{36}$", last)
     assert "Traceback" not in err and err.count("error:") == 1
     assert len(ArtifactStore(tmp_path / "store").list_versions()) == 1  # trained and stored
+
+
+def _summary(**changes: object) -> dict:
+    summary = {
+        "version": "abc123",
+        "metrics": {"accuracy": 0.97},
+        "decision": {"outcome": "same", "reason": "abc123 is the model local runs already"},
+        "shipped": False,
+        "sample_input": [[5.1, 3.5, 1.4, 0.2]],
+        "pruned": [],
+    }
+    return {**summary, **changes}
+
+
+def test_a_run_with_nothing_to_do_says_where_the_model_answers(capsys) -> None:
+    from flows.commands.run import print_summary
+
+    print_summary(_summary(target="local", endpoint="http://127.0.0.1:8000"), "text", "r1", None)
+    out = capsys.readouterr().out
+    assert "serving   local at http://127.0.0.1:8000" in out
+    assert "curl -s -X POST http://127.0.0.1:8000/predict" in out and "[[5.1,3.5,1.4,0.2]]" in out
+    assert "image" not in out
+
+
+def test_a_refused_run_shows_no_endpoint(capsys) -> None:
+    from flows.commands.run import print_summary
+
+    refused = _summary(decision={"outcome": "refuse", "reason": "worse"})
+    print_summary(refused, "text", "r1", None)
+    out = capsys.readouterr().out
+    assert "serving" not in out and "curl" not in out

@@ -26,6 +26,7 @@ from flows.settings import get_settings
 from flows.store import ArtifactStore
 from tests.conftest import free_port
 from tests.flows.test_pipeline import task_states
+from tests.flows.test_rollout_local import kill_unseen
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
 
@@ -213,14 +214,18 @@ def _serving(endpoint: str) -> str:
     return httpx.get(f"{endpoint}/metadata", timeout=10).json()["version"]
 
 
-def _container(env: dict[str, str]) -> tuple[str, str]:
-    """The id and start time of the container serving on the test's port."""
-    docker = docker_client()
+def _container_name(env: dict[str, str]) -> str:
+    """The name of the container serving on the test's port."""
     target = LocalTarget(
-        docker, port=int(env["KILN_LOCAL_PORT"]), name_prefix=env["KILN_LOCAL_NAME"]
+        docker_client(), port=int(env["KILN_LOCAL_PORT"]), name_prefix=env["KILN_LOCAL_NAME"]
     )
     [running] = [c for c in target.containers() if c.role == "current" and c.status == "running"]
-    attrs = docker.containers.get(running.name).attrs
+    return running.name
+
+
+def _container(env: dict[str, str]) -> tuple[str, str]:
+    """The id and start time of the container serving on the test's port."""
+    attrs = docker_client().containers.get(_container_name(env)).attrs
     return attrs["Id"], attrs["State"]["StartedAt"]
 
 
@@ -266,7 +271,16 @@ def test_a_scheduled_retrain_never_replaces_a_better_model(kiln_env):
     assert again.is_completed() and "runs already" in again.message
     states = task_states(again.state_details.flow_run_id)
     assert not {"store-model", "build-image", "roll-out", "retain"} & set(states)
+    assert states["check-serving"] == ["Completed"]
     assert _container(kiln_env) == serving  # no rebuild, no restart
+
+    # the engine lists the container running, but its process died unseen: ship it again
+    kill_unseen(docker_client(), _container_name(kiln_env))
+    healed = pipeline_flow(training=TrainParams(C=4.0), return_state=True)
+    assert healed.is_completed() and "shipped again" in healed.message, healed.message
+    assert healed.result()["version"] == better and _serving(endpoint) == better
+    assert store.deployment("local").current == better
+    serving = _container(kiln_env)
 
     listed = subprocess.run(
         [sys.executable, "-m", "flows.cli", "models", "--json"],

@@ -10,6 +10,8 @@ its sha256 check at start-up, as kiln's server does.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flows.errors import RolloutError
-from flows.rollout import LOCAL, previous_of, roll_back, roll_out
+from flows.rollout import LOCAL, previous_of, roll_back, roll_out, serving_problem
 from flows.rollout.local import CURRENT, LocalTarget
 from flows.rollout.smoke import http_caller
 from flows.store import ArtifactStore
@@ -280,3 +282,69 @@ def test_a_container_that_holds_the_port_alone_is_stopped_then_replaced(
     roll_out(store, new, engine, image=new_image)
     assert version_on(engine.endpoint) == new
     assert [(c.version, c.status) for c in engine.containers()] == [(new, "running")]
+
+
+def kill_unseen(docker_client, name: str) -> int:
+    """SIGKILL podman's monitor of container `name` (conmon), then its process, as when a
+    machine's processes are killed without a reboot: podman keeps listing it running.
+    Returns the dead process's PID."""
+    state = process_of(docker_client, name)
+    os.kill(state["ConmonPid"], signal.SIGKILL)
+    os.kill(state["Pid"], signal.SIGKILL)
+    return state["Pid"]
+
+
+def process_of(docker_client, name: str) -> dict:
+    """The container's state as podman's own API reports it: its PID and its monitor's."""
+    api = docker_client.api
+    reply = api.get(f"{api.base_url}/v4.0.0/libpod/containers/{name}/json")
+    if reply.status_code == 404:
+        pytest.skip("needs podman (its container monitor, conmon, is what dies here)")
+    reply.raise_for_status()
+    return reply.json()["State"]
+
+
+def test_the_same_version_listed_running_but_dead_is_started_again(
+    docker_client, store: ArtifactStore, engine: LocalTarget, make_image: ImageMaker
+) -> None:
+    """The engine's word is not proof: a container whose process died unseen is still
+    listed running. Shipping that version again must notice and start it anew."""
+    version, image = make_image("a")
+    roll_out(store, version, engine, image=image)
+    [dead] = engine.containers()
+    dead_pid = kill_unseen(docker_client, dead.name)
+    assert engine.current() is not None  # still listed running
+
+    problem = serving_problem(store, version, engine)
+    assert problem is not None and f"{engine.endpoint} does not answer as {version}" in problem
+
+    roll_out(store, version, engine, image=image)
+
+    assert version_on(engine.endpoint) == version
+    assert serving_problem(store, version, engine) is None
+    [now] = engine.containers()
+    assert (now.version, now.status) == (version, "running")
+    assert docker_client.containers.get(now.name).attrs["State"]["Pid"] != dead_pid
+
+
+def test_the_same_version_hanging_is_replaced_within_the_check_timeout(
+    docker_client, store: ArtifactStore, engine: LocalTarget, make_image: ImageMaker
+) -> None:
+    """A process that holds the port and answers nothing (SIGSTOP) fails the check in
+    `check_timeout`, and is replaced."""
+    engine.check_timeout = 1.0
+    version, image = make_image("a")
+    roll_out(store, version, engine, image=image)
+    [hung] = engine.containers()
+    pid = process_of(docker_client, hung.name)["Pid"]
+    os.kill(pid, signal.SIGSTOP)
+
+    problem = serving_problem(store, version, engine)
+    assert problem is not None and "timed out" in problem
+
+    roll_out(store, version, engine, image=image)
+
+    assert version_on(engine.endpoint) == version
+    [now] = engine.containers()
+    assert now.status == "running"
+    assert docker_client.containers.get(now.name).attrs["State"]["Pid"] != pid

@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client
 
 from flows.errors import RolloutError
-from flows.rollout import KUBERNETES, previous_of, roll_out
+from flows.rollout import KUBERNETES, previous_of, roll_out, serving_problem
 from flows.rollout.kube_api import JSON_PATCH
 from flows.rollout.kubernetes import KubernetesTarget, RolloutStuck
 from flows.rollout.manifests import (
@@ -136,6 +136,24 @@ def test_shipping_the_same_version_again_changes_nothing(
     assert emulator.cluster.deployment(NS, "kiln")["metadata"]["generation"] == generation
     record = store.deployment(KUBERNETES)
     assert (record.current, record.previous) == (new, old)
+
+
+def test_what_the_record_says_serves_is_checked_through_a_pod(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    old, old_image = add_version("a")
+    new, _ = add_version("b")
+    assert serving_problem(store, old, cluster) == f"kubernetes runs nothing, not {old}"
+    roll_out(store, old, cluster)
+
+    assert serving_problem(store, old, cluster) is None
+    assert serving_problem(store, new, cluster) == f"kubernetes runs {old}, not {new}"
+    emulator.cluster.fault(old_image, predict_status=500)  # its pods answer wrongly now
+    problem = serving_problem(store, old, cluster)
+    assert problem is not None and "POST /predict answered 500" in problem
 
 
 def test_a_live_replica_count_set_by_the_hpa_is_kept(
