@@ -128,7 +128,12 @@ def build_task(store_url: str, version: str, settings: KilnSettings) -> BuildRes
     # Prefect retries this task as a whole (`retried`): the client inside tries each call once.
     with wiring.open_registry(settings, retried_outside=True) as registry:
         result = build_image(
-            ArtifactStore(store_url), version, registry, wiring.build_options(settings)
+            ArtifactStore(store_url),
+            version,
+            registry,
+            wiring.build_options(settings),
+            engine=lambda: wiring.engine_client(settings),
+            cache_dir=settings.wheel_cache_dir,
         )
     get_run_logger().info(
         "image %s (%s builder, %.2fs, %d bytes pushed)",
