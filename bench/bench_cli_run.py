@@ -185,10 +185,7 @@ def main() -> None:
             temporary = [kiln_run(down, seed=2001 + i) for i in range(args.runs)]
     finally:
         stop_prefect_server(work / "state")
-        from flows.engine import docker_client
-        from flows.rollout.local import LocalTarget
-
-        LocalTarget(docker_client(), name_prefix=name).stop_all()
+        remove_containers(name)
         shutil.rmtree(work, ignore_errors=True)
 
     def show(label: str, runs: list[float]) -> None:
@@ -213,10 +210,11 @@ def main() -> None:
 
 
 def remove_containers(name: str) -> None:
-    from flows.engine import docker_client
+    from flows import wiring
     from flows.rollout.local import LocalTarget
+    from flows.settings import get_settings
 
-    LocalTarget(docker_client(), name_prefix=name).stop_all()
+    LocalTarget(wiring.engine_client(get_settings()), name_prefix=name).stop_all()
 
 
 def compare_with_baseline(args: argparse.Namespace) -> None:
