@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import http.client
-import shutil
-import socket
+import sys
 import tempfile
 import threading
 import time
@@ -25,36 +23,22 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from flows.engine import docker_client
-from flows.rollout import roll_back, roll_out
-from flows.rollout.local import LocalTarget
-from flows.store import ArtifactStore
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # flows and tests/
 
-BASE_IMAGE = "docker.io/library/python:3.11-slim"
-STANDIN = Path(__file__).resolve().parent.parent / "tests" / "flows" / "standin" / "server.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from flows import wiring  # noqa: E402
+from flows.rollout import roll_back, roll_out  # noqa: E402
+from flows.rollout.local import LocalTarget, free_port  # noqa: E402
+from flows.settings import get_settings  # noqa: E402
+from flows.store import ArtifactStore  # noqa: E402
+from tests.flows.standin_image import build_standin_image  # noqa: E402
 
 
 def build(client, store: ArtifactStore, name: str, work: Path) -> tuple[str, str]:
+    """A stored stand-in model and its image, the rollout tests' stand-in server inside."""
     model = f"bench switch model {name}".encode()
     version = store.put(model, {0: "a", 1: "b"}, {"sample_input": [[5.1, 3.5, 1.4, 0.2]]})
-    context = work / name
-    (context / "models").mkdir(parents=True)
-    (context / "models" / "model.bin").write_bytes(model)
-    shutil.copy(STANDIN, context / "server.py")
-    (context / "Dockerfile").write_text(
-        f"FROM {BASE_IMAGE}\nCOPY server.py /srv/server.py\nCOPY models/ /models/\n"
-        f"ENV MODEL_VERSION={version} MODEL_SHA256={hashlib.sha256(model).hexdigest()}\n"
-        'USER 10001:10001\nCMD ["python3", "-u", "/srv/server.py"]\n'
-    )
     tag = f"localhost/kiln-bench-switch:{name}-{uuid.uuid4().hex[:6]}"
-    client.images.build(path=str(context), tag=tag, rm=True)
-    return version, tag
+    return version, build_standin_image(client, model, version, tag, work / name)
 
 
 class Poller:
@@ -100,7 +84,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="requests a second")
     args = parser.parse_args()
 
-    client = docker_client(timeout=120)
+    client = wiring.engine_client(get_settings().with_overrides(engine_timeout=120))
     port = free_port()
     target = LocalTarget(
         client, port=port, name_prefix=f"kiln-bench-{uuid.uuid4().hex[:6]}", poll_interval=0.1
