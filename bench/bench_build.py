@@ -26,9 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from flows.engine import containers_env, docker_client  # noqa: E402
+from flows import wiring  # noqa: E402
+from flows.engine import containers_env  # noqa: E402
 from flows.image import BuildOptions, BuildResult, build_image  # noqa: E402
 from flows.registry import Registry  # noqa: E402
+from flows.settings import get_settings  # noqa: E402
 from flows.store import ArtifactStore  # noqa: E402
 
 
@@ -43,7 +45,11 @@ def make_version(store: ArtifactStore, c: float) -> str:
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["podman", *args], capture_output=True, text=True, check=check, env=containers_env()
+        ["podman", *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        env=containers_env(get_settings().state_dir),
     )
 
 
@@ -85,7 +91,8 @@ def main() -> None:
         base_repository=f"bench/{run}/base",
         base_image=base_image,
     )
-    engine = docker_client(timeout=600)
+    settings = get_settings().with_overrides(engine_timeout=600)
+    engine = wiring.engine_client(settings)
     rows: list[tuple[str, BuildResult]] = []
     with tempfile.TemporaryDirectory() as tmp, Registry(args.registry) as registry:
         store = ArtifactStore(Path(tmp) / "store")
@@ -93,7 +100,14 @@ def main() -> None:
 
         def build(version: str, **kw) -> BuildResult:
             options = BuildOptions(**{**opts, **kw})
-            return build_image(store, version, registry, options, engine=lambda: engine)
+            return build_image(
+                store,
+                version,
+                registry,
+                options,
+                engine=lambda: engine,
+                cache_dir=settings.wheel_cache_dir,
+            )
 
         # Prime: the first engine build publishes the serving base and warms the cache.
         build(v0, builder="engine", repository=f"bench/{run}/engine")

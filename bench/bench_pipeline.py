@@ -31,7 +31,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId  # noqa: E402
 
-from flows.engine import docker_client  # noqa: E402
+from flows import wiring  # noqa: E402
 from flows.params import TrainParams  # noqa: E402
 from flows.pipeline import pipeline_flow  # noqa: E402
 from flows.rollout.local import LocalTarget  # noqa: E402
@@ -99,7 +99,9 @@ def main() -> None:
         for name, data in (("iris", "iris"), ("synthetic", f"synthetic:{args.rows}x20")):
             port = closed_port()
             local_name = f"kiln-bench-{run}-{name}"
-            engines.append(LocalTarget(docker_client(), port=port, name_prefix=local_name))
+            engines.append(
+                LocalTarget(wiring.engine_client(get_settings()), port=port, name_prefix=local_name)
+            )
             configure(
                 KILN_STORE=f"{root}/{name}",
                 KILN_REPOSITORY=f"kiln-bench/{run}/{name}",

@@ -23,8 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from flows.engine import docker_client  # noqa: E402
+from flows import wiring  # noqa: E402
 from flows.rollout.local import free_port  # noqa: E402
+from flows.settings import get_settings  # noqa: E402
 
 
 def ready(port: int) -> bool:
@@ -70,7 +71,7 @@ def main() -> None:
     parser.add_argument("after", help="image reference")
     parser.add_argument("--runs", type=int, default=5, help="cold starts of each image")
     args = parser.parse_args()
-    client = docker_client()
+    client = wiring.engine_client(get_settings())
     images = {"before": args.before, "after": args.after}
     seconds: dict[str, list[float]] = {label: [] for label in images}
     load_before = os.getloadavg()

@@ -36,8 +36,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect.states import Scheduled  # noqa: E402
 
-from flows.engine import docker_client  # noqa: E402
+from flows import wiring  # noqa: E402
 from flows.rollout.local import LocalTarget  # noqa: E402
+from flows.settings import get_settings  # noqa: E402
 from flows.team.config import TeamConfig  # noqa: E402
 from flows.team.up import team_down, team_up, worker_environment  # noqa: E402
 from flows.team.workers import Worker, start_worker, stop_worker  # noqa: E402
@@ -285,7 +286,9 @@ def main() -> None:
         for worker in extra_workers:
             stop_worker(worker)
         team_down(config)
-        LocalTarget(docker_client(), port=local_port, name_prefix=local_name).stop_all()
+        LocalTarget(
+            wiring.engine_client(get_settings()), port=local_port, name_prefix=local_name
+        ).stop_all()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -1,8 +1,8 @@
-"""Where the container engine and kiln's local infrastructure live.
+"""The container engine and kiln's local infrastructure: a checked client, infra.sh.
 
-One place resolves them, so every caller (builders, rollout, tests) agrees with
-`scripts/infra.sh`, which starts podman's Docker-compatible API socket under the state dir
-(or uses a working Docker daemon) and writes the containers config files there.
+`scripts/infra.sh` starts podman's Docker-compatible API socket under the state dir (or
+uses a working Docker daemon) and writes the containers config files there. Which engine
+and which state dir are the caller's to say: flows/wiring.py resolves them from settings.
 """
 
 from __future__ import annotations
@@ -15,56 +15,39 @@ from pathlib import Path
 
 from flows.errors import EngineUnavailable, KilnError
 from flows.resources import resource_path
-from flows.settings import DEFAULT_STATE_DIR, get_settings
 
 INFRA_SCRIPT = resource_path("infra.sh")  # scripts/infra.sh, shipped in the package
 
 
-def state_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """KILN_STATE_DIR from the settings, or from `environ` when one is given (tests)."""
-    if environ is None:
-        return get_settings().state_dir
-    return Path(environ.get("KILN_STATE_DIR") or DEFAULT_STATE_DIR)
-
-
-def podman_socket(environ: Mapping[str, str] | None = None) -> Path:
-    return state_dir(environ) / "podman.sock"
-
-
-def docker_host(environ: Mapping[str, str] | None = None) -> str:
-    """The engine API URL: DOCKER_HOST when set, else the podman socket infra.sh starts."""
-    env = os.environ if environ is None else environ
-    return env.get("DOCKER_HOST") or f"unix://{podman_socket(environ)}"
-
-
-def containers_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for podman/buildah/skopeo commands: kiln's config files, when present."""
+def containers_env(state_dir: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for podman/buildah/skopeo commands: `environ` (default: this
+    process's) plus the containers config files infra.sh writes into `state_dir`, when
+    they are there and the environment names none of its own."""
     env = dict(os.environ if environ is None else environ)
-    state = state_dir(environ)
     for key, name in (
         ("CONTAINERS_CONF", "containers.conf"),
         ("CONTAINERS_REGISTRIES_CONF", "registries.conf"),
     ):
-        if key not in env and (state / name).exists():
-            env[key] = str(state / name)
+        if key not in env and (state_dir / name).exists():
+            env[key] = str(state_dir / name)
     return env
 
 
-def docker_client(host: str | None = None, timeout: int = 300):
-    """A docker SDK client against the resolved engine (podman's socket or dockerd).
+def docker_client(host: str, timeout: int = 300):
+    """A docker SDK client against the engine at `host` (a Docker API URL: podman's socket
+    or dockerd); flows/wiring.py's `engine_host` resolves it from the settings.
 
     The client asks the engine for its API version first, so an engine that does not
     answer fails here, as one EngineUnavailable that says how to start one.
     """
     import docker
 
-    url = host or docker_host()
     try:
-        _probe(url, timeout)
-        return docker.DockerClient(base_url=url, timeout=timeout)
+        _probe(host, timeout)
+        return docker.DockerClient(base_url=host, timeout=timeout)
     except (docker.errors.DockerException, OSError) as err:
         raise EngineUnavailable(
-            f"cannot reach the container engine at {url} ({_short_reason(err)}): "
+            f"cannot reach the container engine at {host} ({_short_reason(err)}): "
             "start it with `kiln up`, or set DOCKER_HOST to a running Docker or podman"
         ) from err
 

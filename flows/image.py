@@ -98,12 +98,15 @@ def build_by_layer(job: BuildJob) -> tuple[str, int]:
 
 
 def build_by_engine(job: BuildJob) -> tuple[str, int]:
-    if job.engine is None:
-        from flows.engine import docker_client
-
-        client = docker_client()
-    else:
-        client = job.engine()
+    if job.engine is None or job.cache_dir is None:
+        # The caller's wiring (flows/wiring.py) says which engine and wheel cache to use.
+        given = {"engine": job.engine, "cache_dir": job.cache_dir}
+        missing = [name for name, value in given.items() if value is None]
+        raise BuildError(
+            f"building {job.name}:{job.spec.version} with the engine builder: "
+            f"build_image was given no {' and no '.join(missing)}"
+        )
+    client = job.engine()
     engine_job = EngineJob(
         registry_host=job.options.registry,
         repository=job.options.repository,
@@ -154,9 +157,11 @@ def build_image(
     """Build and push the image of one stored version; record its digest in the store.
 
     The model is exported (and its sha256 verified) before anything is built, so a tampered
-    model never reaches an image. `engine` returns a docker SDK client (only called when the
-    engine path runs). The store's lock is held throughout, so no prune removes the version
-    between its export and the record of its image.
+    model never reaches an image. The engine path needs `engine`, which returns a docker SDK
+    client (called only when that path runs), and `cache_dir`, where the serving wheels are
+    kept (flows/wiring.py: `engine_client`, `settings.wheel_cache_dir`). The store's lock is
+    held throughout, so no prune removes the version between its export and the record of
+    its image.
     """
     locks = locks or store_locks(store)
     with locks.hold(store_key(store.url), f"building {version}"):

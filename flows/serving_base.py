@@ -222,12 +222,6 @@ def strip_wheel(wheel: Path, strip: str | None = None) -> int:
     return saved
 
 
-def default_cache_dir() -> Path:
-    from flows.engine import state_dir
-
-    return Path(os.environ.get("KILN_CACHE_DIR") or state_dir() / "cache" / "wheels")
-
-
 # ---------------------------------------------------------------------------- build context
 
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -28,6 +28,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def engine_client(timeout: int = 300) -> Any:
+    """A docker SDK client for the engine this environment's settings name (DOCKER_HOST, or
+    the podman socket in KILN_STATE_DIR), built by flows/wiring.py as the CLI builds it;
+    `timeout`: seconds per engine request."""
+    from flows import wiring
+    from flows.settings import get_settings
+
+    return wiring.engine_client(get_settings().with_overrides(engine_timeout=timeout))
 
 
 _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="kiln-prefect-home-"))

@@ -138,8 +138,8 @@ def test_kiln_trains_and_lists_from_another_folder(installed: Path, tmp_path: Pa
 def test_kiln_builds_deploys_and_ups_from_another_folder(installed: Path, tmp_path: Path) -> None:
     """The installed kiln builds with its packaged Dockerfile and serving sources, rolls out
     with its packaged manifests' local twin, and `kiln up` finds its packaged infra script."""
-    from flows.engine import docker_client
     from flows.rollout.local import LocalTarget
+    from tests.conftest import engine_client
 
     name = f"kiln-wheel-{uuid.uuid4().hex[:6]}"
     port = free_port()
@@ -170,6 +170,6 @@ def test_kiln_builds_deploys_and_ups_from_another_folder(installed: Path, tmp_pa
         assert up.returncode == 0, up.stderr
         assert f"export KILN_REGISTRY={registry}" in up.stdout
     finally:
-        client = docker_client(timeout=60)
+        client = engine_client(timeout=60)
         LocalTarget(client, port=port, name_prefix=name).stop_all()
         client.close()

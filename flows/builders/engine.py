@@ -22,7 +22,6 @@ from flows.progress_bytes import PushMeter
 from flows.registry import Registry, RegistryError, manifest_blobs
 from flows.serving_base import (
     build_context,
-    default_cache_dir,
     download_wheels,
     serve_requirements,
 )
@@ -148,14 +147,14 @@ def build_with_engine(
     model_dir: Path,
     spec: ModelImageSpec,
     job: EngineJob,
-    cache_dir: Path | None = None,
+    cache_dir: Path,
 ) -> tuple[str, int]:
     """Build and push the model image (and the serving base when the registry lacks it).
 
     Returns the pushed image's digest and the bytes the push added to its repository.
     """
     phases = Phases()
-    wheels = download_wheels(serve_requirements(), cache_dir or default_cache_dir())
+    wheels = download_wheels(serve_requirements(), cache_dir)
     context = build_context(model_dir, wheels)
     phases.done("wheels and context")
     args = spec.build_args(job.base_image)

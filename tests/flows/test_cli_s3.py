@@ -116,11 +116,11 @@ def build_standin(client, store: ArtifactStore, name: str, workdir: Path) -> tup
 
 @pytest.mark.e2e
 def test_deploy_status_rollback_record_in_s3(s3_store, tmp_path):
-    from flows.engine import docker_client
     from flows.rollout.local import LocalTarget
+    from tests.conftest import engine_client
 
     try:
-        client = docker_client(timeout=120)
+        client = engine_client(timeout=120)
         client.images.get(BASE_IMAGE)
     except Exception as err:
         pytest.skip(f"no container engine or base image (scripts/infra.sh up): {err}")

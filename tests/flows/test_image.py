@@ -303,19 +303,19 @@ def test_transient_failure_then_success():
     assert registry_call("x", flaky, RetryPolicy(), sleep=lambda _: None) == "ok"
 
 
-def test_engine_host_resolution(tmp_path):
-    from flows.engine import containers_env, docker_host
+def test_engine_host_resolution(tmp_path, monkeypatch):
+    from flows import wiring
+    from flows.engine import containers_env
+    from flows.settings import KilnSettings
 
-    assert docker_host({"DOCKER_HOST": "tcp://127.0.0.1:2375"}) == "tcp://127.0.0.1:2375"
-    assert docker_host({"KILN_STATE_DIR": str(tmp_path)}) == f"unix://{tmp_path}/podman.sock"
-    assert docker_host({}) == "unix:///var/lib/kiln/podman.sock"
-    assert "CONTAINERS_CONF" not in containers_env({"KILN_STATE_DIR": str(tmp_path)})
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    assert wiring.engine_host(KilnSettings(state_dir=tmp_path)) == "tcp://127.0.0.1:2375"
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.delenv("KILN_STATE_DIR", raising=False)
+    assert wiring.engine_host(KilnSettings(state_dir=tmp_path)) == f"unix://{tmp_path}/podman.sock"
+    assert wiring.engine_host(KilnSettings()) == "unix:///var/lib/kiln/podman.sock"
+    assert "CONTAINERS_CONF" not in containers_env(tmp_path, {})
     (tmp_path / "containers.conf").write_text("")
-    env = containers_env({"KILN_STATE_DIR": str(tmp_path)})
+    env = containers_env(tmp_path, {})
     assert env["CONTAINERS_CONF"] == str(tmp_path / "containers.conf")
-    assert (
-        containers_env({"KILN_STATE_DIR": str(tmp_path), "CONTAINERS_CONF": "/x"})[
-            "CONTAINERS_CONF"
-        ]
-        == "/x"
-    )
+    assert containers_env(tmp_path, {"CONTAINERS_CONF": "/x"})["CONTAINERS_CONF"] == "/x"

@@ -101,3 +101,23 @@ def _base_key() -> str:
     from flows.serving_base import base_key
 
     return base_key(base_image=BuildOptions().base_image)
+
+
+def test_the_engine_path_is_refused_without_an_engine_or_a_wheel_cache(store, tmp_path):
+    """The engine builder takes its engine and wheel cache from the caller (flows/wiring.py),
+    never from settings: a caller that gives neither gets one BuildError, nothing recorded."""
+    the_store, version = store
+    locks = FileLocks(tmp_path / "locks", wait=1)
+    options = BuildOptions(builder="auto")
+    with pytest.raises(BuildError, match="given no engine and no cache_dir$"):
+        build_image(the_store, version, FakeRegistry(False), options, locks=locks)
+    with pytest.raises(BuildError, match="with the engine builder: .* given no cache_dir$"):
+        build_image(
+            the_store,
+            version,
+            FakeRegistry(False),
+            options,
+            engine=lambda: pytest.fail("no engine is asked for before the check"),
+            locks=locks,
+        )
+    assert the_store.image_refs(version) == []

@@ -19,14 +19,15 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from flows.engine import docker_client, run_infra
+from flows.engine import run_infra
 from flows.errors import BuildError, IntegrityError
 from flows.image import BuildOptions, BuildResult, build_image
 from flows.registry import Registry
 from flows.retention import prune_versions
 from flows.retry import RetryPolicy
+from flows.settings import get_settings
 from flows.store import ArtifactStore
-from tests.conftest import free_port
+from tests.conftest import engine_client, free_port
 from tests.factories import iris_trained
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +56,7 @@ def registry() -> Iterator[Registry]:
 
 @pytest.fixture(scope="module")
 def engine():
-    client = docker_client(timeout=300)
+    client = engine_client(timeout=300)
     client.ping()
     yield client
     client.close()
@@ -99,7 +100,12 @@ def options() -> BuildOptions:
 def engine_result(store, version, registry, engine, options) -> BuildResult:
     """One engine build per module run: it also publishes the serving base (fresh repo)."""
     return build_image(
-        store, version, registry, _with(options, builder="engine"), engine=lambda: engine
+        store,
+        version,
+        registry,
+        _with(options, builder="engine"),
+        engine=lambda: engine,
+        cache_dir=get_settings().wheel_cache_dir,
     )
 
 

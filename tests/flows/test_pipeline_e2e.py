@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.engine import docker_client, state_dir
 from flows.params import TrainParams
 from flows.pipeline import pipeline_flow, prune_flow, ship_flow
 from flows.promotion import GatePolicy
@@ -24,7 +23,7 @@ from flows.rollout.local import LocalTarget
 from flows.sequence import run_training
 from flows.settings import get_settings
 from flows.store import ArtifactStore
-from tests.conftest import free_port
+from tests.conftest import engine_client, free_port
 from tests.flows.test_pipeline import task_states
 from tests.flows.test_rollout_local import kill_unseen
 
@@ -52,7 +51,7 @@ def kiln_env(tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
     get_settings.cache_clear()
     yield env
     get_settings.cache_clear()
-    LocalTarget(docker_client(), port=int(env["KILN_LOCAL_PORT"]), name_prefix=name).stop_all()
+    LocalTarget(engine_client(), port=int(env["KILN_LOCAL_PORT"]), name_prefix=name).stop_all()
 
 
 def predict(endpoint: str) -> list[list[float]]:
@@ -73,7 +72,7 @@ def test_whole_pipeline_ends_with_a_live_endpoint(kiln_env):
 
 
 def _stop_registry() -> None:
-    pid_file = state_dir() / "run" / "registry.pid"
+    pid_file = get_settings().state_dir / "run" / "registry.pid"
     assert pid_file.exists(), "the registry was not started by scripts/infra.sh"
     pid = int(pid_file.read_text())
     os.kill(pid, signal.SIGTERM)
@@ -217,7 +216,7 @@ def _serving(endpoint: str) -> str:
 def _container_name(env: dict[str, str]) -> str:
     """The name of the container serving on the test's port."""
     target = LocalTarget(
-        docker_client(), port=int(env["KILN_LOCAL_PORT"]), name_prefix=env["KILN_LOCAL_NAME"]
+        engine_client(), port=int(env["KILN_LOCAL_PORT"]), name_prefix=env["KILN_LOCAL_NAME"]
     )
     [running] = [c for c in target.containers() if c.role == "current" and c.status == "running"]
     return running.name
@@ -225,7 +224,7 @@ def _container_name(env: dict[str, str]) -> str:
 
 def _container(env: dict[str, str]) -> tuple[str, str]:
     """The id and start time of the container serving on the test's port."""
-    attrs = docker_client().containers.get(_container_name(env)).attrs
+    attrs = engine_client().containers.get(_container_name(env)).attrs
     return attrs["Id"], attrs["State"]["StartedAt"]
 
 
@@ -275,7 +274,7 @@ def test_a_scheduled_retrain_never_replaces_a_better_model(kiln_env):
     assert _container(kiln_env) == serving  # no rebuild, no restart
 
     # the engine lists the container running, but its process died unseen: ship it again
-    kill_unseen(docker_client(), _container_name(kiln_env))
+    kill_unseen(engine_client(), _container_name(kiln_env))
     healed = pipeline_flow(training=TrainParams(C=4.0), return_state=True)
     assert healed.is_completed() and "shipped again" in healed.message, healed.message
     assert healed.result()["version"] == better and _serving(endpoint) == better

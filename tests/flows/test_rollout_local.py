@@ -24,7 +24,7 @@ from flows.rollout import LOCAL, previous_of, roll_back, roll_out, serving_probl
 from flows.rollout.local import CURRENT, LocalTarget
 from flows.rollout.smoke import http_caller
 from flows.store import ArtifactStore
-from tests.conftest import free_port
+from tests.conftest import engine_client, free_port
 from tests.flows.standin_image import BASE_IMAGE, build_standin_image
 
 pytestmark = pytest.mark.e2e
@@ -34,10 +34,8 @@ SAMPLE_INPUT = [[5.1, 3.5, 1.4, 0.2]]
 
 @pytest.fixture(scope="module")
 def docker_client() -> Iterator[object]:
-    from flows.engine import docker_client as make_client
-
     try:
-        client = make_client(timeout=120)
+        client = engine_client(timeout=120)
         client.ping()
     except Exception as err:
         pytest.skip(f"no container engine API (start it with scripts/infra.sh up): {err}")

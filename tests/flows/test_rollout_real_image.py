@@ -23,8 +23,9 @@ from flows.registry import Registry
 from flows.rollout import LOCAL, pick_image, roll_out
 from flows.rollout.local import LocalTarget
 from flows.rollout.smoke import http_caller
+from flows.settings import get_settings
 from flows.store import ArtifactStore
-from tests.conftest import free_port
+from tests.conftest import engine_client, free_port
 from tests.factories import iris_trained
 from tests.flows.test_rollout_local import Poller, Watcher
 
@@ -38,10 +39,8 @@ SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
 
 @pytest.fixture(scope="module")
 def docker_client():
-    from flows.engine import docker_client as make_client
-
     try:
-        client = make_client(timeout=300)
+        client = engine_client(timeout=300)
         client.ping()
     except Exception as err:
         pytest.skip(f"no container engine API (scripts/infra.sh up starts one): {err}")
@@ -90,6 +89,7 @@ def versions(store: ArtifactStore, registry: Registry, docker_client) -> list[st
             registry,
             BuildOptions(**{**options.__dict__, "builder": builder}),
             engine=lambda: docker_client,
+            cache_dir=get_settings().wheel_cache_dir,
         )
         out.append(version)
     assert len(set(out)) == 2

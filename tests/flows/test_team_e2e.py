@@ -21,14 +21,13 @@ from uuid import UUID
 import httpx
 import pytest
 
-from flows.engine import docker_client
 from flows.rollout.local import LocalTarget
 from flows.store import ArtifactStore
 from flows.team.command import parse_exports
 from flows.team.config import TeamConfig
 from flows.team.up import team_down, worker_environment
 from flows.team.workers import Worker, start_worker, stop_worker, worker_pid
-from tests.conftest import free_port
+from tests.conftest import engine_client, free_port
 
 # each test waits for whole pipeline runs: minutes when the machine is busy
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -144,7 +143,7 @@ def team() -> Iterator[Team]:
             stop_worker(Worker(config.home, name, config.pool))
         os.environ.clear()
         os.environ.update(saved)
-        LocalTarget(docker_client(), port=local_port, name_prefix=f"kiln-team-{RUN}").stop_all()
+        LocalTarget(engine_client(), port=local_port, name_prefix=f"kiln-team-{RUN}").stop_all()
         shutil.rmtree(root, ignore_errors=True)
 
 

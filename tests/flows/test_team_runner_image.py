@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.engine import docker_client
 from flows.registry import Registry
+from tests.conftest import engine_client
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def test_the_runner_image_is_pushed_by_digest_and_runs_kiln_and_the_pipeline():
         assert registry.manifest_digest(repository, first["tag"]) == digest
         assert registry.manifest_digest(repository, digest) == digest
 
-    engine = docker_client()
+    engine = engine_client()
     try:
         # Run what the registry holds: drop the local copy, pull by digest.
         engine.images.remove(f"{name}:{first['tag']}", force=True)
