@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -127,11 +128,20 @@ def _read_holder(path: Path) -> str:
         return "holder unknown"
 
 
+def machine_lock_dir() -> Path:
+    """Where locks shared by every kiln process on this machine live (the local target's
+    port locks too): the temp dir, which every user and state dir has in common."""
+    return Path(tempfile.gettempdir()) / "kiln-locks"
+
+
 def store_locks(store: Any, *, wait: float = DEFAULT_WAIT) -> FileLocks:
     """The file locks for a store: beside a local store (every user of the folder shares
-    them), else in kiln's state dir (one machine; a team setup passes its own Locks)."""
+    them), else machine-wide (a team setup passes its own Locks).
+
+    A remote store's lock is keyed by its URL and kept in the machine's temp dir, not in a
+    KILN_STATE_DIR: two runs that reach one store but have different state dirs must still
+    wait for each other, and a library function reads no settings (flows/wiring.py does).
+    """
     if getattr(store, "_local", False):
         return FileLocks(Path(store.root) / "locks", wait=wait)
-    from flows.engine import state_dir
-
-    return FileLocks(state_dir() / "locks", wait=wait)
+    return FileLocks(machine_lock_dir(), wait=wait)

@@ -21,7 +21,7 @@ import pytest
 
 from flows.errors import BuildError
 from flows.image import BuildOptions, build_image
-from flows.locks import FileLocks, LockTimeout, store_key
+from flows.locks import FileLocks, LockTimeout, store_key, store_locks
 from flows.retention import prune_versions
 from flows.store import ArtifactStore
 
@@ -251,3 +251,14 @@ def held_elsewhere(shared: FileLocks, key: str, purpose: str) -> Iterator[None]:
     finally:
         done.set()
         thread.join(10)
+
+
+def test_a_local_store_is_locked_beside_itself_a_remote_one_machine_wide(tmp_path):
+    """No settings decide where: a local store's folder, else the machine's temp dir, which
+    runs with different KILN_STATE_DIRs share (so they still wait for each other)."""
+    import tempfile
+
+    local = ArtifactStore(tmp_path / "store")
+    assert store_locks(local).directory == tmp_path / "store" / "locks"
+    remote = SimpleNamespace(url="s3://bucket/models")
+    assert store_locks(remote).directory == Path(tempfile.gettempdir()) / "kiln-locks"
