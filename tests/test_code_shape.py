@@ -110,3 +110,84 @@ def test_no_import_cycles():
 def test_the_cycle_check_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c", "a"]]
+
+
+# Modules that may read settings (get_settings(), KilnSettings(), KILN_* variables): the entry
+# points, which turn the environment and their flags into settings and hand those to
+# flows/wiring.py for collaborators. Everything else in flows/ is library code: it takes a
+# store, a registry, an engine client, a target, a cache dir or a policy as parameters, so a
+# test (or a team worker) can hand in its own, and no default quietly reads the environment.
+SETTINGS_READERS = {
+    "flows.settings",  # the settings themselves: the one reader of KILN_* variables
+    "flows.cli",  # the `kiln` entry point: reads the environment afresh for each call
+    "flows.commands",  # KILN_DEBUG, read leniently before the settings are validated
+    "flows.pipeline",  # the Prefect flows: deployments start them with parameters only
+    "flows.team.runner_command",  # `kiln build --runner`, a command outside flows/commands
+}
+SETTINGS_READER_PACKAGES = ("flows.commands.",)  # every command module
+
+
+def _settings_reads(tree: ast.Module) -> list[str]:
+    """Where a module reads settings: imports get_settings, builds KilnSettings() (which reads
+    the environment) or looks up a KILN_* variable (environ.get, getenv, environ[...], in)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and any(a.name == "get_settings" for a in node.names):
+            found.append(f"{node.lineno}: imports get_settings")
+        elif isinstance(node, ast.Attribute) and node.attr == "get_settings":
+            found.append(f"{node.lineno}: uses get_settings")
+        elif isinstance(node, ast.Call):
+            name = ast.unparse(node.func)
+            if name.split(".")[-1] == "KilnSettings":
+                found.append(f"{node.lineno}: builds KilnSettings()")
+            elif name.split(".")[-1] in {"get", "getenv", "pop", "setdefault"} and any(
+                _is_kiln_variable(arg) for arg in node.args[:1]
+            ):
+                found.append(f"{node.lineno}: reads {ast.unparse(node.args[0])}")
+        elif isinstance(node, ast.Subscript) and _is_kiln_variable(node.slice):
+            found.append(f"{node.lineno}: reads {ast.unparse(node.slice)}")
+        elif isinstance(node, ast.Compare) and _is_kiln_variable(node.left):
+            found.append(f"{node.lineno}: looks for {ast.unparse(node.left)}")
+    return found
+
+
+def _is_kiln_variable(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith("KILN_")
+        and node.value.replace("_", "").isalnum()
+    )
+
+
+def test_only_entry_points_read_settings():
+    """Library code takes collaborators, never settings (issue 11): a new get_settings() or
+    KILN_* lookup outside the entry points fails here, named; pass the value in instead and
+    build it in flows/wiring.py (which itself is given settings, and reads none)."""
+    readers = []
+    for module, tree in _sources():
+        allowed = module in SETTINGS_READERS or module.startswith(SETTINGS_READER_PACKAGES)
+        if module.startswith("flows") and not allowed:
+            readers += [f"{module}:{where}" for where in _settings_reads(tree)]
+    assert readers == []
+
+
+def test_the_settings_check_finds_each_kind_of_read():
+    source = (
+        "from flows.settings import get_settings\n"
+        "import os\n"
+        "a = os.environ.get('KILN_CACHE_DIR')\n"
+        "b = os.environ['KILN_STATE_DIR']\n"
+        "c = 'KILN_DEBUG' in os.environ\n"
+        "d = settings.KilnSettings()\n"
+        "e = {'KILN_STORE': 'a worker env'}\n"  # writing a variable for a child: not a read
+        "f = 'set KILN_REGISTRY to fix it'\n"  # a message: not a read
+    )
+    reads = _settings_reads(ast.parse(source))
+    assert reads == [
+        "1: imports get_settings",
+        "3: reads 'KILN_CACHE_DIR'",
+        "4: reads 'KILN_STATE_DIR'",
+        "5: looks for 'KILN_DEBUG'",
+        "6: builds KilnSettings()",
+    ]
