@@ -8,7 +8,10 @@ rolls it out to the local target, on this script's own store, repository, port a
 container names. It starts its own Prefect server (own PREFECT_HOME and port) and stops it
 at the end. Goal (issue 12): under 8 s with a server up.
 
-With a server up, each run also prints where its time went: `start` (from the command to
+With a server up, runs in their own process (`python -m flows.cli run`) alternate with runs
+handed to a warm runner (`python -m flows.launch run`, as the `kiln` command does once
+`kiln up` has started one: flows/warm.py), and the script prints the ratio of the medians.
+Each run also prints where its time went: `start` (from the command to
 Prefect's "Beginning flow run": interpreter, imports, checks, creating the flow run),
 each task (from the end of the one before to its own end, read from Prefect's log lines,
 which `--debug` prints) and `finish` (the flow's end to the process's exit).
@@ -42,7 +45,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from flows import warm  # noqa: E402
 from flows.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
+from flows.settings import get_settings  # noqa: E402
+from flows.wiring import engine_host  # noqa: E402
 
 
 def free_port() -> int:
@@ -89,17 +95,23 @@ def phases(stderr: str, started: datetime.datetime, ended: datetime.datetime) ->
 TEARDOWN = [sys.executable, "-c", "import sys; from flows.cli import main; main(sys.argv[1:])"]
 
 
+# `kiln` as the console script runs it: handed to the warm runner when one answers.
+LAUNCHER = [sys.executable, "-m", "flows.launch"]
+IN_PROCESS = [sys.executable, "-m", "flows.cli"]
+
+
 def kiln_run(
     env: dict[str, str],
     seed: int,
     profile: list | None = None,
     teardown: bool = False,
     tree: Path = REPO,
+    warm: bool = False,
 ) -> float:
     wall = datetime.datetime.now()
     started = time.perf_counter()
     debug = ["--debug"] if profile is not None else []
-    kiln = TEARDOWN if teardown else [sys.executable, "-m", "flows.cli"]
+    kiln = TEARDOWN if teardown else LAUNCHER if warm else IN_PROCESS
     result = subprocess.run(
         [*kiln, *debug, "run", "--seed", str(seed)],
         env=env,
@@ -162,6 +174,9 @@ def main() -> None:
         KILN_KEEP="50",
         KILN_GATE_TOLERANCE="1",  # every new version ships: each timed run is a rollout
         KILN_GATE_THRESHOLD="0.5",
+        # the warm runner's socket lives in the state dir; the engine stays the one in use
+        KILN_STATE_DIR=str(work / "state"),
+        DOCKER_HOST=engine_host(get_settings()),
     )
     os.environ["PREFECT_HOME"] = base["PREFECT_HOME"]
     temporary: list[float] = []
@@ -174,7 +189,14 @@ def main() -> None:
         up = {**base, "KILN_PREFECT_PORT": str(prefect_port)}
         kiln_run(up, seed=1000)  # warm-up: the first build of this repository, caches
         profiles: list[list[tuple]] = []
-        with_server = [kiln_run(up, seed=1001 + i, profile=profiles) for i in range(args.runs)]
+        warm_profiles: list[list[tuple]] = []
+        with_server, warmed = [], []
+        print("starting a warm runner (as `kiln up` does) ...", flush=True)
+        warm.start(work / "state")
+        for i in range(args.runs):  # alternated: both see the same machine load
+            with_server.append(kiln_run(up, seed=1001 + 2 * i, profile=profiles))
+            warmed.append(kiln_run(up, 1002 + 2 * i, profile=warm_profiles, warm=True))
+        warm.stop(work / "state")
         quick, teardown = [], []
         for i in range(args.compare_exit):  # alternated: both see the same machine load
             quick.append(kiln_run(up, seed=3001 + 2 * i))
@@ -184,6 +206,7 @@ def main() -> None:
         if not args.skip_temporary:
             temporary = [kiln_run(down, seed=2001 + i) for i in range(args.runs)]
     finally:
+        warm.stop(work / "state")
         stop_prefect_server(work / "state")
         remove_containers(name)
         shutil.rmtree(work, ignore_errors=True)
@@ -197,6 +220,12 @@ def main() -> None:
     for number, profile in enumerate(profiles, 1):
         steps = "  ".join(f"{name} {seconds:.1f}" for name, seconds in profile)
         print(f"  run {number} phases (s): {steps}")
+    show("... and the warm runner", warmed)
+    for number, profile in enumerate(warm_profiles, 1):
+        steps = "  ".join(f"{name} {seconds:.1f}" for name, seconds in profile)
+        print(f"  run {number} phases (s): {steps}")
+    ratio = statistics.median(warmed) / statistics.median(with_server)
+    print(f"warm runner / own process: {ratio:.2f}x")
     if quick:
         show("quick exit (exit_now)", quick)
         show("interpreter teardown", teardown)

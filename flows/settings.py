@@ -15,10 +15,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flows.defaults import DEFAULT_STATE_DIR
 from flows.errors import SettingsError
 
 ENV_PREFIX = "KILN_"
-DEFAULT_STATE_DIR = Path("/var/lib/kiln")
 REPOSITORY_NAME = r"^[a-z0-9]+([._/-][a-z0-9]+)*$"  # the OCI distribution spec's repository names
 # A work pool or bucket name of the team setup: fits S3's bucket and DNS label rules.
 TEAM_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"

@@ -166,7 +166,8 @@ def test_kiln_builds_deploys_and_ups_from_another_folder(installed: Path, tmp_pa
         assert served["version"] == version
         # The infrastructure is up (the test command starts it): `kiln up` finds every part
         # running through its packaged script and prints the exports.
-        up = run([kiln, "up", "--no-prefect"], cwd=tmp_path, env=env)
+        # (no warm runner: it would stay in the shared state dir after the test)
+        up = run([kiln, "up", "--no-prefect", "--no-warm"], cwd=tmp_path, env=env)
         assert up.returncode == 0, up.stderr
         assert f"export KILN_REGISTRY={registry}" in up.stdout
     finally:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows import wiring
+from flows import warm, wiring
 from flows.commands import make_console, print_json, print_line
 from flows.commands.options import (
     BaseRepositoryOption,
@@ -92,6 +92,14 @@ def up(
         int | None,
         typer.Option(min=1, max=65535, help="The Prefect server's port [KILN_PREFECT_PORT]."),
     ] = None,
+    warm_runner: Annotated[
+        bool,
+        typer.Option(
+            "--warm/--no-warm",
+            help="Also start the warm runner: `kiln run` without importing Prefect and "
+            "scikit-learn each time.",
+        ),
+    ] = True,
     team: Annotated[
         bool,
         typer.Option(
@@ -116,6 +124,9 @@ def up(
         url = start_prefect_server(settings.state_dir, port=settings.prefect_port)
         sys.stdout.write(f"export PREFECT_API_URL={url}\n")
         err_console.print(f"Prefect UI at {url.removesuffix('/api')}", highlight=False)
+    if warm_runner:
+        where = warm.start(settings.state_dir)
+        err_console.print(f"warm runner on {where} (kiln run, kiln train)", highlight=False)
 
 
 def down() -> None:
@@ -123,5 +134,6 @@ def down() -> None:
     from flows.team.command import down_team
 
     down_team(get_settings())
+    warm.stop(get_settings().state_dir)
     stop_prefect_server(get_settings().state_dir)
     run_infra("down")

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from flows import warm
 from flows.commands import debug_enabled, make_console, print_json, print_line
 from flows.commands.options import (
     COption,
@@ -120,6 +121,7 @@ def run(
 
     preflight(settings)
     api = choose_prefect_server(settings, say)
+    warm.refresh_prefect()  # in the warm runner, Prefect was imported before this point
     if api is not None:
         say(f"Prefect: {api.removesuffix('/api')}")
     from flows.pipeline import pipeline_flow
