@@ -120,6 +120,7 @@ def test_the_cycle_check_finds_a_cycle():
 SETTINGS_READERS = {
     "flows.settings",  # the settings themselves: the one reader of KILN_* variables
     "flows.cli",  # the `kiln` entry point: reads the environment afresh for each call
+    "flows.launch",  # the console script: KILN_STATE_DIR (the warm runner) before pydantic
     "flows.commands",  # KILN_DEBUG, read leniently before the settings are validated
     "flows.pipeline",  # the Prefect flows: deployments start them with parameters only
     "flows.team.runner_command",  # `kiln build --runner`, a command outside flows/commands

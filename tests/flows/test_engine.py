@@ -1,0 +1,59 @@
+"""flows/engine.py's client: its API version comes from `GET /_ping`, never `/version`.
+
+The engine here is a STAND-IN (a few lines of http.server) that records the paths it is
+asked for: the point is which requests the client makes, which a real engine cannot show.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from flows.engine import docker_client
+
+
+class _Engine(BaseHTTPRequestHandler):
+    asked: list[str] = []
+    api_version: str | None = "1.40"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        type(self).asked.append(self.path)
+        body = b'{"ApiVersion": "1.39"}' if self.path.endswith("/version") else b"OK"
+        self.send_response(200)
+        if self.api_version:
+            self.send_header("Api-Version", self.api_version)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet tests
+        pass
+
+
+@pytest.fixture
+def engine() -> Iterator[type[_Engine]]:
+    handler = type("Engine", (_Engine,), {"asked": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler.url = f"tcp://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_version_comes_from_ping_in_one_request(engine) -> None:
+    client = docker_client(engine.url, timeout=10)
+    assert client.api.api_version == "1.40"
+    assert engine.asked == ["/_ping"]
+    client.close()
+
+
+def test_an_engine_that_does_not_say_its_version_is_asked_for_it(engine) -> None:
+    engine.api_version = None
+    client = docker_client(engine.url, timeout=10)
+    assert client.api.api_version == "1.39"  # the SDK's own negotiation
+    assert engine.asked == ["/_ping", "/version"]
+    client.close()
