@@ -42,11 +42,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flows import locks
@@ -146,8 +144,7 @@ class LocalTarget:
 
     def _lock(self) -> contextlib.AbstractContextManager[None]:
         # Machine-wide, per stable port: two stores deploying to one port collide too.
-        where = Path(tempfile.gettempdir()) / "kiln-locks"
-        file_locks = locks.FileLocks(where, wait=self.lock_timeout)
+        file_locks = locks.FileLocks(locks.machine_lock_dir(), wait=self.lock_timeout)
         return file_locks.hold(f"local-port-{self.port}", f"deploying locally on port {self.port}")
 
     def ship(self, version: str, image: str, smoke: SmokeTest) -> str:
