@@ -35,11 +35,18 @@ log = logging.getLogger(__name__)
 COMMANDS = frozenset({"run", "train"})  # the commands worth handing over
 MAX_REQUEST = 1 << 20  # bytes of arguments and environment
 READ_TIMEOUT = 5.0  # seconds a caller has to send its request
-# What a run imports: kiln's entry points (which import Prefect, typer, pydantic, docker)
-# and what its steps import inside functions.
+# What a run imports: kiln's entry points (which import Prefect, typer and pydantic), and
+# what a run imports later, inside functions (a `kiln run` imported 200 more modules, 1 s).
 PRELOAD = (
     "flows.cli",
     "flows.pipeline",
+    "docker",
+    "fastapi",
+    "prefect.concurrency.sync",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect.utilities.visualization",  # graphviz: a flow call imports it
+    "anyio._backends._asyncio",
     "sklearn.calibration",
     "sklearn.datasets",
     "sklearn.metrics",
@@ -48,6 +55,7 @@ PRELOAD = (
     "sklearn.preprocessing",
     "sklearn.svm",
     "skl2onnx",
+    "skl2onnx.algebra.onnx_operator_mixin",
     "onnxruntime",
 )
 LIBRARIES = ("prefect", "sklearn", "skl2onnx", "onnxruntime", "typer", "pydantic", "docker")
