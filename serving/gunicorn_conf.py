@@ -232,6 +232,23 @@ def post_worker_init(worker) -> None:
     config.callback_notify = notify_or_leave
 
 
+def post_fork(server, worker) -> None:
+    """Worker, once forked: with --reuse-port gunicorn binds each worker's own sockets, and
+    on a port shared with another version (the local target's switch, one worker per
+    server) the oldest server takes every new connection (serving/reuseport.py)."""
+    if not server.cfg.reuse_port or server.cfg.workers != 1:
+        return  # several workers: each has its own socket, and the hash must spread them
+    from serving.reuseport import oldest_takes_all
+
+    for listener in worker.sockets:
+        if not oldest_takes_all(listener.sock):
+            server.log.warning(
+                "%s: the kernel refused the reuseport program; new connections on a shared "
+                "port are spread over its servers",
+                listener,
+            )
+
+
 def on_exit(server) -> None:
     """Master, at the end: remove the directories this server owns."""
     _remove_own_dirs()

@@ -1,28 +1,28 @@
 """The local target: serving images run on the container engine behind 127.0.0.1 ports.
 
 The stable endpoint is http://127.0.0.1:<port>; the container that owns that port is the
-current version. On a first deploy (no kiln container serves the port, and nothing else
-holds it) nothing runs that a failure could hurt: `ship` starts the new version once,
-directly as the container of the stable port (below), checks it on its own check port,
-and removes it if it fails. Otherwise `ship`:
+current version. Every current container runs on the host network and binds the stable
+port with SO_REUSEPORT (gunicorn's `--reuse-port`, handed over in GUNICORN_CMD_ARGS, which
+every kiln image reads), plus a check port of its own. A kiln server keeps every new
+connection on a shared port for the oldest server there (serving/reuseport.py; its image
+says so in the label io.kiln.reuseport). So `ship`:
 
-1. starts the new version as a *candidate* container on a free port (the container for
-   the stable port is created, not started, while the candidate boots),
-2. waits until its /ready answers 200, and smoke-tests it there (/metadata, /predict),
-3. on failure: removes the candidate and raises; the current container was never touched,
-4. on success, switches without a gap: the new version's container starts on the host
-   network and binds the stable port *beside* the old one (SO_REUSEPORT: gunicorn's
-   `--reuse-port`, handed over in GUNICORN_CMD_ARGS, which every kiln image reads), plus
-   a check port of its own. Once /ready and the smoke test pass on that check port, the
-   old container is stopped: SIGTERM makes gunicorn stop accepting, answer what it has
-   accepted and exit, while the kernel sends every new connection to the new one. If the
-   new one does not come up, it is removed; the old one never stopped serving.
+1. on a first deploy (no kiln container serves the port, and nothing else holds it):
+   starts the new version on the stable port, checks it on its check port (/ready, then
+   the smoke test: /metadata and /predict) and removes it if it fails;
+2. beside a current container whose server keeps the port's new connections: starts the
+   new version beside it, where it takes no client, and checks it on its check port. On
+   failure it is removed; no client ever reached it. On success the old one is stopped:
+   SIGTERM makes gunicorn stop accepting, answer what it has accepted and exit, and the
+   kernel sends every new connection to the new one from then on;
+3. beside a current container from before serving/reuseport.py (the kernel would spread
+   new connections over both): starts a *candidate* container on a free port first (the
+   stable port's container is created, not started, while it boots), checks it there,
+   removes it either way, and only then goes on as in 2.
 
-During the overlap the kernel spreads new connections over both versions, which is why
-the candidate must pass on its own port first. A container from an earlier kiln (bridge
-network, port published, no SO_REUSEPORT) holds the port alone: it is stopped before the
-new one starts, as before (the port refuses connections for a few seconds, once);
-`restore` then starts it again if the new one fails.
+A container from an earlier kiln still (bridge network, port published, no SO_REUSEPORT)
+holds the port alone: it is stopped before the new one starts (the port refuses
+connections for a few seconds, once); `restore` then starts it again if the new one fails.
 
 Shipping the version that already serves checks it on the stable port instead. The engine's
 word that a container runs is not enough: when its process died with its monitor (a
@@ -51,6 +51,7 @@ from flows import locks
 from flows.errors import RolloutError
 from flows.rollout.smoke import SmokeTest, http_caller
 from flows.rollout.target import LOCAL, Deployed
+from serving import reuseport
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,22 @@ class LocalTarget:
         if before is None:
             self._first(name, image, version, check_port, smoke)
             return self.endpoint
+        old = self.docker.containers.get(before.handle)
+        # One worker per container (the environment's default): one socket each on the port
+        if _oldest_takes_all(old) and self.environment.get("WORKERS") == "1":
+            log.info("starting %s (%s) beside %s", name, image, old.name)
+            new = self._run_current(name, image, version, check_port)
+            self._switch(new, name, check_port, None, old, smoke)
+        else:
+            self._through_candidate(name, image, version, check_port, old, smoke)
+        return self.endpoint
+
+    def _through_candidate(
+        self, name: str, image: str, version: str, check_port: int, old: Any, smoke: SmokeTest
+    ) -> None:
+        """The old container's server spreads the shared port's connections over both (a
+        server from before serving/reuseport.py), or holds the port alone: the new version
+        must pass its checks on a port of its own first."""
         candidate = f"{self.name_prefix}-{version[:12]}-candidate"
         self._remove(candidate)
         port = self.candidate_port()
@@ -192,8 +209,7 @@ class LocalTarget:
             self._remove(candidate)
             self._remove(name)
             raise
-        self._switch(new, name, check_port, candidate, before, smoke)
-        return self.endpoint
+        self._switch(new, name, check_port, candidate, old, smoke)
 
     def _first(
         self, name: str, image: str, version: str, check_port: int, smoke: SmokeTest
@@ -217,11 +233,10 @@ class LocalTarget:
         new: Any,
         name: str,
         check_port: int,
-        candidate: str,
-        before: Deployed,
+        candidate: str | None,
+        old: Any,
         smoke: SmokeTest,
     ) -> None:
-        old: Any = self.docker.containers.get(before.handle)
         alone = not _shares_port(old)
         if alone:  # an earlier kiln's container holds the port alone: a gap, this once
             self._remove(candidate)
@@ -359,16 +374,20 @@ class LocalTarget:
         environment: dict[str, str],
         start: bool,
     ) -> Any:
+        labels = {
+            LABEL_TARGET: self.name_prefix,
+            LABEL_VERSION: version,
+            LABEL_IMAGE: image,
+            LABEL_ROLE: role,
+            LABEL_PORT: str(port),
+        }
+        steering = self._image_labels(image).get(reuseport.IMAGE_LABEL)
+        if steering is not None:  # what its server does on a shared port
+            labels[reuseport.IMAGE_LABEL] = steering
         kwargs: dict[str, Any] = dict(
             image=image,
             name=name,
-            labels={
-                LABEL_TARGET: self.name_prefix,
-                LABEL_VERSION: version,
-                LABEL_IMAGE: image,
-                LABEL_ROLE: role,
-                LABEL_PORT: str(port),
-            },
+            labels=labels,
             environment=environment,
             detach=True,
             # the same confinement as the Kubernetes pod
@@ -386,6 +405,14 @@ class LocalTarget:
         except Exception as err:  # docker.errors.APIError and friends
             raise RolloutError(f"starting container {name} from {image}: {err}") from err
 
+    def _image_labels(self, image: str) -> dict[str, str]:
+        import docker.errors
+
+        try:
+            return self.docker.images.get(image).labels or {}
+        except docker.errors.APIError:  # NotFound included: the run below reports it
+            return {}
+
     def _ensure_image(self, image: str) -> None:
         import docker.errors
 
@@ -402,9 +429,11 @@ class LocalTarget:
         except docker.errors.APIError as err:
             raise RolloutError(f"pulling {image}: {err}") from err
 
-    def _remove(self, name: str) -> None:
+    def _remove(self, name: str | None) -> None:
         import docker.errors
 
+        if name is None:
+            return
         with contextlib.suppress(docker.errors.NotFound):
             self.docker.containers.get(name).remove(force=True)
 
@@ -427,3 +456,12 @@ class LocalTarget:
 def _shares_port(container: Any) -> bool:
     """True for a container that binds the stable port with SO_REUSEPORT (host network)."""
     return container.attrs.get("HostConfig", {}).get("NetworkMode") == "host"
+
+
+def _oldest_takes_all(container: Any) -> bool:
+    """True when `container` shares the stable port and its server keeps every new
+    connection there until it stops (serving/reuseport.py): a newer one beside it takes
+    no client before its checks."""
+    labels = container.labels or {}
+    steering = labels.get(reuseport.IMAGE_LABEL) == reuseport.IMAGE_LABEL_VALUE
+    return _shares_port(container) and steering

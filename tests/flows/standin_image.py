@@ -7,7 +7,10 @@ import hashlib
 import shutil
 from pathlib import Path
 
+from serving.reuseport import IMAGE_LABEL, IMAGE_LABEL_VALUE
+
 STANDIN = Path(__file__).parent / "standin" / "server.py"
+REUSEPORT = Path(__file__).parents[2] / "serving" / "reuseport.py"
 BASE_IMAGE = "docker.io/library/python:3.11-slim"
 
 
@@ -20,16 +23,25 @@ def build_standin_image(
     *,
     sha256: str | None = None,
     predict_status: int = 200,
+    oldest_takes_all: bool = True,
 ) -> str:
     """Build `tag` serving `model` as `version` (`sha256`: what it claims, by default the
-    model's own); return the tag."""
+    model's own); return the tag. `oldest_takes_all`: as kiln's server since
+    serving/reuseport.py (and labelled so), else as one from before it."""
     (context / "models").mkdir(parents=True)
     (context / "models" / "model.bin").write_bytes(model)
     shutil.copy(STANDIN, context / "server.py")
+    shutil.copy(REUSEPORT, context / "reuseport.py")
     sha = sha256 or hashlib.sha256(model).hexdigest()
+    steering = (
+        f'LABEL {IMAGE_LABEL}="{IMAGE_LABEL_VALUE}"\nENV OLDEST_TAKES_ALL=1\n'
+        if oldest_takes_all
+        else ""
+    )
     (context / "Dockerfile").write_text(
         f"FROM {BASE_IMAGE}\n"
-        "COPY server.py /srv/server.py\nCOPY models/ /models/\n"
+        "COPY server.py reuseport.py /srv/\nCOPY models/ /models/\n"
+        f"{steering}"
         f"ENV MODEL_VERSION={version} MODEL_SHA256={sha} PREDICT_STATUS={predict_status}\n"
         "USER 10001:10001\nEXPOSE 8000\n"
         'CMD ["python3", "-u", "/srv/server.py"]\n'

@@ -75,7 +75,12 @@ def make_image(docker_client, store: ArtifactStore, tmp_path: Path) -> Iterator[
     built: list[str] = []
 
     def make(
-        name: str, *, break_sha: bool = False, report: str | None = None, predict_status: int = 200
+        name: str,
+        *,
+        break_sha: bool = False,
+        report: str | None = None,
+        predict_status: int = 200,
+        oldest_takes_all: bool = True,
     ) -> tuple[str, str]:
         model = f"model {name}".encode()
         version = store.put(model, {0: "a", 1: "b"}, {"sample_input": SAMPLE_INPUT})
@@ -88,6 +93,7 @@ def make_image(docker_client, store: ArtifactStore, tmp_path: Path) -> Iterator[
             tmp_path / f"ctx-{name}",
             sha256="0" * 64 if break_sha else None,
             predict_status=predict_status,
+            oldest_takes_all=oldest_takes_all,
         )
         built.append(tag)
         return version, tag
@@ -181,11 +187,16 @@ def test_a_new_version_failing_its_smoke_test_is_removed(
     failing_version, failing = make_image("failing", predict_status=500)
     roll_out(store, old, engine, image=old_image)
 
-    with pytest.raises(RolloutError, match="reports version 'not-the-version'"):
-        roll_out(store, new, engine, image=liar)
-    with pytest.raises(RolloutError, match="POST /predict answered 500"):
-        roll_out(store, failing_version, engine, image=failing)
+    # Each starts beside the old one on the stable port (no candidate), and fails its
+    # checks on its own port; no client on the stable port ever reaches it.
+    with Watcher(engine.endpoint) as watcher:
+        with pytest.raises(RolloutError, match="reports version 'not-the-version'"):
+            roll_out(store, new, engine, image=liar)
+        with pytest.raises(RolloutError, match="POST /predict answered 500"):
+            roll_out(store, failing_version, engine, image=failing)
 
+    assert watcher.errors == []
+    assert watcher.seen and set(watcher.seen) == {old}
     assert version_on(engine.endpoint) == old
     assert [c.version for c in engine.containers()] == [old]
 

@@ -81,11 +81,16 @@ def stable_port_free(port: int) -> bool:
         return True
 
 
-def test_a_first_deploy_starts_exactly_one_container_and_a_redeploy_a_candidate_first(
-    store: ArtifactStore, counted: tuple[LocalTarget, CountingContainers], make_image: ImageMaker
+@pytest.mark.parametrize("old_server", ["oldest takes all", "from before"])
+def test_a_first_deploy_starts_one_container_and_a_redeploy_one_more_or_a_candidate_first(
+    store: ArtifactStore,
+    counted: tuple[LocalTarget, CountingContainers],
+    make_image: ImageMaker,
+    old_server: str,
 ) -> None:
     engine, containers = counted
-    first, first_image = make_image("a")
+    steers = old_server == "oldest takes all"
+    first, first_image = make_image("a", oldest_takes_all=steers)
     second, second_image = make_image("b")
 
     roll_out(store, first, engine, image=first_image)
@@ -100,11 +105,13 @@ def test_a_first_deploy_starts_exactly_one_container_and_a_redeploy_a_candidate_
     containers.created.clear()
     roll_out(store, second, engine, image=second_image)
 
-    # a redeploy: the candidate on its own port, then the container for the stable port
-    assert containers.created == [
-        f"{engine.name_prefix}-{second[:12]}-candidate",
-        f"{engine.name_prefix}-{second[:12]}",
-    ]
+    if steers:  # beside a server that keeps the port's clients: the new one alone
+        assert containers.created == [f"{engine.name_prefix}-{second[:12]}"]
+    else:  # beside one that would share them: the candidate on its own port first
+        assert containers.created == [
+            f"{engine.name_prefix}-{second[:12]}-candidate",
+            f"{engine.name_prefix}-{second[:12]}",
+        ]
     assert version_on(engine.endpoint) == second
     assert [(c.version, c.status) for c in engine.containers()] == [(second, "running")]
 

@@ -210,3 +210,51 @@ def test_a_server_where_no_worker_can_start_gives_up_with_status_3(server_factor
     failed = sum("did not start" in line for line in server.lines)
     assert 3 <= failed <= 4, output  # the third failure stops it; the other may be booting
     assert "Traceback" not in output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _wait_until_ready(server, port: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while not _ready(port):
+        assert server.process.poll() is None and time.monotonic() < deadline, server.lines
+        time.sleep(0.1)
+
+
+def test_on_a_shared_port_the_older_server_takes_every_new_connection(server_factory, model_dir):
+    """The local target's switch: a new version binds the stable port beside the old one
+    (--reuse-port) and a check port of its own; until the old one stops, no client on the
+    stable port reaches the new one."""
+    port = _free_port()
+    check = _free_port()
+    shared = f"--reuse-port --bind 127.0.0.1:{port}"
+    # (with --reuse-port each worker binds its own socket: gunicorn logs no address)
+    old = server_factory(model_dir, GUNICORN_CMD_ARGS=shared, ACCESS_LOG="1")
+    _wait_until_ready(old, port)
+    new = server_factory(
+        model_dir, GUNICORN_CMD_ARGS=f"{shared} --bind 127.0.0.1:{check}", ACCESS_LOG="1"
+    )
+    _wait_until_ready(new, check)
+
+    for _ in range(20):
+        assert httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=5).status_code == 200
+    assert sum("GET /metadata" in line for line in old.lines) == 20
+    assert not any("GET /metadata" in line for line in new.lines)
+
+    assert old.stop() == 0  # the old version goes: the new one takes the port's clients
+    for _ in range(5):
+        assert httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=5).status_code == 200
+    assert sum("GET /metadata" in line for line in new.lines) == 5

@@ -8,7 +8,9 @@ the model's sha256 does not match MODEL_SHA256.
 
 It reads the settings the local target hands gunicorn, in gunicorn's own variable
 GUNICORN_CMD_ARGS: `--bind HOST:PORT` (repeatable; default 0.0.0.0:8000) and
-`--reuse-port` (SO_REUSEPORT, so two versions share the stable port during a switch). On
+`--reuse-port` (SO_REUSEPORT, so two versions share the stable port during a switch; with
+OLDEST_TAKES_ALL=1 it keeps that port's new connections for the oldest server there, with
+kiln's own serving/reuseport.py, which the image carries beside it). On
 SIGTERM it stops the way gunicorn does: no new accept loop, every connection already
 queued on its sockets answered, then the sockets closed.
 """
@@ -31,6 +33,8 @@ if hashlib.sha256(MODEL).hexdigest() != os.environ["MODEL_SHA256"]:
     sys.exit(3)
 VERSION = os.environ["MODEL_VERSION"]
 PREDICT_STATUS = int(os.environ.get("PREDICT_STATUS", "200"))
+# An image built with the label io.kiln.reuseport sets this: it behaves as its label says.
+OLDEST_TAKES_ALL = os.environ.get("OLDEST_TAKES_ALL") == "1"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -76,6 +80,12 @@ def listen(address, reuse_port):
         server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     server.server_bind()
     server.server_activate()
+    if reuse_port and OLDEST_TAKES_ALL:  # as kiln's server does (serving/reuseport.py)
+        import reuseport
+
+        if not reuseport.oldest_takes_all(server.socket):
+            print("the kernel refused the reuseport program", file=sys.stderr, flush=True)
+            sys.exit(4)
     return server
 
 
