@@ -234,6 +234,16 @@ def _wait_until_ready(server, port: int) -> None:
         time.sleep(0.1)
 
 
+def _logged(server, requests: int) -> bool:
+    """Whether `server` logs `requests` GET /metadata lines within a few seconds."""
+    deadline = time.monotonic() + 10
+    while sum("GET /metadata" in line for line in server.lines) < requests:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return sum("GET /metadata" in line for line in server.lines) == requests
+
+
 def test_on_a_shared_port_the_older_server_takes_every_new_connection(server_factory, model_dir):
     """The local target's switch: a new version binds the stable port beside the old one
     (--reuse-port) and a check port of its own; until the old one stops, no client on the
@@ -251,10 +261,11 @@ def test_on_a_shared_port_the_older_server_takes_every_new_connection(server_fac
 
     for _ in range(20):
         assert httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=5).status_code == 200
-    assert sum("GET /metadata" in line for line in old.lines) == 20
+    # all 20 logged by the old one (its log lines arrive a little later)
+    assert _logged(old, 20), (old.lines, new.lines)
     assert not any("GET /metadata" in line for line in new.lines)
 
     assert old.stop() == 0  # the old version goes: the new one takes the port's clients
     for _ in range(5):
         assert httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=5).status_code == 200
-    assert sum("GET /metadata" in line for line in new.lines) == 5
+    assert _logged(new, 5), new.lines
