@@ -60,6 +60,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(PREDICT_STATUS, {"error": "stand-in failure"})
         else:
             self._send(200, {"prediction": [[1.0, 0.0] for _ in rows], "version": VERSION})
+            print(f"stand-in {VERSION} predicted {len(rows)} rows", flush=True)
 
     def log_message(self, *args):
         pass
@@ -104,6 +105,7 @@ def drain(server):
 
 binds, reuse_port = gunicorn_args()
 servers = [listen(address, reuse_port) for address in binds]
+print(f"stand-in {VERSION} serving on {', '.join(binds)}", flush=True)
 stopping = []
 signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
 selector = selectors.DefaultSelector()
