@@ -14,13 +14,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from flows.cli import main
 from flows.settings import get_settings
+from tests.http_standins import QuietHandler
 
 USAGE, ERROR = 2, 1
 
@@ -206,20 +207,13 @@ def test_the_installed_command_line_agrees(place: Path, argv, env, status, words
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-class _RegistryStandIn(BaseHTTPRequestHandler):
+class _RegistryStandIn(QuietHandler):
     """Answers /v2/ the way a registry behind a login does: 401 with a Bearer challenge."""
 
     def do_GET(self) -> None:  # noqa: N802
         body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
-        self.send_response(401)
-        self.send_header("Www-Authenticate", 'Bearer realm="http://127.0.0.1/token"')
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet tests
-        pass
+        challenge = ("Www-Authenticate", 'Bearer realm="http://127.0.0.1/token"')
+        self.reply(401, body, [challenge, ("Content-Type", "application/json")])
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from flows.rollout import roll_out
 from flows.rollout.local import LocalTarget
 from flows.store import ArtifactStore
+from tests.factories import run_kiln
 from tests.flows import test_rollout_local as local_e2e
 from tests.flows.test_rollout_local import ImageMaker
 
@@ -96,17 +97,10 @@ def test_logs_print_the_last_lines_asked_for(
 ) -> None:
     version, image = make_image("a")
     roll_out(store, version, engine, image=image)  # its smoke test's prediction: a 2nd line
-    env = {**os.environ, "KILN_LOCAL_PORT": str(engine.port), "KILN_LOCAL_NAME": engine.name_prefix}
+    env = {"KILN_LOCAL_PORT": str(engine.port), "KILN_LOCAL_NAME": engine.name_prefix}
 
     def logs(*args: str) -> list[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "logs", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_kiln("logs", *args, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout.splitlines()
 

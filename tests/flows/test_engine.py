@@ -8,29 +8,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from flows.engine import docker_client
+from tests.http_standins import QuietHandler
 
 
-class _Engine(BaseHTTPRequestHandler):
+class _Engine(QuietHandler):
     asked: list[str] = []
     api_version: str | None = "1.40"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         type(self).asked.append(self.path)
         body = b'{"ApiVersion": "1.39"}' if self.path.endswith("/version") else b"OK"
-        self.send_response(200)
-        if self.api_version:
-            self.send_header("Api-Version", self.api_version)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet tests
-        pass
+        headers = [("Api-Version", self.api_version)] if self.api_version else []
+        self.reply(200, body, headers)
 
 
 @pytest.fixture
