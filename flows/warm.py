@@ -364,10 +364,13 @@ def start(state_dir: Path, timeout: float = 180.0) -> Path:
     path = socket_path(state_dir)
     if answers(path) and daemon.running(_pid_file(state_dir), _marker()):
         return path
-    stop(state_dir)  # one that no longer answers, or runs another interpreter
     log_file = state_dir / "logs" / "warm.log"
     argv = [sys.executable, "-m", "flows.warm", str(path)]
-    pid = daemon.spawn(argv, env=dict(os.environ), log=log_file, pid_file=_pid_file(state_dir))
+    try:
+        stop(state_dir)  # one that no longer answers, or runs another interpreter
+        pid = daemon.spawn(argv, env=dict(os.environ), log=log_file, pid_file=_pid_file(state_dir))
+    except OSError as err:  # a state dir it cannot write to
+        raise KilnError(f"the warm runner did not start: {err}") from err
     deadline = time.monotonic() + timeout  # its imports: about 5 s here, more under load
     while not answers(path):
         if daemon.exited(pid) or time.monotonic() > deadline:

@@ -20,9 +20,10 @@ from flows.commands.options import (
 )
 from flows.commands.progress import progress
 from flows.engine import run_infra
+from flows.errors import KilnError
 from flows.image import build_image
 from flows.prefect_server import start_prefect_server, stop_prefect_server
-from flows.settings import get_settings
+from flows.settings import KilnSettings, get_settings
 from flows.team.runner_command import RunnerOption, build_runner_image
 
 console = make_console()
@@ -125,8 +126,20 @@ def up(
         sys.stdout.write(f"export PREFECT_API_URL={url}\n")
         err_console.print(f"Prefect UI at {url.removesuffix('/api')}", highlight=False)
     if warm_runner:
+        _start_warm_runner(settings)
+
+
+def _start_warm_runner(settings: KilnSettings) -> None:
+    """The warm runner only saves time: when it does not start, `kiln up` says so and the
+    commands run in their own processes, as without it."""
+    try:
         where = warm.start(settings.state_dir)
-        err_console.print(f"warm runner on {where} (kiln run, kiln train)", highlight=False)
+    except KilnError as err:
+        first = str(err).splitlines()[0]
+        warning = f"warning: {first}; kiln run imports everything itself"
+        err_console.print(warning, highlight=False, markup=False, soft_wrap=True)
+        return
+    err_console.print(f"warm runner on {where} (kiln run, kiln train)", highlight=False)
 
 
 def down() -> None:

@@ -209,3 +209,17 @@ def test_starting_again_keeps_the_runner_that_answers(runner: Path) -> None:
     pid = runner_pid(runner)
     assert warm.start(runner) == warm.socket_path(runner)
     assert runner_pid(runner) == pid
+
+
+def test_kiln_up_goes_on_without_a_runner_that_cannot_start(tmp_path: Path, capsys) -> None:
+    from flows.commands.image import _start_warm_runner
+    from flows.settings import get_settings
+
+    not_a_folder = tmp_path / "state"
+    not_a_folder.write_text("a file where the state dir should be")
+
+    _start_warm_runner(get_settings().with_overrides(state_dir=not_a_folder))
+
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the warm runner did not start: ") and err.count("\n") == 1
+    assert "kiln run imports everything itself" in err
