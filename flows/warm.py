@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 COMMANDS = frozenset({"run", "train"})  # the commands worth handing over
 MAX_REQUEST = 1 << 20  # bytes of arguments and environment
-READ_TIMEOUT = 5.0  # seconds a caller has to send its request
+READ_TIMEOUT = 5.0  # seconds a caller has to send its request (callers are read in turn)
+FIRST_REPLY = 30.0  # seconds a caller waits for the runner to take its command
 # What a run imports: kiln's entry points (which import Prefect, typer and pydantic), and
 # what a run imports later, inside functions (a `kiln run` imported 200 more modules, 1 s).
 PRELOAD = (
@@ -89,17 +90,17 @@ def run_there(args: Sequence[str], path: Path) -> int | None:
     except OSError:
         return None
     with conn:
+        try:
+            cwd = os.getcwd()
+        except OSError:  # a folder removed under the caller: let it find out itself
+            return None
         request = json.dumps(
-            {
-                "argv": list(args),
-                "env": dict(os.environ),
-                "cwd": os.getcwd(),
-                "python": sys.executable,
-            }
+            {"argv": list(args), "env": dict(os.environ), "cwd": cwd, "python": sys.executable}
         ).encode()
         try:
             socket.send_fds(conn, [struct.pack("!I", len(request))], [0, 1, 2])
             conn.sendall(request)
+            conn.settimeout(FIRST_REPLY)
             first = _read_reply(conn)
         except (OSError, ValueError):
             return None
@@ -221,7 +222,8 @@ def _accept(
         _child(request, fds)  # never returns
     for fd in fds:
         os.close(fd)
-    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    with contextlib.suppress(OSError):  # a caller gone already: its hang-up ends the child
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
     callers[pid] = conn
     selector.register(conn, selectors.EVENT_READ, pid)
 
@@ -264,7 +266,11 @@ def _child(request: dict, fds: list[int]) -> None:
             os.close(fd)
         os.environ.clear()
         os.environ.update(request["env"])
-        os.chdir(request["cwd"])
+        try:
+            os.chdir(request["cwd"])
+        except OSError as err:
+            sys.stderr.write(f"error: cannot work in {request['cwd']}: {err.strerror}\n")
+            raise SystemExit(1) from None
         _in_child = True
         for name in [m for m in sys.modules if m.split(".")[0] in ("flows", "serving")]:
             if name != __name__:  # kiln's own code is read again from disk, but this module

@@ -223,3 +223,26 @@ def test_kiln_up_goes_on_without_a_runner_that_cannot_start(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert err.startswith("warning: the warm runner did not start: ") and err.count("\n") == 1
     assert "kiln run imports everything itself" in err
+
+
+def test_a_folder_gone_before_the_command_starts_is_one_line(runner: Path) -> None:
+    err_read, err_write = os.pipe()
+    request = {
+        "argv": ["train"],
+        "env": dict(os.environ),
+        "cwd": "/no/such/folder",
+        "python": sys.executable,
+    }
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(60)
+        conn.connect(str(warm.socket_path(runner)))
+        body = json.dumps(request).encode()
+        socket.send_fds(conn, [struct.pack("!I", len(body))], [0, err_write, err_write])
+        conn.sendall(body)
+        os.close(err_write)
+        replies = conn.makefile()
+        assert "pid" in json.loads(replies.readline())
+        with os.fdopen(err_read) as err:
+            said = err.read()
+        assert json.loads(replies.readline()) == {"status": 1}
+    assert said == "error: cannot work in /no/such/folder: No such file or directory\n"
