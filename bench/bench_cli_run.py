@@ -10,7 +10,8 @@ at the end. Goal (issue 12): under 8 s with a server up.
 
 With a server up, runs in their own process (`python -m flows.cli run`) alternate with runs
 handed to a warm runner (`python -m flows.launch run`, as the `kiln` command does once
-`kiln up` has started one: flows/warm.py), and the script prints the ratio of the medians.
+`kiln up` has started one: flows/warm.py), and the script prints the ratio of the medians;
+then it times first deploys through the warm runner (its containers removed before each).
 Each run also prints where its time went: `start` (from the command to
 Prefect's "Beginning flow run": interpreter, imports, checks, creating the flow run),
 each task (from the end of the one before to its own end, read from Prefect's log lines,
@@ -196,6 +197,10 @@ def main() -> None:
         for i in range(args.runs):  # alternated: both see the same machine load
             with_server.append(kiln_run(up, seed=1001 + 2 * i, profile=profiles))
             warmed.append(kiln_run(up, 1002 + 2 * i, profile=warm_profiles, warm=True))
+        warm_first = []
+        for i in range(args.runs):  # nothing of this script's serving: a first deploy
+            remove_containers(name)
+            warm_first.append(kiln_run(up, 4001 + i, warm=True))
         warm.stop(work / "state")
         quick, teardown = [], []
         for i in range(args.compare_exit):  # alternated: both see the same machine load
@@ -226,6 +231,7 @@ def main() -> None:
         print(f"  run {number} phases (s): {steps}")
     ratio = statistics.median(warmed) / statistics.median(with_server)
     print(f"warm runner / own process: {ratio:.2f}x")
+    show("a first deploy, warm runner", warm_first)
     if quick:
         show("quick exit (exit_now)", quick)
         show("interpreter teardown", teardown)
