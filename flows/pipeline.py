@@ -322,6 +322,7 @@ def shipped(
         pruned=retention["removed_versions"],
     )
     if again is not None:
+        summary["shipped_again"] = again
         return finished(summary, f"{outcome.version} shipped again to {rollout.target}: {again}")
     verb = "forced onto" if decision.forced else "shipped to"
     return finished(summary, f"{outcome.version} {verb} {rollout.target}: {decision.reason}")

@@ -156,6 +156,8 @@ def print_summary(summary: dict[str, Any], output: str, flow_run_id: str, link: 
     print_line(f"version   {summary['version']}")
     print_line(f"accuracy  {summary['metrics']['accuracy']:.4f}")
     print_line(f"decision  {decision['outcome']}: {decision['reason']}")
+    if summary.get("shipped_again"):  # recorded as serving, but it did not answer
+        print_line(f"shipped   again: {summary['shipped_again']}")
     if shipped:
         print_line(f"image     {summary['image']} ({summary['builder']} builder)")
     if endpoint:

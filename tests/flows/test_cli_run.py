@@ -116,3 +116,20 @@ def test_a_refused_run_shows_no_endpoint(capsys) -> None:
     print_summary(refused, "text", "r1", None)
     out = capsys.readouterr().out
     assert "serving" not in out and "curl" not in out
+
+
+def test_a_run_that_shipped_the_same_model_again_says_why(capsys) -> None:
+    from flows.commands.run import print_summary
+
+    again = _summary(
+        shipped=True,
+        shipped_again="http://127.0.0.1:8000 does not answer as abc123 (connection refused)",
+        image="127.0.0.1:5000/kiln/iris@sha256:" + "0" * 64,
+        builder="layer",
+        target="local",
+        endpoint="http://127.0.0.1:8000",
+    )
+    print_summary(again, "text", "r1", None)
+    out = capsys.readouterr().out
+    assert "shipped   again: http://127.0.0.1:8000 does not answer as abc123" in out
+    assert "serving   local at http://127.0.0.1:8000" in out

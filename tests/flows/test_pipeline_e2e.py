@@ -277,6 +277,7 @@ def test_a_scheduled_retrain_never_replaces_a_better_model(kiln_env):
     kill_unseen(engine_client(), _container_name(kiln_env))
     healed = pipeline_flow(training=TrainParams(C=4.0), return_state=True)
     assert healed.is_completed() and "shipped again" in healed.message, healed.message
+    assert "does not answer" in healed.result()["shipped_again"]
     assert healed.result()["version"] == better and _serving(endpoint) == better
     assert store.deployment("local").current == better
     serving = _container(kiln_env)
