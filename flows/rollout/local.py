@@ -374,20 +374,16 @@ class LocalTarget:
         environment: dict[str, str],
         start: bool,
     ) -> Any:
-        labels = {
-            LABEL_TARGET: self.name_prefix,
-            LABEL_VERSION: version,
-            LABEL_IMAGE: image,
-            LABEL_ROLE: role,
-            LABEL_PORT: str(port),
-        }
-        steering = self._image_labels(image).get(reuseport.IMAGE_LABEL)
-        if steering is not None:  # what its server does on a shared port
-            labels[reuseport.IMAGE_LABEL] = steering
         kwargs: dict[str, Any] = dict(
             image=image,
             name=name,
-            labels=labels,
+            labels={
+                LABEL_TARGET: self.name_prefix,
+                LABEL_VERSION: version,
+                LABEL_IMAGE: image,
+                LABEL_ROLE: role,
+                LABEL_PORT: str(port),
+            },
             environment=environment,
             detach=True,
             # the same confinement as the Kubernetes pod
@@ -404,14 +400,6 @@ class LocalTarget:
             return self.docker.containers.create(**kwargs)
         except Exception as err:  # docker.errors.APIError and friends
             raise RolloutError(f"starting container {name} from {image}: {err}") from err
-
-    def _image_labels(self, image: str) -> dict[str, str]:
-        import docker.errors
-
-        try:
-            return self.docker.images.get(image).labels or {}
-        except docker.errors.APIError:  # NotFound included: the run below reports it
-            return {}
 
     def _ensure_image(self, image: str) -> None:
         import docker.errors
@@ -461,7 +449,7 @@ def _shares_port(container: Any) -> bool:
 def _oldest_takes_all(container: Any) -> bool:
     """True when `container` shares the stable port and its server keeps every new
     connection there until it stops (serving/reuseport.py): a newer one beside it takes
-    no client before its checks."""
+    no client before its checks. The engine lists a container with its image's labels."""
     labels = container.labels or {}
     steering = labels.get(reuseport.IMAGE_LABEL) == reuseport.IMAGE_LABEL_VALUE
     return _shares_port(container) and steering
