@@ -26,19 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from flows import wiring  # noqa: E402
-from flows.engine import containers_env  # noqa: E402
-from flows.image import BuildOptions, BuildResult, build_image  # noqa: E402
-from flows.registry import Registry  # noqa: E402
-from flows.settings import get_settings  # noqa: E402
-from flows.store import ArtifactStore  # noqa: E402
+from kiln import wiring  # noqa: E402
+from kiln.config.settings import get_settings  # noqa: E402
+from kiln.images.build import BuildOptions, BuildResult, build_image  # noqa: E402
+from kiln.images.registry import Registry  # noqa: E402
+from kiln.infra.engine import containers_env  # noqa: E402
+from kiln.store.artifact_store import ArtifactStore  # noqa: E402
 
 
 def make_version(store: ArtifactStore, c: float) -> str:
     """A stored iris model; each C gives different weights, so a model-only change."""
-    from flows.params import TrainParams
-    from flows.promotion import GatePolicy
-    from flows.sequence import run_training
+    from kiln.training.params import TrainParams
+    from kiln.training.promotion import GatePolicy
+    from kiln.training.sequence import run_training
 
     return run_training(store, TrainParams(C=c), GatePolicy(threshold=0)).version
 

@@ -8,9 +8,9 @@ rolls it out to the local target, on this script's own store, repository, port a
 container names. It starts its own Prefect server (own PREFECT_HOME and port) and stops it
 at the end. Goal (issue 12): under 8 s with a server up.
 
-With a server up, runs in their own process (`python -m flows.cli run`) alternate with runs
-handed to a warm runner (`python -m flows.launch run`, as the `kiln` command does once
-`kiln up` has started one: flows/warm.py), and the script prints the ratio of the medians;
+With a server up, runs in their own process (`python -m kiln.cli.app run`) alternate with runs
+handed to a warm runner (`python -m kiln.cli.launch run`, as the `kiln` command does once
+`kiln up` has started one: kiln/cli/warm.py), and the script prints the ratio of the medians;
 then it times first deploys through the warm runner (its containers removed before each).
 Each run also prints where its time went: `start` (from the command to
 Prefect's "Beginning flow run": interpreter, imports, checks, creating the flow run),
@@ -24,7 +24,7 @@ container names; each round times a first deploy (nothing of that checkout servi
 containers removed first) and then a redeploy (a new version replacing the running one).
 
 `--compare-exit N` times N pairs of runs, alternating `kiln run` as installed (it ends
-through flows.cli.exit_now) with the same command ending through the interpreter's full
+through kiln.cli.app.exit_now) with the same command ending through the interpreter's full
 teardown (`main([...])`, as before that cut), and prints the ratio of the medians.
 """
 
@@ -46,10 +46,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from flows import warm  # noqa: E402
-from flows.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
-from flows.settings import get_settings  # noqa: E402
-from flows.wiring import engine_host  # noqa: E402
+from kiln.cli import warm  # noqa: E402
+from kiln.config.settings import get_settings  # noqa: E402
+from kiln.infra.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
+from kiln.wiring import engine_host  # noqa: E402
 
 
 def free_port() -> int:
@@ -93,12 +93,12 @@ def phases(stderr: str, started: datetime.datetime, ended: datetime.datetime) ->
 
 
 # The same command line, ending through SystemExit and the interpreter's teardown.
-TEARDOWN = [sys.executable, "-c", "import sys; from flows.cli import main; main(sys.argv[1:])"]
+TEARDOWN = [sys.executable, "-c", "import sys; from kiln.cli.app import main; main(sys.argv[1:])"]
 
 
 # `kiln` as the console script runs it: handed to the warm runner when one answers.
-LAUNCHER = [sys.executable, "-m", "flows.launch"]
-IN_PROCESS = [sys.executable, "-m", "flows.cli"]
+LAUNCHER = [sys.executable, "-m", "kiln.cli.launch"]
+IN_PROCESS = [sys.executable, "-m", "kiln.cli.app"]
 
 
 def kiln_run(
@@ -116,7 +116,7 @@ def kiln_run(
     result = subprocess.run(
         [*kiln, *debug, "run", "--seed", str(seed)],
         env=env,
-        cwd=tree,  # `python -m` imports flows/ from here: the checkout being timed
+        cwd=tree,  # `python -m` imports kiln/ from here: the checkout being timed
         capture_output=True,
         text=True,
         timeout=900,
@@ -245,9 +245,9 @@ def main() -> None:
 
 
 def remove_containers(name: str) -> None:
-    from flows import wiring
-    from flows.rollout.local import LocalTarget
-    from flows.settings import get_settings
+    from kiln import wiring
+    from kiln.config.settings import get_settings
+    from kiln.rollout.local import LocalTarget
 
     LocalTarget(wiring.engine_client(get_settings()), name_prefix=name).stop_all()
 
@@ -255,8 +255,8 @@ def remove_containers(name: str) -> None:
 def compare_with_baseline(args: argparse.Namespace) -> None:
     """First deploys and redeploys of this checkout and of `args.baseline`, alternated."""
     baseline = args.baseline.resolve()
-    if not (baseline / "flows" / "cli.py").is_file():
-        raise SystemExit(f"--baseline {baseline}: not a kiln checkout (no flows/cli.py)")
+    if not (baseline / "kiln" / "cli" / "app.py").is_file():
+        raise SystemExit(f"--baseline {baseline}: not a kiln checkout (no kiln/cli/app.py)")
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-cli-"))
     home = os.environ.get("PREFECT_HOME", "") if args.prefect_port else str(work / "prefect-home")
     os.environ["PREFECT_HOME"] = home

@@ -31,11 +31,11 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId  # noqa: E402
 
-from flows import wiring  # noqa: E402
-from flows.params import TrainParams  # noqa: E402
 from flows.pipeline import pipeline_flow  # noqa: E402
-from flows.rollout.local import LocalTarget  # noqa: E402
-from flows.settings import get_settings  # noqa: E402
+from kiln import wiring  # noqa: E402
+from kiln.config.settings import get_settings  # noqa: E402
+from kiln.rollout.local import LocalTarget  # noqa: E402
+from kiln.training.params import TrainParams  # noqa: E402
 
 STEPS = (
     "load-data",

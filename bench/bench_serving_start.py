@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from flows import wiring  # noqa: E402
-from flows.rollout.local import free_port  # noqa: E402
-from flows.settings import get_settings  # noqa: E402
+from kiln import wiring  # noqa: E402
+from kiln.config.settings import get_settings  # noqa: E402
+from kiln.rollout.local import free_port  # noqa: E402
 
 
 def ready(port: int) -> bool:

@@ -3,7 +3,7 @@
     python bench/bench_store.py                  # an iris-sized model and a 10 MB one, 5 rounds
     python bench/bench_store.py --rounds 9
 
-Starts its own SeaweedFS (flows/seaweedfs.py: loopback, own ports and state folder) and
+Starts its own SeaweedFS (kiln/infra/team/seaweedfs.py: loopback, own ports and state folder) and
 stops it at the end. Each round stores a new model (a new version), reads it back through
 `get` (every file checked against its sha256), lists the versions and records a deployment.
 Figures are medians in seconds, and S3 / local as a ratio from the same run.
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flows.seaweedfs import start_seaweedfs, stop_seaweedfs
-from flows.store import ArtifactStore
+from kiln.infra.team.seaweedfs import start_seaweedfs, stop_seaweedfs
+from kiln.store.artifact_store import ArtifactStore
 
 LABELS = {0: "setosa", 1: "versicolor", 2: "virginica"}
 SIZES = {"iris model (~1 KB)": 1_200, "10 MB model": 10_000_000}

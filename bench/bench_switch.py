@@ -1,7 +1,7 @@
 """Requests refused by the local target while it switches versions (issue 13, goal 0).
 
 Builds two throwaway images from the rollout tests' stand-in server
-(tests/flows/standin/server.py: stdlib only, builds in about a second), deploys the first,
+(tests/support/standin/server.py: stdlib only, builds in about a second), deploys the first,
 then polls the stable endpoint at --rate requests a second (a new connection each) across a
 deploy of the second version and a rollback to the first, and prints how many requests
 were answered, refused or failed otherwise. Loopback only; its own port, store, container
@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # flows and tests/
 
-from flows import wiring  # noqa: E402
-from flows.rollout import roll_back, roll_out  # noqa: E402
-from flows.rollout.local import LocalTarget, free_port  # noqa: E402
-from flows.settings import get_settings  # noqa: E402
-from flows.store import ArtifactStore  # noqa: E402
-from tests.flows.standin_image import build_standin_image  # noqa: E402
+from kiln import wiring  # noqa: E402
+from kiln.config.settings import get_settings  # noqa: E402
+from kiln.rollout import roll_back, roll_out  # noqa: E402
+from kiln.rollout.local import LocalTarget, free_port  # noqa: E402
+from kiln.store.artifact_store import ArtifactStore  # noqa: E402
+from tests.support.standin_image import build_standin_image  # noqa: E402
 
 
 def build(client, store: ArtifactStore, name: str, work: Path) -> tuple[str, str]:

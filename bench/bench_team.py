@@ -36,12 +36,12 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect.states import Scheduled  # noqa: E402
 
-from flows import wiring  # noqa: E402
-from flows.rollout.local import LocalTarget  # noqa: E402
-from flows.settings import get_settings  # noqa: E402
-from flows.team.config import TeamConfig  # noqa: E402
-from flows.team.up import team_down, team_up, worker_environment  # noqa: E402
-from flows.team.workers import Worker, start_worker, stop_worker  # noqa: E402
+from kiln import wiring  # noqa: E402
+from kiln.config.settings import get_settings  # noqa: E402
+from kiln.infra.team.config import TeamConfig  # noqa: E402
+from kiln.infra.team.up import team_down, team_up, worker_environment  # noqa: E402
+from kiln.infra.team.workers import Worker, start_worker, stop_worker  # noqa: E402
+from kiln.rollout.local import LocalTarget  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flows.export import check_parity, export_onnx
-from flows.params import TrainParams
-from flows.promotion import GatePolicy
-from flows.sequence import Exported, TrainingSteps, run_training
-from flows.store import ArtifactStore
+from kiln.store.artifact_store import ArtifactStore
+from kiln.training.export import check_parity, export_onnx
+from kiln.training.params import TrainParams
+from kiln.training.promotion import GatePolicy
+from kiln.training.sequence import Exported, TrainingSteps, run_training
 
 STEPS = ("load", "train", "export", "parity", "store")
 

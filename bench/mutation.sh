@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Mutation testing of the Kubernetes target (flows/rollout/kubernetes.py: the wait, apply,
+# Mutation testing of the Kubernetes target (kiln/rollout/kubernetes/target.py: the wait, apply,
 # candidate smoke test and restore) and of what decides the rollback target
-# (flows/rollout/orchestrator.py) against the emulated suite, with mutmut from PyPI.
+# (kiln/rollout/orchestrator.py) against the emulated suite, with mutmut from PyPI.
 # Too slow for scripts/test.sh (wait-restore: 330 mutants, about 20 minutes here; both whole
 # files: 928): run it by hand after changing the target or the emulator.
 #
@@ -29,8 +29,8 @@ done
 cat > setup.cfg <<'CFG'
 [mutmut]
 source_paths=flows/
-only_mutate=flows/rollout/kubernetes.py
-    flows/rollout/orchestrator.py
+only_mutate=kiln/rollout/kubernetes/target.py
+    kiln/rollout/orchestrator.py
 also_copy=k8s/
     tests/
 pytest_add_cli_args=-p
@@ -39,19 +39,19 @@ pytest_add_cli_args=-p
     ignore::pytest.PytestUnraisableExceptionWarning
     -m
     not slow and not e2e and not cluster
-pytest_add_cli_args_test_selection=tests/k8s/test_rollout_emulated.py
-    tests/k8s/test_emulator.py
-    tests/flows/test_rollout.py::test_rollout_status_follows_the_deployment_controller
-    tests/flows/test_rollout.py::test_rollout_status_reports_a_replica_failure_and_a_pause
-    tests/flows/test_rollout.py::test_rollout_status_reports_the_progress_deadline
-    tests/flows/test_rollout.py::test_only_transient_failures_are_retried
-    tests/flows/test_rollout_refusal.py
+pytest_add_cli_args_test_selection=tests/rollout/kubernetes/test_rollout_emulated.py
+    tests/rollout/kubernetes/test_emulator.py
+    tests/rollout/test_orchestrator.py::test_rollout_status_follows_the_deployment_controller
+    tests/rollout/test_orchestrator.py::test_rollout_status_reports_a_replica_failure_and_a_pause
+    tests/rollout/test_orchestrator.py::test_rollout_status_reports_the_progress_deadline
+    tests/rollout/test_orchestrator.py::test_only_transient_failures_are_retried
+    tests/rollout/test_refusal.py
 CFG
 # The wait (rollout_status and its poll loop), the restore (the JSON patch, what the
 # Deployment runs now) and what decides the rollback target, and what the orchestrator
 # does with it.
-k8s="flows.rollout.kubernetes"
-orchestrator="flows.rollout.orchestrator"
+k8s="kiln.rollout.kubernetes.target"
+orchestrator="kiln.rollout.orchestrator"
 wait_restore=(
     "$k8s.x_rollout_status__mutmut_*"
     "$k8s.x__deployed__mutmut_*"

@@ -1,6 +1,6 @@
 """The Prefect flows: each pipeline step is a thin task around a plain function.
 
-The training steps come from flows/sequence.py, which puts them in order for the flow and
+The training steps come from kiln/training/sequence.py, which puts them in order for the flow and
 for `kiln train` alike. Training and export are cached on the data's content hash, the
 parameters and the code (never on a file path), and their results are persisted, so a
 re-run or a retry after a failed build, push or rollout finds them `Cached` and goes
@@ -22,17 +22,20 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.states import Completed
 
-from flows import wiring
-from flows.data import Dataset
-from flows.image import BuildResult, build_image
-from flows.params import TrainParams
-from flows.promotion import SAME
-from flows.provenance import code_fingerprint
-from flows.reports import publish_model_card, publish_version_table
-from flows.retention import prune_versions
-from flows.retry import RetryPolicy
-from flows.rollout import RolloutResult, retry_if_transient, roll_out, serving_problem
-from flows.sequence import (
+from kiln import wiring
+from kiln.config.settings import KilnSettings, get_settings
+from kiln.images.build import BuildResult, build_image
+from kiln.images.retention import prune_versions
+from kiln.infra.retry import RetryPolicy
+from kiln.infra.team.limits import rollout_slot
+from kiln.rollout import RolloutResult, retry_if_transient, roll_out, serving_problem
+from kiln.store.artifact_store import ArtifactStore
+from kiln.training.data import Dataset
+from kiln.training.params import TrainParams
+from kiln.training.promotion import SAME
+from kiln.training.provenance import code_fingerprint
+from kiln.training.reports import publish_model_card, publish_version_table
+from kiln.training.sequence import (
     Exported,
     TrainingSteps,
     TrainOutcome,
@@ -44,10 +47,7 @@ from flows.sequence import (
     store_step,
     train_step,
 )
-from flows.settings import KilnSettings, get_settings
-from flows.store import ArtifactStore
-from flows.team.limits import rollout_slot
-from flows.train import TrainResult
+from kiln.training.train import TrainResult
 
 
 def training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -192,7 +192,7 @@ def retain_task(store_url: str, keep: int, settings: KilnSettings, dry_run: bool
 
 
 def retried(step, settings: KilnSettings):
-    """The step with the configured retries (flows/retry.py): exponential backoff, jitter."""
+    """The step with the configured retries (kiln/infra/retry.py): exponential backoff, jitter."""
     return step.with_options(**RetryPolicy.from_settings(settings).task_options())
 
 

@@ -20,7 +20,7 @@
 # Everything kiln owns lives under KILN_STATE_DIR (default /var/lib/kiln): containers.conf,
 # registries.conf, the registry's config and storage, pid files, logs, podman's API socket.
 # podman and buildah read the config through CONTAINERS_CONF / CONTAINERS_REGISTRIES_CONF,
-# which `env` prints and kiln's Python code sets itself (flows/engine.py).
+# which `env` prints and kiln's Python code sets itself (kiln/infra/engine.py).
 # On a machine with a working Docker daemon, Docker is the engine and podman is not started.
 set -euo pipefail
 

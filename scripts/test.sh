@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-ruff check flows serving tests bench
-ruff format --check flows serving tests bench
-mypy flows serving
+ruff check kiln flows serving tests bench
+ruff format --check kiln flows serving tests bench
+mypy kiln flows serving
 
 # The local registry and container engine for the e2e tests. On exit, stop exactly the
 # services this run started (never ones that were already up, which others may be using);

@@ -1,1 +1,1 @@
-"""The inference server baked into every model image. Imports nothing from `flows`."""
+"""The inference server baked into every model image. Imports nothing from `kiln` or `flows`."""

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from flows.seaweedfs import S3Server
+    from kiln.infra.team.seaweedfs import S3Server
 
 
 def free_port() -> int:
@@ -32,10 +32,10 @@ def free_port() -> int:
 
 def engine_client(timeout: int = 300) -> Any:
     """A docker SDK client for the engine this environment's settings name (DOCKER_HOST, or
-    the podman socket in KILN_STATE_DIR), built by flows/wiring.py as the CLI builds it;
+    the podman socket in KILN_STATE_DIR), built by kiln/wiring.py as the CLI builds it;
     `timeout`: seconds per engine request."""
-    from flows import wiring
-    from flows.settings import get_settings
+    from kiln import wiring
+    from kiln.config.settings import get_settings
 
     return wiring.engine_client(get_settings().with_overrides(engine_timeout=timeout))
 
@@ -115,7 +115,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     The S3 variables s3fs reads (endpoint, key pair, region) are set for the session, so
     `s3://<bucket>/...` URLs reach it; use a prefix of your own per test.
     """
-    from flows.seaweedfs import start_seaweedfs, stop_seaweedfs
+    from kiln.infra.team.seaweedfs import start_seaweedfs, stop_seaweedfs
 
     state = tmp_path_factory.mktemp("seaweedfs")
     server = start_seaweedfs(state)
@@ -136,12 +136,12 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def kiln_cli(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """`kiln ARGS` through the console script's function (`flows.cli.main`) in this process:
+    """`kiln ARGS` through the console script's function (`kiln.cli.app.main`) in this process:
     the same parsing, settings and error handling as the installed command, without a new
     interpreter's imports for every call. `store` becomes KILN_STORE, `env` is set too;
     settings are read afresh for each call."""
-    from flows.cli import main
-    from flows.settings import get_settings
+    from kiln.cli.app import main
+    from kiln.config.settings import get_settings
 
     def run(
         *args: str, store: object | None = None, env: dict[str, str] | None = None

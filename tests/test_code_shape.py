@@ -1,4 +1,4 @@
-"""The code keeps its shape: small functions and no import cycles, in flows/ and serving/.
+"""The code keeps its shape: small functions and no import cycles, in kiln/, flows/ and serving/.
 
 Both are read from the source with `ast`, so a long function or a new cycle fails here, named,
 before review has to find it.
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("flows", "serving")
+PACKAGES = ("kiln", "flows", "serving")
 LIMIT = 60
 
 
@@ -48,7 +48,7 @@ def _import_time_imports(module: str, tree: ast.Module, known: set[str]) -> set[
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            # `from flows import store` imports the module flows.store
+            # `from kiln.store import schema` imports the module kiln.store.schema
             names = [f"{base}.{alias.name}" for alias in node.names] + [base]
         else:
             continue
@@ -114,18 +114,14 @@ def test_the_cycle_check_finds_a_cycle():
 
 # Modules that may read settings (get_settings(), KilnSettings(), KILN_* variables): the entry
 # points, which turn the environment and their flags into settings and hand those to
-# flows/wiring.py for collaborators. Everything else in flows/ is library code: it takes a
+# kiln/wiring.py for collaborators. Everything else in kiln/ and flows/ is library code: it takes a
 # store, a registry, an engine client, a target, a cache dir or a policy as parameters, so a
 # test (or a team worker) can hand in its own, and no default quietly reads the environment.
 SETTINGS_READERS = {
-    "flows.settings",  # the settings themselves: the one reader of KILN_* variables
-    "flows.cli",  # the `kiln` entry point: reads the environment afresh for each call
-    "flows.launch",  # the console script: KILN_STATE_DIR (the warm runner) before pydantic
-    "flows.commands",  # KILN_DEBUG, read leniently before the settings are validated
+    "kiln.config.settings",  # the settings themselves: the one reader of KILN_* variables
     "flows.pipeline",  # the Prefect flows: deployments start them with parameters only
-    "flows.team.runner_command",  # `kiln build --runner`, a command outside flows/commands
 }
-SETTINGS_READER_PACKAGES = ("flows.commands.",)  # every command module
+SETTINGS_READER_PACKAGES = ("kiln.cli.",)  # every command module
 
 
 def _settings_reads(tree: ast.Module) -> list[str]:
@@ -164,18 +160,18 @@ def _is_kiln_variable(node: ast.AST) -> bool:
 def test_only_entry_points_read_settings():
     """Library code takes collaborators, never settings (issue 11): a new get_settings() or
     KILN_* lookup outside the entry points fails here, named; pass the value in instead and
-    build it in flows/wiring.py (which itself is given settings, and reads none)."""
+    build it in kiln/wiring.py (which itself is given settings, and reads none)."""
     readers = []
     for module, tree in _sources():
         allowed = module in SETTINGS_READERS or module.startswith(SETTINGS_READER_PACKAGES)
-        if module.startswith("flows") and not allowed:
+        if module.startswith(("kiln", "flows")) and not allowed:
             readers += [f"{module}:{where}" for where in _settings_reads(tree)]
     assert readers == []
 
 
 def test_the_settings_check_finds_each_kind_of_read():
     source = (
-        "from flows.settings import get_settings\n"
+        "from kiln.config.settings import get_settings\n"
         "import os\n"
         "a = os.environ.get('KILN_CACHE_DIR')\n"
         "b = os.environ['KILN_STATE_DIR']\n"

@@ -76,17 +76,18 @@ def test_the_wheel_carries_the_resources_kiln_reads(installed: Path, tmp_path: P
     probe = textwrap.dedent(
         """
         import json
-        import flows, serving
-        from flows.engine import INFRA_SCRIPT
-        from flows.rollout.manifests import MANIFEST_DIR, render_manifests
-        from flows.serving_base import DOCKERFILE, SERVING_DIR, build_context, serve_requirements
+        import flows, kiln, serving
+        from kiln.infra.engine import INFRA_SCRIPT
+        from kiln.rollout.kubernetes.manifests import MANIFEST_DIR, render_manifests
+        from kiln.images.serving_base import DOCKERFILE, SERVING_DIR, build_context
+        from kiln.images.serving_base import serve_requirements
         model = __import__("pathlib").Path("model")
         model.mkdir()
         for name in ("model.onnx", "labels.json", "metadata.json"):
             (model / name).write_text("{}")
         objects = render_manifests("reg/kiln@sha256:" + "a" * 64, "v1", "team", MANIFEST_DIR)
         print(json.dumps({
-            "flows": flows.__file__, "serving": serving.__file__,
+            "flows": flows.__file__, "kiln": kiln.__file__, "serving": serving.__file__,
             "paths": [str(p) for p in (INFRA_SCRIPT, MANIFEST_DIR, DOCKERFILE, SERVING_DIR)],
             "kinds": sorted(o["kind"] for o in objects),
             "requirements": serve_requirements(),
@@ -98,11 +99,11 @@ def test_the_wheel_carries_the_resources_kiln_reads(installed: Path, tmp_path: P
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     venv = str(installed.parent)
-    assert found["flows"].startswith(venv) and found["serving"].startswith(venv)
+    assert all(found[name].startswith(venv) for name in ("flows", "kiln", "serving"))
     for path in found["paths"]:
         assert path.startswith(venv), f"{path} is read from outside the installed package"
     # The installed kiln renders the same manifests as the checkout.
-    from flows.rollout.manifests import MANIFEST_DIR, render_manifests
+    from kiln.rollout.kubernetes.manifests import MANIFEST_DIR, render_manifests
 
     here = render_manifests("reg/kiln@sha256:" + "a" * 64, "v1", "team", MANIFEST_DIR)
     assert found["kinds"] == sorted(o["kind"] for o in here)
@@ -125,7 +126,7 @@ def test_kiln_trains_and_lists_from_another_folder(installed: Path, tmp_path: Pa
         [
             str(installed / "python"),
             "-c",
-            "from flows.engine import run_infra\n"
+            "from kiln.infra.engine import run_infra\n"
             "print(run_infra('status', check=False).returncode)",
         ],
         cwd=tmp_path,
@@ -138,7 +139,7 @@ def test_kiln_trains_and_lists_from_another_folder(installed: Path, tmp_path: Pa
 def test_kiln_builds_deploys_and_ups_from_another_folder(installed: Path, tmp_path: Path) -> None:
     """The installed kiln builds with its packaged Dockerfile and serving sources, rolls out
     with its packaged manifests' local twin, and `kiln up` finds its packaged infra script."""
-    from flows.rollout.local import LocalTarget
+    from kiln.rollout.local import LocalTarget
     from tests.conftest import engine_client
 
     name = f"kiln-wheel-{uuid.uuid4().hex[:6]}"

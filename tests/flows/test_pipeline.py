@@ -9,11 +9,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
 
-from flows.errors import QualityGateError
-from flows.params import TrainParams
 from flows.pipeline import pipeline_flow
-from flows.store import ArtifactStore
-from tests.factories import write_csv
+from kiln.config.errors import QualityGateError
+from kiln.store.artifact_store import ArtifactStore
+from kiln.training.params import TrainParams
+from tests.support.factories import write_csv
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -60,7 +60,7 @@ def run(store: str, **training):
 
 
 def iris_csv(path, scale: float = 1.0):
-    from flows.data import load_iris_dataset
+    from kiln.training.data import load_iris_dataset
 
     data = load_iris_dataset()
     rows = [

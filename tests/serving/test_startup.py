@@ -165,10 +165,11 @@ def test_read_artifacts_needs_no_onnx_runtime(model_dir):
     assert read_artifacts(ServingConfig.for_model_dir(model_dir)).labels[0] == "setosa"
 
 
-def test_serving_needs_neither_flows_nor_scikit_learn(tmp_path):
+def test_serving_needs_neither_kiln_nor_scikit_learn(tmp_path):
     code = (
         "import sys\n"
-        "for name in ('sklearn', 'skl2onnx', 'flows', 'prefect'): sys.modules[name] = None\n"
+        "for name in ('sklearn', 'skl2onnx', 'kiln', 'flows', 'prefect'):\n"
+        "    sys.modules[name] = None\n"
         "import serving.app, serving.gunicorn_conf, serving.runner, serving.__main__\n"
     )
     env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}

@@ -1,5 +1,0 @@
-"""Defaults the `kiln` command needs before it loads pydantic (flows/launch.py)."""
-
-from pathlib import Path
-
-DEFAULT_STATE_DIR = Path("/var/lib/kiln")

@@ -1,0 +1,212 @@
+"""`kiln deploy`, `kiln undeploy`, `kiln rollback`, `kiln status`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import partial
+from typing import Annotated, Any
+
+import typer
+
+from kiln import wiring
+from kiln.cli.options import OutputOption, StoreOption, TargetOption
+from kiln.cli.output import make_console, print_json, print_line
+from kiln.cli.progress import progress
+from kiln.config.settings import KilnSettings, get_settings
+from kiln.rollout import LOCAL, TARGETS, RolloutResult, previous_of, roll_back, roll_out
+from kiln.rollout import status as target_status
+from kiln.store.artifact_store import ArtifactStore
+
+err_console = make_console(stderr=True)
+
+
+def try_it_command(endpoint: str, sample_input: Any) -> str | None:
+    """A curl line that asks the endpoint for a prediction on the model's own sample rows."""
+    if not endpoint.startswith("http") or sample_input is None:
+        return None
+    body = sample_input if isinstance(sample_input, dict) else {"data": sample_input}
+    payload = json.dumps(body, separators=(",", ":")).replace("'", "'\\''")
+    return f"curl -s -X POST {endpoint}/predict -H 'Content-Type: application/json' -d '{payload}'"
+
+
+def latest_image(store: ArtifactStore, version: str) -> str | None:
+    """The digest-pinned image of the version's most recent build, when the store says so."""
+    newest = getattr(store, "latest_image_ref", None)
+    return newest(version) if newest is not None else None
+
+
+def result_dict(result: RolloutResult, try_it: str | None) -> dict[str, Any]:
+    return {**result.__dict__, "try_it": try_it}
+
+
+def _print_result(result: RolloutResult, sample_input: Any, output: str) -> None:
+    try_it = try_it_command(result.endpoint, sample_input)
+    if output == "json":
+        print_json(result_dict(result, try_it))
+        return
+    verb = "rolled back to" if result.rolled_back else "deployed"
+    print_line(f"{verb} {result.version} on {result.target}")
+    print_line(f"  image     {result.image}")
+    if result.previous_version:
+        print_line(f"  previous  {result.previous_version} ({result.previous_image})")
+    print_line(f"  endpoint  {result.endpoint}")
+    if try_it:
+        print_line("try it:")
+        print_line(f"  {try_it}")
+
+
+def deploy(
+    version: Annotated[str, typer.Argument(help="A stored version (id, unique prefix, latest).")],
+    target: TargetOption = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="Ship this image (registry/repo@sha256:...), not the recorded one."),
+    ] = None,
+    output: OutputOption = "text",
+    store: StoreOption = None,
+    ship_rolled_back: Annotated[
+        bool,
+        typer.Option(
+            "--ship-rolled-back",
+            help="Ship it even if it failed its smoke test on this target and was rolled back.",
+        ),
+    ] = False,
+) -> None:
+    """Roll a stored version out: wait until ready, smoke-test, roll back by itself on failure."""
+    settings = get_settings().with_overrides(store=store, target=target)
+    the_store = wiring.open_store(settings)
+    stored = the_store.get(version)
+    chosen = image or latest_image(the_store, stored.version)
+    with progress(err_console, f"rolling {stored.version[:12]} out to {settings.target}"):
+        result = roll_out(
+            the_store,
+            stored.version,
+            wiring.make_target(settings, settings.target),
+            image=chosen,
+            ship_rolled_back=ship_rolled_back,
+        )
+    _print_result(result, stored.metadata.get("sample_input"), output)
+
+
+def rollback(
+    target: TargetOption = None, output: OutputOption = "text", store: StoreOption = None
+) -> None:
+    """Ship the version that ran before the current one (recorded in the store)."""
+    settings = get_settings().with_overrides(store=store, target=target)
+    the_store = wiring.open_store(settings)
+    previous_of(the_store, settings.target)  # nothing to go back to: say so before connecting
+    with progress(err_console, f"rolling {settings.target} back"):
+        result = roll_back(the_store, wiring.make_target(settings, settings.target))
+    sample = the_store.metadata(result.version).get("sample_input")
+    _print_result(result, sample, output)
+
+
+def undeploy(target: TargetOption = None, store: StoreOption = None) -> None:
+    """Stop what kiln runs on a target and forget its deployment record.
+
+    Locally: kiln's containers. On Kubernetes: kiln's objects in the namespace (the
+    Deployment, Service, autoscaler, disruption budget); the namespace itself stays.
+    """
+    settings = get_settings().with_overrides(store=store, target=target)
+    the_store = wiring.open_store(settings)
+    if settings.target == LOCAL:
+        engine = wiring.local_engine(settings)
+        removed = [c.name for c in engine.containers()]
+        engine.stop_all()
+    else:
+        removed = _delete_kubernetes_objects(settings)
+    the_store.restore_deployment(settings.target, None)
+    if removed:
+        print_line(f"undeployed {settings.target}: removed {', '.join(removed)}")
+    else:
+        print_line(f"nothing ran on {settings.target}; its record is cleared")
+
+
+def _delete_kubernetes_objects(settings: KilnSettings) -> list[str]:
+    from kiln.rollout.kubernetes.api import object_path
+    from kiln.rollout.kubernetes.manifests import load_base
+
+    cluster = wiring.kube_cluster(settings)
+    removed = []
+    for obj in reversed(load_base(cluster.manifest_dir)):
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind == "Namespace":
+            continue  # may hold more than kiln: never deleted
+        path = object_path(kind, name, settings.k8s_namespace)
+        query = [("propagationPolicy", "Background")]
+        if cluster.api.call("DELETE", path, missing_ok=True, query=query) is not None:
+            removed.append(f"{kind}/{name}")
+    return removed
+
+
+def status(
+    target: TargetOption = None, output: OutputOption = "text", store: StoreOption = None
+) -> None:
+    """What runs where: recorded and live versions, with image digests.
+
+    Shows the targets the store has a record for, or the one asked for with --target.
+    """
+    settings = get_settings().with_overrides(store=store)
+    opened = wiring.open_store(settings)
+    recorded = {d.target for d in opened.deployments()}
+    asked = [target] if target else [t for t in TARGETS if t in recorded]
+    states = [
+        target_status(opened, name, partial(wiring.make_target, settings, name)) for name in asked
+    ]
+    warnings = [warning for state in states for warning in drift(state)]
+    if output == "json":
+        print_json(
+            [
+                {
+                    "target": s.target,
+                    "recorded": s.recorded.__dict__ if s.recorded else None,
+                    "live": s.live,
+                    "error": s.error,
+                    "warnings": drift(s),
+                }
+                for s in states
+            ]
+        )
+    elif not states:
+        print_line("nothing deployed (no target has a record); `kiln deploy VERSION` ships one")
+    for state in states if output == "text" else []:
+        print_line(state.target)
+        record = state.recorded
+        if record is None:
+            print_line("  recorded  nothing deployed")
+        else:
+            print_line(f"  recorded  {record.current} {record.image} ({record.updated})")
+            if record.previous:
+                print_line(f"  previous  {record.previous} {record.previous_image}")
+            for entry in record.rolled_back:  # refused by deploys unless --ship-rolled-back
+                print_line(f"  rolled back  {entry['version']} ({entry['at']}): {entry['reason']}")
+        if state.error:
+            print_line(f"  live      unknown: {state.error}")
+        elif not state.live:
+            print_line("  live      nothing running")
+        for line in state.live:
+            print_line(f"  live      {line}")
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+
+
+def drift(state: Any) -> list[str]:
+    """Where what runs differs from what the store recorded (only when the target answered)."""
+    if state.error:
+        return []
+    record = state.recorded
+    running = []
+    for line in state.live:
+        parts = line.split()
+        if state.target == LOCAL and parts[2:4] != ["current", "running"]:
+            continue  # a stopped container or a candidate is not what serves
+        running.append((parts[0], parts[1]))
+    if record is None:
+        return [f"{state.target}: runs {v} with no record in the store" for v, _ in running]
+    if not running:
+        return [f"{state.target}: {record.current} is recorded but nothing runs"]
+    if not any(v == record.current and i == record.image for v, i in running):
+        seen = ", ".join(f"{v} {i}" for v, i in running)
+        return [f"{state.target}: recorded {record.current} {record.image}, but runs {seen}"]
+    return []

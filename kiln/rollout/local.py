@@ -1,0 +1,455 @@
+"""The local target: serving images run on the container engine behind 127.0.0.1 ports.
+
+The stable endpoint is http://127.0.0.1:<port>; the container that owns that port is the
+current version. Every current container runs on the host network and binds the stable
+port with SO_REUSEPORT (gunicorn's `--reuse-port`, handed over in GUNICORN_CMD_ARGS, which
+every kiln image reads), plus a check port of its own. A kiln server keeps every new
+connection on a shared port for the oldest server there (serving/reuseport.py; its image
+says so in the label io.kiln.reuseport). So `ship`:
+
+1. on a first deploy (no kiln container serves the port, and nothing else holds it):
+   starts the new version on the stable port, checks it on its check port (/ready, then
+   the smoke test: /metadata and /predict) and removes it if it fails;
+2. beside a current container whose server keeps the port's new connections: starts the
+   new version beside it, where it takes no client, and checks it on its check port. On
+   failure it is removed; no client ever reached it. On success the old one is stopped:
+   SIGTERM makes gunicorn stop accepting, answer what it has accepted and exit, and the
+   kernel sends every new connection to the new one from then on;
+3. beside a current container from before serving/reuseport.py (the kernel would spread
+   new connections over both): starts a *candidate* container on a free port first (the
+   stable port's container is created, not started, while it boots), checks it there,
+   removes it either way, and only then goes on as in 2.
+
+A container from an earlier kiln still (bridge network, port published, no SO_REUSEPORT)
+holds the port alone: it is stopped before the new one starts (the port refuses
+connections for a few seconds, once); `restore` then starts it again if the new one fails.
+
+Shipping the version that already serves checks it on the stable port instead. The engine's
+word that a container runs is not enough: when its process died with its monitor (a
+machine's processes killed without a reboot), podman still lists it running. A container
+that fails that check is removed and the version starts again, as on a first deploy.
+
+Two deploys to one stable port never interleave: `ship` and `restore` hold a machine-wide
+file lock named after the port (kiln.infra.locks.FileLocks); the second waits, saying so.
+A stable port that a program other than kiln holds fails the deploy at once, in one line naming
+the port, before any container starts.
+
+Containers carry labels (io.kiln.*), so the engine itself says what runs where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kiln.config.errors import RolloutError
+from kiln.infra import locks
+from kiln.rollout.smoke import SmokeTest, http_caller
+from kiln.rollout.target import LOCAL, Deployed
+from serving import reuseport
+
+log = logging.getLogger(__name__)
+
+LABEL_TARGET = "io.kiln.target"
+LABEL_VERSION = "io.kiln.version"
+LABEL_IMAGE = "io.kiln.image"
+LABEL_ROLE = "io.kiln.role"
+LABEL_PORT = "io.kiln.port"
+CONTAINER_PORT = "8000/tcp"
+CURRENT, CANDIDATE = "current", "candidate"
+
+
+@dataclass(frozen=True)
+class LocalContainer:
+    name: str
+    version: str
+    image: str
+    role: str
+    port: int
+    status: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalTarget:
+    """kiln's containers on one engine (a docker SDK client: dockerd or podman's socket)."""
+
+    docker: Any  # docker.DockerClient
+    port: int = 8000
+    name_prefix: str = "kiln"
+    timeout: float = 120.0  # seconds for a container to answer /ready
+    candidate_port: Callable[[], int] = free_port
+    poll_interval: float = 0.05  # seconds between /ready requests
+    inspect_interval: float = 0.25  # seconds between asking the engine whether it exited
+    stop_timeout: int = 10
+    check_timeout: float = 5.0  # seconds per request when checking what already serves
+    lock_timeout: float = 600.0  # seconds a deploy waits for another on the same port
+    environment: dict[str, str] = field(default_factory=lambda: {"WORKERS": "1"})
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    name = LOCAL
+    where = "locally"
+
+    # -- what runs -------------------------------------------------------------------------
+
+    def containers(self) -> list[LocalContainer]:
+        found = self.docker.containers.list(
+            all=True, filters={"label": [f"{LABEL_TARGET}={self.name_prefix}"]}
+        )
+        out = []
+        for container in found:
+            labels = container.labels or {}
+            out.append(
+                LocalContainer(
+                    name=container.name,
+                    version=labels.get(LABEL_VERSION, "?"),
+                    image=labels.get(LABEL_IMAGE, "?"),
+                    role=labels.get(LABEL_ROLE, "?"),
+                    port=int(labels.get(LABEL_PORT, "0")),
+                    status=container.status,
+                )
+            )
+        return sorted(out, key=lambda c: (c.role, c.name))
+
+    def current(self) -> Deployed | None:
+        running = [c for c in self.containers() if c.role == CURRENT and c.status == "running"]
+        if not running:
+            return None
+        return Deployed(running[0].version, running[0].image, handle=running[0].name)
+
+    def live(self) -> list[str]:
+        return [
+            f"{c.version} {c.image} {c.role} {c.status} {c.endpoint} ({c.name})"
+            for c in self.containers()
+        ]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- the rollout -----------------------------------------------------------------------
+
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        # Machine-wide, per stable port: two stores deploying to one port collide too.
+        file_locks = locks.FileLocks(locks.machine_lock_dir(), wait=self.lock_timeout)
+        return file_locks.hold(f"local-port-{self.port}", f"deploying locally on port {self.port}")
+
+    def ship(self, version: str, image: str, smoke: SmokeTest) -> str:
+        """Run `image` as `version` on the stable port, or raise (the old one not removed)."""
+        with self._lock():
+            return self._ship(version, image, smoke)
+
+    def _ship(self, version: str, image: str, smoke: SmokeTest) -> str:
+        before = self.current()
+        if before is None:
+            self._check_port_free()
+        if before is not None and before.version == version and before.image == image:
+            try:
+                self.check(smoke)
+                log.info("%s already serves %s, and answers", self.endpoint, version)
+                return self.endpoint
+            except Exception as err:  # listed running, yet nothing good answers
+                log.warning(
+                    "%s is listed running but fails its check (%s): replacing it",
+                    before.handle,
+                    err,
+                )
+                self._remove_broken(before.handle)
+                before = None
+                self._check_port_free()
+        self._ensure_image(image)
+        name = f"{self.name_prefix}-{version[:12]}"
+        if before is not None and before.handle == name:  # same version, another image
+            name = f"{name}-{int(time.time())}"
+        self._remove(name)
+        check_port = self.candidate_port()
+        if before is None:
+            self._first(name, image, version, check_port, smoke)
+            return self.endpoint
+        old = self.docker.containers.get(before.handle)
+        # One worker per container (the environment's default): one socket each on the port
+        if _oldest_takes_all(old) and self.environment.get("WORKERS") == "1":
+            log.info("starting %s (%s) beside %s", name, image, old.name)
+            new = self._run_current(name, image, version, check_port)
+            self._switch(new, name, check_port, None, old, smoke)
+        else:
+            self._through_candidate(name, image, version, check_port, old, smoke)
+        return self.endpoint
+
+    def _through_candidate(
+        self, name: str, image: str, version: str, check_port: int, old: Any, smoke: SmokeTest
+    ) -> None:
+        """The old container's server spreads the shared port's connections over both (a
+        server from before serving/reuseport.py), or holds the port alone: the new version
+        must pass its checks on a port of its own first."""
+        candidate = f"{self.name_prefix}-{version[:12]}-candidate"
+        self._remove(candidate)
+        port = self.candidate_port()
+        log.info("starting candidate %s (%s) on 127.0.0.1:%d", candidate, image, port)
+        self._run(candidate, image, version, CANDIDATE, port, start=True)
+        try:
+            # Created, not started, while the candidate boots: it binds nothing until started.
+            new = self._run_current(name, image, version, check_port)
+            self._check(candidate, f"http://127.0.0.1:{port}", smoke)
+        except Exception:
+            self._remove(candidate)
+            self._remove(name)
+            raise
+        self._switch(new, name, check_port, candidate, old, smoke)
+
+    def _first(
+        self, name: str, image: str, version: str, check_port: int, smoke: SmokeTest
+    ) -> None:
+        """A first deploy: nothing serves on the stable port (checked under the lock), so
+        no candidate is needed; the version starts once, there, and is removed if it fails."""
+        log.info("first deploy on %s: starting %s (%s)", self.endpoint, name, image)
+        new = self._run_current(name, image, version, check_port)
+        try:
+            new.start()
+            self._check(name, f"http://127.0.0.1:{check_port}", smoke)
+        except Exception as err:
+            self._remove(name)
+            if isinstance(err, RolloutError):
+                raise
+            raise RolloutError(f"starting {name} on {self.endpoint}: {err}") from err
+        log.info("%s now serves %s (%s)", self.endpoint, version, image)
+
+    def _switch(
+        self,
+        new: Any,
+        name: str,
+        check_port: int,
+        candidate: str | None,
+        old: Any,
+        smoke: SmokeTest,
+    ) -> None:
+        alone = not _shares_port(old)
+        if alone:  # an earlier kiln's container holds the port alone: a gap, this once
+            self._remove(candidate)
+            log.info(
+                "switching %s: stopping %s (it does not share the port)", self.endpoint, old.name
+            )
+            old.stop(timeout=self.stop_timeout)
+        try:
+            try:
+                new.start()
+            finally:
+                # The candidate passed its checks: removed while the new one boots.
+                self._remove(candidate)
+            # its own port: a reply through the stable one may come from the old version
+            self._check(name, f"http://127.0.0.1:{check_port}", smoke)
+        except Exception as err:
+            self._remove(name)  # the old one serves on; restore() starts it if it was stopped
+            raise RolloutError(f"on {self.endpoint}: {err}") from err
+        if not alone:
+            log.info("switching %s: draining %s", self.endpoint, old.name)
+            old.stop(timeout=self.stop_timeout)  # SIGTERM: gunicorn answers what it accepted
+        old.remove(force=True)
+        log.info("%s now serves %s", self.endpoint, name)
+
+    def check(self, smoke: SmokeTest) -> None:
+        smoke(http_caller(self.endpoint, timeout=self.check_timeout))
+
+    def restore(self, before: Deployed) -> str:
+        """Start `before`'s container again if the switch stopped it."""
+        with self._lock():
+            return self._restore(before)
+
+    def _restore(self, before: Deployed) -> str:
+        found = [
+            c
+            for c in self.containers()
+            if c.role == CURRENT and (c.version, c.image) == (before.version, before.image)
+        ]
+        if not found:
+            raise RolloutError(f"no container of {before.version} is left to start again")
+        if found[0].status == "running":  # the candidate failed: it was never touched
+            return f"{before.version} keeps serving on {self.endpoint}"
+        self.docker.containers.get(found[0].name).start()
+        self._wait_ready(found[0].name, self.endpoint)
+        return f"{before.version} serves again"
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _check_port_free(self) -> None:
+        """No kiln container serves: the stable port must be free for the new one."""
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+            try:
+                sock.bind(("127.0.0.1", self.port))
+            except OSError as err:
+                raise RolloutError(
+                    f"port {self.port} on 127.0.0.1 is taken by a program that is not a kiln "
+                    f"container ({err.strerror}); stop it or choose another port with "
+                    "KILN_LOCAL_PORT"
+                ) from None
+
+    def _check(self, name: str, base_url: str, smoke: SmokeTest) -> None:
+        self._wait_ready(name, base_url)
+        try:
+            smoke(http_caller(base_url))
+        except Exception as err:
+            raise RolloutError(f"smoke test on {base_url}: {err}") from err
+
+    def _wait_ready(self, name: str, base_url: str) -> None:
+        """Ask /ready every `poll_interval` until `timeout`; ask the engine whether the
+        container exited at most every `inspect_interval` (each inspect costs the engine
+        CPU that the booting container needs)."""
+        call = http_caller(base_url, timeout=2.0)
+        deadline = time.monotonic() + self.timeout
+        inspect_at = 0.0
+        last = "no answer yet"
+        while True:
+            if time.monotonic() >= inspect_at:
+                inspect_at = time.monotonic() + self.inspect_interval
+                container = self.docker.containers.get(name)
+                if container.status in ("exited", "dead"):
+                    raise RolloutError(
+                        f"container {name} exited with code "
+                        f"{container.attrs.get('State', {}).get('ExitCode')} before it was "
+                        f"ready; its last lines:\n{self._last_lines(container)}"
+                    )
+            try:
+                reply = call("GET", "/ready", None)
+                if reply.status == 200:
+                    return
+                last = f"/ready answered {reply.status}"
+            except OSError as err:
+                last = str(err)
+            if time.monotonic() >= deadline:
+                raise RolloutError(f"container {name} not ready after {self.timeout:g}s: {last}")
+            self.sleep(self.poll_interval)
+
+    def _last_lines(self, container: Any, tries: int = 10) -> str:
+        """The container's last log lines (the engine may still be writing them out)."""
+        for _ in range(tries):
+            # podman's API sometimes answers a `tail` request with a bare newline: no tail
+            logs = container.logs(stdout=True, stderr=True).decode(errors="replace").strip()
+            if logs:
+                return "\n".join(logs.splitlines()[-15:])
+            self.sleep(0.1)
+        return "(no output)"
+
+    def _run(self, name: str, image: str, version: str, role: str, port: int, start: bool) -> Any:
+        """A container behind a published 127.0.0.1 port (the candidate)."""
+        network = {"ports": {CONTAINER_PORT: ("127.0.0.1", port)}}
+        return self._container(
+            name, image, version, role, port, network, dict(self.environment), start
+        )
+
+    def _run_current(self, name: str, image: str, version: str, check_port: int) -> Any:
+        """A created (not started) container for the stable port, on the host network, that
+        shares the port with the one it replaces and answers on `check_port` too."""
+        environment = dict(self.environment)
+        binds = f"--bind=127.0.0.1:{self.port} --bind=127.0.0.1:{check_port}"
+        extra = environment.get("GUNICORN_CMD_ARGS", "")
+        environment["GUNICORN_CMD_ARGS"] = f"{extra} --reuse-port {binds}".strip()
+        network = {"network_mode": "host"}
+        return self._container(
+            name, image, version, CURRENT, self.port, network, environment, start=False
+        )
+
+    def _container(
+        self,
+        name: str,
+        image: str,
+        version: str,
+        role: str,
+        port: int,
+        network: dict[str, Any],
+        environment: dict[str, str],
+        start: bool,
+    ) -> Any:
+        kwargs: dict[str, Any] = dict(
+            image=image,
+            name=name,
+            labels={
+                LABEL_TARGET: self.name_prefix,
+                LABEL_VERSION: version,
+                LABEL_IMAGE: image,
+                LABEL_ROLE: role,
+                LABEL_PORT: str(port),
+            },
+            environment=environment,
+            detach=True,
+            # the same confinement as the Kubernetes pod
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=16m"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            **network,
+        )
+        try:
+            if start:
+                return self.docker.containers.run(**kwargs)
+            kwargs.pop("detach")
+            return self.docker.containers.create(**kwargs)
+        except Exception as err:  # docker.errors.APIError and friends
+            raise RolloutError(f"starting container {name} from {image}: {err}") from err
+
+    def _ensure_image(self, image: str) -> None:
+        import docker.errors
+
+        try:
+            self.docker.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as err:
+            log.debug("looking up %s: %s", image, err)
+        log.info("pulling %s", image)
+        try:
+            self.docker.images.pull(image)
+        except docker.errors.APIError as err:
+            raise RolloutError(f"pulling {image}: {err}") from err
+
+    def _remove(self, name: str | None) -> None:
+        import docker.errors
+
+        if name is None:
+            return
+        with contextlib.suppress(docker.errors.NotFound):
+            self.docker.containers.get(name).remove(force=True)
+
+    def _remove_broken(self, name: str) -> None:
+        """Remove a container whose process is gone or stuck. Removing one whose process
+        died unseen fails in podman ("container state improper"): stopping it first makes
+        podman find out."""
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.APIError):
+            self.docker.containers.get(name).stop(timeout=0)
+        self._remove(name)
+
+    def stop_all(self) -> None:
+        """Remove every kiln container on this engine (tests, `kiln undeploy`)."""
+        for container in self.containers():
+            self._remove_broken(container.name)
+
+
+def _shares_port(container: Any) -> bool:
+    """True for a container that binds the stable port with SO_REUSEPORT (host network)."""
+    return container.attrs.get("HostConfig", {}).get("NetworkMode") == "host"
+
+
+def _oldest_takes_all(container: Any) -> bool:
+    """True when `container` shares the stable port and its server keeps every new
+    connection there until it stops (serving/reuseport.py): a newer one beside it takes
+    no client before its checks. The engine lists a container with its image's labels."""
+    labels = container.labels or {}
+    steering = labels.get(reuseport.IMAGE_LABEL) == reuseport.IMAGE_LABEL_VALUE
+    return _shares_port(container) and steering

@@ -1,0 +1,229 @@
+"""Roll a stored version out to a target, prove it answers, and roll back by itself if not.
+
+One sequence for every target: resolve the version and its image in the store, note what
+serves now, ship (the target starts it, waits until it is ready and runs the smoke test
+with the model's own sample input), then record it; on any failure ask the target to
+restore what served before and raise RolloutError with the reason. Targets implement
+kiln/rollout/target.py's `Target`.
+
+Plain functions with their collaborators as parameters; no Prefect here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kiln.config.errors import KilnError, RolloutError
+from kiln.infra.locks import Locks, store_key, store_locks
+from kiln.rollout.smoke import Caller, SmokeTestFailed, smoke_test
+from kiln.rollout.target import Deployed, RolloutResult, Target, TargetStatus, is_transient
+
+if TYPE_CHECKING:
+    from kiln.store.artifact_store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+def pick_image(refs: list[str], version: str) -> str:
+    """The digest-pinned image recorded for a version (the newest registry's first)."""
+    pinned = [ref for ref in refs if "@sha256:" in ref]
+    if not pinned:
+        raise RolloutError(
+            f"rolling out {version}: no image pinned by digest is recorded for it "
+            f"(recorded: {refs or 'none'}); build it first with `kiln build {version}`"
+        )
+    return pinned[0]
+
+
+def roll_out(
+    store: ArtifactStore,
+    version: str,
+    target: Target,
+    *,
+    image: str | None = None,
+    rolled_back: bool = False,
+    ship_rolled_back: bool = False,
+    locks: Locks | None = None,
+) -> RolloutResult:
+    """Ship a stored version to `target`; on failure restore what served before and raise.
+
+    A version that failed its smoke test on `target` and was rolled back is refused (the
+    store's record says so, so a retry of any kind cannot ship it again) unless
+    `ship_rolled_back`. Holds the store's lock (kiln/infra/locks.py), as builds and prunes do:
+    two deploys take turns and no prune removes the version while it rolls out."""
+    locks = locks or store_locks(store)
+    with locks.hold(store_key(store.url), f"deploying {version} {target.where}"):
+        return _roll_out_locked(store, version, target, image, rolled_back, ship_rolled_back)
+
+
+def _roll_out_locked(
+    store: ArtifactStore,
+    version: str,
+    target: Target,
+    image: str | None,
+    rolled_back: bool,
+    ship_rolled_back: bool = False,
+) -> RolloutResult:
+    version, image, sample_input = _resolve(store, version, image)
+    if not ship_rolled_back:
+        _refuse_rolled_back(store, target, version)
+    before = target.current()
+    log.info(
+        "rolling out %s (%s) %s; serving now: %s",
+        version,
+        image,
+        target.where,
+        before.version if before else "nothing",
+    )
+
+    def smoke(call: Caller) -> None:
+        smoke_test(call, version, sample_input)
+
+    try:
+        endpoint = target.ship(version, image, smoke)
+    except Exception as err:  # any failure, ours or a client's: put the good one back
+        reason = str(err) if isinstance(err, SmokeTestFailed | KilnError) else _named(err)
+        log.error("rollout of %s %s failed: %s", version, target.where, reason)
+        message = f"rolling out {version} {target.where}: {reason}"
+        good = rollback_target(store, target.name, version)
+        restored = _restore(target, good)
+        if good is not None and _failed_smoke_test(err):
+            _record_rollback(store, target.name, version, reason)
+        raise RolloutError(f"{message}; {restored}") from err
+    _record(store, target.name, version, image)
+    return RolloutResult(
+        target.name,
+        version,
+        image,
+        endpoint,
+        before.version if before else None,
+        before.image if before else None,
+        rolled_back,
+    )
+
+
+def roll_back(store: ArtifactStore, target: Target, *, locks: Locks | None = None) -> RolloutResult:
+    """Ship the version that ran on `target` before the current one, with its image."""
+    locks = locks or store_locks(store)
+    with locks.hold(store_key(store.url), f"rolling {target.name} back"):  # roll_out re-enters
+        version, image = previous_of(store, target.name)
+        log.info("rolling %s back to %s (%s)", target.name, version, image)
+        return roll_out(store, version, target, image=image, rolled_back=True, locks=locks)
+
+
+def status(store: ArtifactStore, name: str, target: Callable[[], Target]) -> TargetStatus:
+    """The store's record for `name` and what the target (built by `target()`) reports."""
+    recorded = store.deployment(name)
+    try:
+        live = target().live()
+    except Exception as err:  # an unreachable engine or cluster is a status, not a crash
+        return TargetStatus(name, recorded, [], _named(err))
+    return TargetStatus(name, recorded, live)
+
+
+def serving_problem(store: ArtifactStore, version: str, target: Target) -> str | None:
+    """None when `target` runs `version` and it passes its smoke test now; else what is wrong.
+
+    For a run whose model the store records as already serving: before it ends with
+    "nothing to do", proof that the target still answers with it."""
+    now = target.current()
+    if now is None or now.version != version:
+        running = now.version if now is not None else "nothing"
+        return f"{target.name} runs {running}, not {version}"
+    sample_input = store.get(version).metadata.get("sample_input")
+    try:
+        target.check(lambda call: smoke_test(call, version, sample_input))
+    except Exception as err:  # whatever the reason, it does not serve: ship it again
+        return f"{target.endpoint} does not answer as {version} ({err})"
+    return None
+
+
+def previous_of(store: ArtifactStore, target: str) -> tuple[str, str]:
+    """The version and image that ran on `target` before the current one."""
+    record = store.deployment(target)
+    if record is None:
+        raise RolloutError(f"rolling back {target}: nothing was ever deployed there")
+    if not record.previous or not record.previous_image:
+        raise RolloutError(
+            f"rolling back {target}: only {record.current} was ever deployed, no previous version"
+        )
+    return record.previous, record.previous_image
+
+
+def rollback_target(store: ArtifactStore, target: str, shipping: str) -> Deployed | None:
+    """The last good version the store recorded for `target`, never the one being shipped.
+
+    The record, not what the target runs now: a run that died after changing the target
+    leaves the target running a version that never passed, and its retry must not call
+    that one "previous".
+    """
+    record = store.deployment(target)
+    if record is None:
+        return None
+    if record.current != shipping:
+        return Deployed(record.current, record.image)
+    if record.previous and record.previous != shipping:
+        return Deployed(record.previous, record.previous_image)
+    return None
+
+
+def _restore(target: Target, before: Deployed | None) -> str:
+    if before is None:
+        return f"nothing to restore (no other good version is recorded for {target.name})"
+    log.warning("restoring %s (%s)", before.version, before.image)
+    try:
+        return target.restore(before)
+    except Exception as err:
+        return f"restoring {before.version} ({before.image}) failed too: {err}"
+
+
+def _refuse_rolled_back(store: ArtifactStore, target: Target, version: str) -> None:
+    record = store.deployment(target.name)
+    reason = record.rolled_back_reason(version) if record is not None else None
+    if reason is not None:
+        raise RolloutError(
+            f"not rolling out {version} {target.where}: it failed its smoke test there and "
+            f"was rolled back ({reason}); ship a new version, or ship this one anyway with "
+            "--ship-rolled-back (flow parameter ship_rolled_back)"
+        )
+
+
+def _failed_smoke_test(err: BaseException) -> bool:
+    """True when `err`, or an error it was raised from, is a failed smoke test that a
+    retry would not cure (a pod proxy that did not answer is transient, not the model's)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, SmokeTestFailed):
+            return not is_transient(err)
+        seen = seen.__cause__
+    return False
+
+
+def _record_rollback(store: ArtifactStore, target: str, version: str, reason: str) -> None:
+    try:
+        store.record_rollback(target, version, reason)
+    except KilnError as err:  # the rollout's own error is the one to report
+        log.error("recording that %s was rolled back on %s failed: %s", version, target, err)
+
+
+def _resolve(store: ArtifactStore, version: str, image: str | None) -> tuple[str, str, Any]:
+    try:
+        stored = store.get(version)
+    except KilnError as err:
+        raise RolloutError(f"rolling out {version}: {err}") from err
+    version = stored.version
+    chosen = image or pick_image(store.image_refs(version), version)
+    return version, chosen, stored.metadata.get("sample_input")
+
+
+def _record(store: ArtifactStore, target: str, version: str, image: str) -> None:
+    before = store.deployment(target)
+    if before is not None and before.current == version and before.image == image:
+        return  # shipped again: keep the previous version as it is, for rollback
+    store.record_deployment(target, version, image)
+
+
+def _named(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"
