@@ -10,7 +10,7 @@ at the end. Goal (issue 12): under 8 s with a server up.
 
 With a server up, runs in their own process (`python -m kiln.cli.app run`) alternate with runs
 handed to a warm runner (`python -m kiln.cli.launch run`, as the `kiln` command does once
-`kiln up` has started one: kiln/cli/warm.py), and the script prints the ratio of the medians;
+`kiln up` has started one: kiln/cli/warm/), and the script prints the ratio of the medians;
 then it times first deploys through the warm runner (its containers removed before each).
 Each run also prints where its time went: `start` (from the command to
 Prefect's "Beginning flow run": interpreter, imports, checks, creating the flow run),
@@ -46,7 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kiln.cli import warm  # noqa: E402
+from kiln.cli.warm import runner as warm  # noqa: E402
 from kiln.config.settings import get_settings  # noqa: E402
 from kiln.infra.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
 from kiln.wiring import engine_host  # noqa: E402

@@ -10,6 +10,7 @@ scripts/setup.sh
 ruff check kiln flows serving tests bench
 ruff format --check kiln flows serving tests bench
 mypy kiln flows serving
+lint-imports
 
 # The local registry and container engine for the e2e tests. On exit, stop exactly the
 # services this run started (never ones that were already up, which others may be using);

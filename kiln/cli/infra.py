@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from kiln import wiring
-from kiln.cli import warm
 from kiln.cli.build import RunnerOption, build_runner_image
 from kiln.cli.options import (
     BaseRepositoryOption,
@@ -21,6 +20,7 @@ from kiln.cli.options import (
 )
 from kiln.cli.output import make_console, print_json, print_line
 from kiln.cli.progress import progress
+from kiln.cli.warm import runner as warm
 from kiln.config.errors import KilnError
 from kiln.config.settings import KilnSettings, get_settings
 from kiln.images.build import build_image

@@ -1,5 +1,5 @@
 """The `kiln` command. `kiln run` and `kiln train` go to the warm runner when `kiln up`
-started one (kiln/cli/warm.py); every other command, and those two when no runner answers,
+started one (kiln/cli/warm/); every other command, and those two when no runner answers,
 runs here, in kiln/cli/app.py.
 
 Standard library only until it knows which: a command handed over costs an interpreter
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from kiln.cli import warm
+from kiln.cli.warm import caller
 from kiln.config.defaults import DEFAULT_STATE_DIR
 
 
@@ -20,7 +21,7 @@ def main() -> None:
     args = sys.argv[1:]
     if warm.command_of(args) in warm.COMMANDS:
         state_dir = Path(os.environ.get("KILN_STATE_DIR") or DEFAULT_STATE_DIR)
-        status = warm.run_there(args, warm.socket_path(state_dir))
+        status = caller.run_there(args, warm.socket_path(state_dir))
         if status is not None:
             os._exit(status)  # the child wrote and flushed everything itself
     from kiln.cli.app import main as run_here

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 import typer
 
-from kiln.cli import warm
 from kiln.cli.deploy import try_it_command
 from kiln.cli.options import (
     COption,
@@ -33,6 +32,7 @@ from kiln.cli.options import (
 )
 from kiln.cli.output import debug_enabled, make_console, print_json, print_line
 from kiln.cli.progress import progress
+from kiln.cli.warm import runner as warm
 from kiln.config.errors import KilnError
 from kiln.config.settings import BuilderName, KilnSettings, get_settings
 from kiln.training.params import TrainParams

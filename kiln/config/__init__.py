@@ -1,0 +1,3 @@
+"""Settings (KILN_* variables), the error hierarchy and the defaults the launcher reads before
+pydantic.
+"""

@@ -4,7 +4,7 @@
   and serving_problem (does what is recorded as serving answer?)
 - target.py: the Target protocol and the result types
 - smoke.py: the smoke test every target runs on a new version
-- local.py, kubernetes.py: the targets (kube_api.py and manifests.py serve the latter)
+- local.py, kubernetes/: the targets (kubernetes/api.py and manifests.py serve the latter)
 """
 
 from kiln.rollout.orchestrator import (

@@ -1,4 +1,4 @@
-"""The warm runner (kiln/cli/warm.py) for real: a runner process started on this test's own
+"""The warm runner (kiln/cli/warm/) for real: a runner process started on this test's own
 state dir, and the `kiln` command (kiln/cli/launch.py) in new processes handing commands to it.
 """
 
@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from kiln.cli import warm
+from kiln.cli.warm import caller
+from kiln.cli.warm import runner as warm_runner
 from kiln.store.artifact_store import ArtifactStore
 from tests.support.factories import write_csv
 
@@ -26,9 +30,9 @@ from tests.support.factories import write_csv
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("warm-state")
-    warm.start(state)
+    warm_runner.start(state)
     yield state
-    assert warm.stop(state)
+    assert warm_runner.stop(state)
 
 
 def kiln(state: Path, *args: str, cwd: Path, env: dict[str, str] | None = None, **popen):
@@ -167,9 +171,63 @@ def send(state: Path, body: bytes, fds: list[int], size: int | None = None) -> d
 
 
 def test_a_request_from_another_interpreter_is_refused(runner: Path) -> None:
-    request = {"argv": ["--version"], "env": {}, "cwd": "/", "python": "/not/this/python"}
+    request = {
+        "argv": ["--version"],
+        "env": {},
+        "cwd": "/",
+        "python": "/not/this/python",
+        "source": warm.source_dir(),
+    }
     reply = send(runner, json.dumps(request).encode(), [0, 1, 2])
     assert "/not/this/python" in reply["refused"]
+
+
+def test_a_request_from_another_checkout_is_refused(runner: Path) -> None:
+    """A caller of the same interpreter but another kiln source must run its own code."""
+    request = {
+        "argv": ["--version"],
+        "env": {},
+        "cwd": "/",
+        "python": sys.executable,
+        "source": "/another/checkout/kiln",
+    }
+    reply = send(runner, json.dumps(request).encode(), [0, 1, 2])
+    assert "/another/checkout/kiln" in reply["refused"]
+
+
+def test_the_caller_sends_nothing_to_a_socket_of_another_user(tmp_path: Path) -> None:
+    """The environment carries secrets: a socket that another user serves gets no byte."""
+    folder = Path(tempfile.mkdtemp(prefix="kiln-peer-"))  # pytest's folders: root's only
+    folder.chmod(0o777)
+    path = folder / "warm.sock"
+    listener = subprocess.Popen(
+        [sys.executable, "-c", SNOOP, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert listener.stdout is not None and listener.stdout.readline() == "listening\n"
+    status = caller.run_there(["train"], path)
+    out, _ = listener.communicate(timeout=30)
+    shutil.rmtree(folder)
+    assert status is None  # the caller runs the command itself
+    assert out == "received 0 bytes, 0 fds\n"
+
+
+# Listens as user nobody (65534): the kernel records the listener's credentials at listen().
+SNOOP = """
+import os, socket, sys
+os.setgid(65534)
+os.setuid(65534)
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(sys.argv[1])
+server.listen(1)
+print("listening", flush=True)
+conn, _ = server.accept()
+conn.settimeout(5)
+try:
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+except OSError:
+    data, fds = b"", []
+print(f"received {len(data)} bytes, {len(fds)} fds", flush=True)
+"""
 
 
 @pytest.mark.parametrize(
@@ -177,8 +235,8 @@ def test_a_request_from_another_interpreter_is_refused(runner: Path) -> None:
     [
         (b"{}", [], None, "standard input, output and error"),
         (b"x" * 10, [0, 1, 2], warm.MAX_REQUEST + 1, "is over"),
-        (b"[1, 2]", [0, 1, 2], None, "argv, env, cwd and python"),
-        (b'{"argv": "run"}', [0, 1, 2], None, "argv, env, cwd and python"),
+        (b"[1, 2]", [0, 1, 2], None, "argv, env, cwd, python and source"),
+        (b'{"argv": "run"}', [0, 1, 2], None, "argv, env, cwd, python and source"),
     ],
 )
 def test_a_malformed_request_is_refused_and_the_runner_serves_on(
@@ -207,7 +265,7 @@ def test_only_run_and_train_are_handed_over() -> None:
 
 def test_starting_again_keeps_the_runner_that_answers(runner: Path) -> None:
     pid = runner_pid(runner)
-    assert warm.start(runner) == warm.socket_path(runner)
+    assert warm_runner.start(runner) == warm.socket_path(runner)
     assert runner_pid(runner) == pid
 
 
@@ -232,6 +290,7 @@ def test_a_folder_gone_before_the_command_starts_is_one_line(runner: Path) -> No
         "env": dict(os.environ),
         "cwd": "/no/such/folder",
         "python": sys.executable,
+        "source": warm.source_dir(),
     }
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(60)

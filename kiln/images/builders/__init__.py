@@ -1,2 +1,2 @@
-"""The image builders, one module each (`engine`, `layer`), and what a model image holds
-(`model`). `kiln/images/build.py` picks a builder for each build."""
+"""The image builders, one module each (`engine`, `layer`); `kiln/images/contents.py` says what
+a model image holds and `kiln/images/build.py` picks a builder for each build."""

@@ -1,0 +1,1 @@
+"""The Kubernetes target: the API client, kiln's manifests, the target itself and pod logs."""

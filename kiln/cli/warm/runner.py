@@ -1,18 +1,8 @@
-"""The warm runner: `kiln run` without paying for its imports every time.
+"""The runner's side of the warm runner: a daemon that has imported what runs need, forks a
+child per caller, and runs the entry point `kiln up` named in it (`kiln.cli.app:main`).
 
-A `kiln run` spends about 5 s of its 11 importing Prefect, scikit-learn, skl2onnx and ONNX
-Runtime. `kiln up` starts this runner (a daemon, like the Prefect server): it imports them
-once and waits on a unix socket in the state dir. The `kiln` command (kiln/cli/launch.py)
-connects for `kiln run` and `kiln train`, and passes its standard input, output and error
-(SCM_RIGHTS), its arguments, environment and working folder. The runner forks; the child
-takes them all, forgets kiln's own modules (so a changed checkout runs as changed), and
-runs the command as kiln/cli/app.py would in the caller's own process: same output on the
-caller's terminal, same exit status, which the runner sends back.
-
-Each command is its own process: nothing of one run leaks into the next. The runner
-refuses a caller on another interpreter, and stops itself (the caller then runs the
-command itself) when a library it imported has changed on disk since it started.
-"""
+Started as `python -m kiln.cli.warm.runner SOCKET ENTRY`; it never imports the CLI itself, so
+the CLI may start and stop it without an import cycle."""
 
 from __future__ import annotations
 
@@ -27,19 +17,16 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
+
+from kiln.cli.warm import MAX_REQUEST, READ_TIMEOUT, socket_path, source_dir
 
 log = logging.getLogger(__name__)
 
-COMMANDS = frozenset({"run", "train"})  # the commands worth handing over
-MAX_REQUEST = 1 << 20  # bytes of arguments and environment
-READ_TIMEOUT = 5.0  # seconds a caller has to send its request (callers are read in turn)
-FIRST_REPLY = 30.0  # seconds a caller waits for the runner to take its command
-# What a run imports: kiln's entry points (which import Prefect, typer and pydantic), and
-# what a run imports later, inside functions (a `kiln run` imported 200 more modules, 1 s).
+# What a run imports besides the entry point's own module (which imports Prefect, typer and
+# pydantic): what a run imports later, inside functions (a `kiln run` imported 200 more).
+ENTRY = "kiln.cli.app:main"  # what `kiln up` has each child run: the `kiln` command itself
 PRELOAD = (
-    "kiln.cli.app",
     "flows.pipeline",
     "docker",
     "fastapi",
@@ -61,91 +48,17 @@ PRELOAD = (
 )
 LIBRARIES = ("prefect", "sklearn", "skl2onnx", "onnxruntime", "typer", "pydantic", "docker")
 _in_child = False
-
-
-def socket_path(state_dir: Path) -> Path:
-    return state_dir / "run" / "warm.sock"
-
-
-def command_of(args: Sequence[str]) -> str | None:
-    """The command name in a `kiln` command line (after global options), if any."""
-    for arg in args:
-        if not arg.startswith("-"):
-            return arg
-        if arg in ("--help", "--version"):
-            return None
-    return None
-
-
-# -- the caller's side (stdlib only: it runs before anything heavy is imported) -----------
-
-
-def run_there(args: Sequence[str], path: Path) -> int | None:
-    """Run `kiln ARGS` in the warm runner at `path`; its exit status, or None when no
-    runner takes it (none answers, or it refused): the caller then runs it itself."""
-    try:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.settimeout(READ_TIMEOUT)
-        conn.connect(str(path))
-    except OSError:
-        return None
-    with conn:
-        try:
-            cwd = os.getcwd()
-        except OSError:  # a folder removed under the caller: let it find out itself
-            return None
-        request = json.dumps(
-            {"argv": list(args), "env": dict(os.environ), "cwd": cwd, "python": sys.executable}
-        ).encode()
-        try:
-            socket.send_fds(conn, [struct.pack("!I", len(request))], [0, 1, 2])
-            conn.sendall(request)
-            conn.settimeout(FIRST_REPLY)
-            first = _read_reply(conn)
-        except (OSError, ValueError):
-            return None
-        if "refused" in first:
-            sys.stderr.write(f"kiln: {first['refused']}: running here instead\n")
-            return None
-        return _wait_for_status(conn, int(first["pid"]))
-
-
-def _wait_for_status(conn: socket.socket, pid: int) -> int:
-    """Forward Ctrl-C and termination to the child; return its exit status."""
-
-    def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, forward)
-    conn.settimeout(None)  # a run takes as long as it takes; the runner answers at its end
-    try:
-        return int(_read_reply(conn)["status"])
-    except (OSError, ValueError, KeyError):
-        sys.stderr.write("kiln: the warm runner went away before the command ended\n")
-        return 1
-
-
-def _read_reply(conn: socket.socket) -> dict:
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            raise ValueError("connection closed")
-        line += chunk
-        if len(line) > 4096:
-            raise ValueError("reply too long")
-    return json.loads(line)
+KEPT = frozenset({"kiln", "kiln.cli", "kiln.cli.warm", __name__})  # the runner's own modules
 
 
 # -- the runner's side ---------------------------------------------------------------------
 
 
-def serve(path: Path) -> None:
-    """Import what runs need, then take callers on `path` until stopped."""
+def serve(path: Path, entry: str) -> None:
+    """Import what runs need, then take callers on `path` until stopped; each runs `entry`
+    ("module:function")."""
     started = time.monotonic()
-    for name in PRELOAD:
+    for name in (entry.partition(":")[0], *PRELOAD):
         importlib.import_module(name)
     libraries = _library_stamps()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +91,7 @@ def serve(path: Path) -> None:
                     path.unlink(missing_ok=True)
                     accepting = False
                     continue
-                _accept(listener, selector, callers, (wakeup_read, wakeup_write))
+                _accept(listener, selector, callers, (wakeup_read, wakeup_write), entry)
             elif key.data == "reap":
                 with contextlib.suppress(BlockingIOError):
                     os.read(wakeup_read, 512)
@@ -192,6 +105,7 @@ def _accept(
     selector: selectors.BaseSelector,
     callers: dict[int, socket.socket],
     pipe: tuple[int, int],
+    entry: str,
 ) -> None:
     conn, _ = listener.accept()
     fds: list[int] = []
@@ -201,6 +115,11 @@ def _accept(
         if request["python"] != sys.executable:
             raise ValueError(
                 f"the warm runner runs {sys.executable}, not {request['python']} "
+                "(`kiln up` from this one replaces it)"
+            )
+        if request["source"] != source_dir():  # another checkout: its own code must run
+            raise ValueError(
+                f"the warm runner runs kiln from {source_dir()}, not {request['source']} "
                 "(`kiln up` from this one replaces it)"
             )
     except (OSError, ValueError) as err:  # the runner serves on, whatever a caller sent
@@ -219,7 +138,7 @@ def _accept(
         selector.close()
         for fd in pipe:
             os.close(fd)
-        _child(request, fds)  # never returns
+        _child(request, fds, entry)  # never returns
     for fd in fds:
         os.close(fd)
     with contextlib.suppress(OSError):  # a caller gone already: its hang-up ends the child
@@ -244,15 +163,15 @@ def _read_request(conn: socket.socket) -> tuple[dict, list[int]]:
             raise ValueError("the request was cut short")
         body += chunk
     request = json.loads(body)
-    shapes = {"argv": list, "env": dict, "cwd": str, "python": str}
+    shapes = {"argv": list, "env": dict, "cwd": str, "python": str, "source": str}
     if not isinstance(request, dict) or not all(
         isinstance(request.get(key), kind) for key, kind in shapes.items()
     ):
-        raise ValueError("a request is an object with argv, env, cwd and python")
+        raise ValueError("a request is an object with argv, env, cwd, python and source")
     return request, fds
 
 
-def _child(request: dict, fds: list[int]) -> None:
+def _child(request: dict, fds: list[int], entry: str) -> None:
     """In the forked child: become the caller's command, run it, exit with its status."""
     global _in_child
     status = 1
@@ -273,12 +192,11 @@ def _child(request: dict, fds: list[int]) -> None:
             raise SystemExit(1) from None
         _in_child = True
         for name in [m for m in sys.modules if m.split(".")[0] in ("kiln", "flows", "serving")]:
-            if name != __name__:  # kiln's own code is read again from disk, but this module
+            if name not in KEPT:  # kiln's own code is read again from disk, but the runner's
                 del sys.modules[name]
         sys.argv = ["kiln", *request["argv"]]
-        from kiln.cli.app import main
-
-        main()  # ends the process itself (kiln.cli.app.exit_now)
+        module, _, function = entry.partition(":")
+        getattr(importlib.import_module(module), function)()  # ends the process itself
     except SystemExit as done:
         status = done.code if isinstance(done.code, int) else 1
     except BaseException:  # noqa: BLE001 - the child must never return into the runner
@@ -362,8 +280,9 @@ def answers(path: Path) -> bool:
     return True
 
 
-def start(state_dir: Path, timeout: float = 180.0) -> Path:
-    """Start the warm runner for `state_dir` unless one answers; its socket."""
+def start(state_dir: Path, entry: str = ENTRY, timeout: float = 180.0) -> Path:
+    """Start the warm runner for `state_dir` unless this interpreter's runner of this very
+    kiln source answers; its socket."""
     from kiln.config.errors import KilnError
     from kiln.infra import daemon
 
@@ -371,7 +290,9 @@ def start(state_dir: Path, timeout: float = 180.0) -> Path:
     if answers(path) and daemon.running(_pid_file(state_dir), _marker()):
         return path
     log_file = state_dir / "logs" / "warm.log"
-    argv = [sys.executable, "-m", "kiln.cli.warm", str(path)]
+    # The source goes on the command line too: _main refuses to run another checkout's code
+    # (`-m` finds kiln on sys.path, which the working folder may change) and _marker finds it.
+    argv = [*_runner_command(), str(path), entry]
     try:
         stop(state_dir)  # one that no longer answers, or runs another interpreter
         pid = daemon.spawn(argv, env=dict(os.environ), log=log_file, pid_file=_pid_file(state_dir))
@@ -392,16 +313,21 @@ def stop(state_dir: Path) -> bool:
     """Stop the runner `start` started (and commands running in it); False if none ran."""
     from kiln.infra import daemon
 
-    return daemon.stop_group(_pid_file(state_dir), "-m kiln.cli.warm", [(signal.SIGTERM, 5.0)])
+    marker = "-m kiln.cli.warm.runner"  # any runner of this state dir, whatever its source
+    return daemon.stop_group(_pid_file(state_dir), marker, [(signal.SIGTERM, 5.0)])
 
 
 def _pid_file(state_dir: Path) -> Path:
     return state_dir / "run" / "warm.pid"
 
 
+def _runner_command() -> list[str]:
+    return [sys.executable, "-m", "kiln.cli.warm.runner", f"--source={source_dir()}"]
+
+
 def _marker() -> str:
-    """How this interpreter's runner shows in its command line."""
-    return f"{sys.executable} -m kiln.cli.warm"
+    """How this interpreter's runner of this kiln source shows in its command line."""
+    return " ".join(_runner_command())
 
 
 def _main() -> None:
@@ -411,12 +337,15 @@ def _main() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    serve(Path(sys.argv[1]))
+    source, path, entry = sys.argv[1:4]
+    if source != f"--source={source_dir()}":
+        raise SystemExit(f"warm runner: asked for {source}, but this is kiln from {source_dir()}")
+    serve(Path(path), entry)
 
 
 if __name__ == "__main__":
-    # Run as the imported module, not as __main__: the children keep kiln.cli.warm (and the
-    # fact that they are children) while they forget the rest of kiln's modules.
-    from kiln.cli import warm
+    # Run as the imported module, not as __main__: the children keep kiln.cli.warm.runner
+    # (and the fact that they are children) while they forget the rest of kiln's modules.
+    from kiln.cli.warm import runner
 
-    warm._main()
+    runner._main()
