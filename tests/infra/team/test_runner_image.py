@@ -17,7 +17,7 @@ from tests.conftest import engine_client
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RUN = uuid.uuid4().hex[:8]
 CHECK = (
     "import importlib.util, os, flows.pipeline, prefect, sklearn, skl2onnx, dxf, kubernetes, s3fs;"
