@@ -29,79 +29,245 @@ GateMetric = Literal["accuracy", "f1_macro"]
 
 
 class KilnSettings(BaseSettings):
+    """Every KILN_* environment variable kiln reads; a command's flags override them per call.
+
+    Each field's description is the text of the configuration reference
+    (docs/reference/settings.md is generated from it; a test fails on a field without one).
+    """
+
     # An empty variable counts as unset: prefect.yaml fills job variables from the deploying
     # shell, and one that was not set there arrives as "".
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
-    # Artifact store: a local folder or any fsspec URL (s3://bucket/kiln, memory://x...).
-    store: str = Field(default="artifacts", min_length=1)
-    # Keep this many newest versions when pruning (pinned and deployed ones are always kept).
-    keep: int = Field(default=5, ge=1)
+    store: str = Field(
+        default="artifacts",
+        min_length=1,
+        description="The artifact store: a local folder or any fsspec URL "
+        "(`s3://bucket/kiln`, `memory://x`). Every command that reads or writes models "
+        "takes `--store` too.",
+    )
+    keep: int = Field(
+        default=5,
+        ge=1,
+        description="How many of the newest versions `kiln prune` and the pipeline's retain "
+        "step keep; pinned versions, deployed ones and rollback targets are always kept.",
+    )
 
-    # Data loading limits: a larger CSV is refused with one clear error before training.
-    max_data_rows: int = Field(default=1_000_000, ge=1)
-    max_data_bytes: int = Field(default=256 * 1024 * 1024, ge=1)  # 256 MiB
+    max_data_rows: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Data rows a CSV may hold; a larger one is refused with one error before "
+        "training.",
+    )
+    max_data_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        description="Bytes a CSV may hold (the default is 256 MiB); a larger one is refused "
+        "with one error before training.",
+    )
 
-    # Quality gate: the model must reach at least `gate_threshold` on `gate_metric`.
-    gate_metric: GateMetric = "accuracy"
-    gate_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
-    # Champion gate: a new model replaces the one a target runs only when its score is at
-    # least the champion's minus this (on the same rows).
-    gate_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
+    gate_metric: GateMetric = Field(
+        default="accuracy",
+        description="The metric both gates judge a model on: `accuracy` or `f1_macro`.",
+    )
+    gate_threshold: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="The quality gate: a model scoring below this on the gate metric is "
+        "neither exported nor stored (`--min-score` per call).",
+    )
+    gate_tolerance: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="The champion gate: a new model replaces the one a target runs only when "
+        "its score, on the same rows, is at least the champion's minus this. At 0 an equal "
+        "score ships and a lower one does not.",
+    )
 
-    # Image build and registry.
-    registry: str = Field(default="127.0.0.1:5000", min_length=1)
-    repository: str = Field(default="kiln/iris", pattern=REPOSITORY_NAME)
-    base_repository: str = Field(default="kiln/serve-base", pattern=REPOSITORY_NAME)
-    # The runner image (`kiln build --runner`): kiln and the pipeline, for Kubernetes Jobs.
-    runner_repository: str = Field(default="kiln/runner", pattern=REPOSITORY_NAME)
-    builder: BuilderName = "auto"
-    base_image: str = "python:3.11-slim"
-    registry_timeout: float = Field(default=30.0, gt=0)  # seconds per registry request
+    registry: str = Field(
+        default="127.0.0.1:5000",
+        min_length=1,
+        description="The registry images are pushed to, as `host:port`.",
+    )
+    repository: str = Field(
+        default="kiln/iris",
+        pattern=REPOSITORY_NAME,
+        description="The repository of the serving images in that registry; the tag is the "
+        "model version.",
+    )
+    base_repository: str = Field(
+        default="kiln/serve-base",
+        pattern=REPOSITORY_NAME,
+        description="Where the engine builder publishes the serving base that the layer "
+        "builder appends a model to.",
+    )
+    runner_repository: str = Field(
+        default="kiln/runner",
+        pattern=REPOSITORY_NAME,
+        description="Where `kiln build --runner` pushes the runner image (kiln and the "
+        "pipeline, for the Kubernetes work pool's Jobs).",
+    )
+    builder: BuilderName = Field(
+        default="auto",
+        description="How images are built: `engine` (a Docker-compatible engine), `layer` "
+        "(no daemon: the model appended to the serving base in the registry) or `auto` "
+        "(`layer` when the current base is in the registry, else `engine`).",
+    )
+    base_image: str = Field(
+        default="python:3.11-slim",
+        description="The image the serving base is built on.",
+    )
+    registry_timeout: float = Field(default=30.0, gt=0, description="Seconds per registry request.")
 
-    # Local infrastructure: where `kiln up` keeps its state, sockets and logs, and the
-    # download cache of the serving image's wheels (default: <state_dir>/cache/wheels).
-    state_dir: Path = DEFAULT_STATE_DIR
-    cache_dir: Path | None = None
-    engine_timeout: int = Field(default=300, ge=1)  # seconds per container engine request
-    prefect_port: int = Field(default=4200, ge=1, le=65535)  # the server `kiln up` starts
+    state_dir: Path = Field(
+        default=DEFAULT_STATE_DIR,
+        description="Where `kiln up` keeps its state: configuration, sockets, pid files, "
+        "logs, the registry's storage, the warm runner's socket.",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="The download cache of the serving and runner images' wheels; unset, "
+        "`<state dir>/cache/wheels`.",
+    )
+    engine_timeout: int = Field(
+        default=300, ge=1, description="Seconds per container engine request."
+    )
+    prefect_port: int = Field(
+        default=4200,
+        ge=1,
+        le=65535,
+        description="The port of the Prefect server `kiln up` starts, and that `kiln run` "
+        "looks for.",
+    )
 
-    # Retries of the steps that talk to a registry, an engine, a cluster or an S3 store.
-    retries: int = Field(default=3, ge=0)
-    retry_delay: float = Field(default=2.0, ge=0.0)  # seconds; doubles on each retry
+    retries: int = Field(
+        default=3,
+        ge=0,
+        description="Retries of the steps that talk to a registry, an engine, a cluster or "
+        "an S3 store; each S3 call is tried this many times plus one.",
+    )
+    retry_delay: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="Seconds before the first retry; the delay doubles on each retry.",
+    )
 
-    # Rollout.
-    target: Target = "local"
-    local_port: int = Field(default=8000, ge=1, le=65535)
-    # Containers of the local target are named <local_name>-<version> and labelled with it.
-    local_name: str = Field(default="kiln", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    local_timeout: float = Field(default=120.0, gt=0)  # seconds until a container is ready
-    local_poll_interval: float = Field(default=0.05, gt=0)
-    local_stop_timeout: int = Field(default=10, ge=0)  # seconds before SIGKILL
-    k8s_namespace: str = Field(default="kiln", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    k8s_context: str | None = None
-    k8s_timeout: float = Field(default=600.0, gt=0)  # seconds until a Deployment is ready
-    k8s_poll_interval: float = Field(default=2.0, gt=0)
-    k8s_request_timeout: float = Field(default=30.0, gt=0)
-    # Create the namespace (restricted Pod Security) if missing; an existing one is never touched.
-    k8s_create_namespace: bool = False
+    target: Target = Field(
+        default="local",
+        description="Where `kiln deploy`, `kiln run` and the pipeline roll out: `local` or "
+        "`kubernetes`.",
+    )
+    local_port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        description="The local target's stable port on 127.0.0.1.",
+    )
+    local_name: str = Field(
+        default="kiln",
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+        description="The local target's containers are named `<local_name>-<version>` and "
+        "labelled with it, so separate setups on one engine never share containers.",
+    )
+    local_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds a new local container has to become ready.",
+    )
+    local_poll_interval: float = Field(
+        default=0.05,
+        gt=0,
+        description="Seconds between two `/ready` requests to a starting local container.",
+    )
+    local_stop_timeout: int = Field(
+        default=10,
+        ge=0,
+        description="Seconds a stopping local container has before it is sent SIGKILL.",
+    )
+    k8s_namespace: str = Field(
+        default="kiln",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="The Kubernetes target's namespace.",
+    )
+    k8s_context: str | None = Field(
+        default=None,
+        description="The kubeconfig context of the Kubernetes target; unset, the "
+        "kubeconfig's current context (inside a cluster, the pod's service account).",
+    )
+    k8s_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds a Deployment (and the candidate) has to roll out.",
+    )
+    k8s_poll_interval: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between two reads of a rolling-out Deployment.",
+    )
+    k8s_request_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds per Kubernetes API request."
+    )
+    k8s_create_namespace: bool = Field(
+        default=False,
+        description="Create the namespace (with the `restricted` Pod Security label) when "
+        "it is missing; an existing namespace is never touched.",
+    )
 
-    # `kiln serve` (its own default port, so it never collides with the local target).
-    serve_port: int = Field(default=8700, ge=1, le=65535)
+    serve_port: int = Field(
+        default=8700,
+        ge=1,
+        le=65535,
+        description="The port of `kiln serve`, apart from the local target's so the two "
+        "never collide.",
+    )
 
-    # The team setup (`kiln up --team`, flows/team/): its state (default <state_dir>/team),
-    # ports, bucket, work pool, workers, and seconds without a heartbeat before a run is
-    # marked Crashed. The Prefect server's port is prefect_port.
-    team_dir: Path | None = None
-    team_postgres_port: int = Field(default=54320, ge=1, le=65535)
-    team_s3_port: int = Field(default=8333, ge=1, le=65535)
-    team_bucket: str = Field(default="kiln", pattern=TEAM_NAME)
-    team_pool: str = Field(default="kiln", pattern=TEAM_NAME)
-    team_workers: int = Field(default=2, ge=0, le=16)
-    team_crash_after: int = Field(default=90, ge=45, le=86400)
+    team_dir: Path | None = Field(
+        default=None,
+        description="The team setup's state (`kiln up --team`); unset, `<state dir>/team`.",
+    )
+    team_postgres_port: int = Field(
+        default=54320,
+        ge=1,
+        le=65535,
+        description="The port of the team setup's PostgreSQL cluster.",
+    )
+    team_s3_port: int = Field(
+        default=8333,
+        ge=1,
+        le=65535,
+        description="The port of the team setup's S3 server (SeaweedFS).",
+    )
+    team_bucket: str = Field(
+        default="kiln",
+        pattern=TEAM_NAME,
+        description="The team setup's bucket, for models and Prefect's results.",
+    )
+    team_pool: str = Field(
+        default="kiln",
+        pattern=TEAM_NAME,
+        description="The team setup's process work pool.",
+    )
+    team_workers: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="How many process workers the team setup starts.",
+    )
+    team_crash_after: int = Field(
+        default=90,
+        ge=45,
+        le=86400,
+        description="Seconds without a heartbeat before the team setup's automation marks "
+        "a flow run Crashed.",
+    )
 
-    # Full tracebacks for every error (also `kiln --debug`).
-    debug: bool = False
+    debug: bool = Field(
+        default=False,
+        description="Full tracebacks for every error, and Prefect's own logs (also "
+        "`kiln --debug`).",
+    )
 
     @property
     def wheel_cache_dir(self) -> Path:
