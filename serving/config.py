@@ -1,15 +1,17 @@
 """The server's settings, read from the environment once, at start-up.
 
 The environment comes in as a mapping (``from_env(os.environ)``), so tests hand in a
-plain dict. Every name is documented in README.md, section "Serving".
+plain dict. Every name is documented in the configuration reference (docs/reference/settings.md),
+generated from the fields' metadata.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -67,21 +69,61 @@ def env_choice(environ: Mapping[str, str], key: str, default: str, choices: set[
     return value
 
 
+def setting(env: str, doc: str, default: Any = None, shown: str | None = None) -> Any:
+    """A settings field that names its environment variable and says what it does.
+
+    The configuration reference (docs/reference/settings.md) is generated from this
+    metadata; ``shown`` replaces the default there when the default is computed.
+    """
+    metadata = {"env": env, "doc": doc, "shown": shown}
+    return field(default=default, metadata=metadata)
+
+
+def required(env: str, doc: str, shown: str = "(required)") -> Any:
+    """A settings field with no default, documented like ``setting``."""
+    return field(metadata={"env": env, "doc": doc, "shown": shown})
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     """What one worker needs to load its model and answer requests."""
 
-    model_path: Path
-    labels_path: Path
-    metadata_path: Path
-    expected_sha256: str | None = None
-    expected_version: str | None = None
-    model_name: str | None = None
-    max_rows: int = 1024
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    intra_op_threads: int = 1
-    inter_op_threads: int = 1
-    metrics_flush_seconds: float = 1.0
+    model_path: Path = required("MODEL_FILEPATH", "The model, `model.onnx`.")
+    labels_path: Path = required(
+        "LABEL_FILEPATH", "The labels, `labels.json`.", shown="beside the model"
+    )
+    metadata_path: Path = required(
+        "METADATA_FILEPATH", "The metadata, `metadata.json`.", shown="beside the model"
+    )
+    expected_sha256: str | None = setting(
+        "MODEL_SHA256", "The model's sha256 recorded at build time; the file must match it."
+    )
+    expected_version: str | None = setting(
+        "MODEL_VERSION", "When set, `metadata.json`'s `version` must equal it."
+    )
+    model_name: str | None = setting(
+        "MODEL_NAME",
+        "The model's name in the V2 protocol.",
+        shown="`metadata.json`'s `name`, else `model`",
+    )
+    max_rows: int = setting("MAX_ROWS", "Rows per request (422 `too_many_rows` above).", 1024)
+    max_body_bytes: int = setting(
+        "MAX_BODY_BYTES", "Bytes in a request body (413 above).", DEFAULT_MAX_BODY_BYTES
+    )
+    intra_op_threads: int = setting(
+        "ORT_INTRA_OP_THREADS",
+        "ONNX Runtime's threads within an operator, per worker, so workers do not fight "
+        "over cores.",
+        1,
+    )
+    inter_op_threads: int = setting(
+        "ORT_INTER_OP_THREADS", "ONNX Runtime's threads across operators, per worker.", 1
+    )
+    metrics_flush_seconds: float = setting(
+        "METRICS_FLUSH_SECONDS",
+        "How often a worker moves its counts into the shared metric files.",
+        1.0,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServingConfig:

@@ -2,14 +2,15 @@
 
 ``server_settings(environ)`` reads a plain mapping and returns a frozen value, or
 raises ConfigError naming the variable; serving/gunicorn_conf.py turns the value into
-gunicorn's module-level settings. Every name is documented in README.md ("Serving").
+gunicorn's module-level settings. Every name is documented in the configuration reference
+(docs/reference/settings.md), generated from the fields' metadata.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serving.config import (
     DEFAULT_MAX_BODY_BYTES,
@@ -18,6 +19,7 @@ from serving.config import (
     env_choice,
     env_float,
     env_int,
+    setting,
 )
 
 LOG_LEVELS = {"debug", "info", "warning", "error", "critical"}
@@ -35,30 +37,83 @@ class ConnectionLimits:
     timeout, max_requests, backlog and forwarded IPs), and uvicorn's httptools protocol has
     no header limit at all: kiln enforces these itself."""
 
-    max_request_line: int = 8190
-    max_headers: int = 100
-    max_header_bytes: int = 16384
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_connections: int = 2048
+    max_request_line: int = setting(
+        "MAX_REQUEST_LINE", "Bytes in the request target (414 above).", 8190
+    )
+    max_headers: int = setting("MAX_HEADERS", "Headers per request (431 above).", 100)
+    max_header_bytes: int = setting(
+        "MAX_HEADER_BYTES",
+        "Bytes in the whole request head, the request line included (431 above).",
+        16384,
+    )
+    max_body_bytes: int = setting(
+        "MAX_BODY_BYTES", "Bytes in a request body (413 above).", DEFAULT_MAX_BODY_BYTES
+    )
+    header_timeout: float = setting(
+        "HEADER_TIMEOUT",
+        "Seconds for a request head to arrive, from the connection's opening or its first "
+        "byte (408; a connection that sent nothing is closed).",
+        10.0,
+    )
+    body_timeout: float = setting(
+        "BODY_TIMEOUT", "Seconds for a body to arrive once its head has (408).", 30.0
+    )
+    max_connections: int = setting(
+        "MAX_CONNECTIONS",
+        "Open connections per worker, capped below the worker's open-file limit (which the "
+        "worker raises to its hard limit). At the cap the oldest connection with no request "
+        "in flight is closed for the newcomer.",
+        2048,
+    )
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     """What the gunicorn master needs to know before it binds and forks."""
 
-    bind: tuple[str, ...] = ("0.0.0.0:8000",)
-    workers: int = 1
-    timeout: int = 30
-    graceful_timeout: int = 10
-    keepalive: int = 5
-    backlog: int = 2048
-    log_level: str = "info"
-    log_format: str = "text"
-    access_log: bool = False
-    max_failed_boots: int = 5  # worker boots in a row with no worker serving (serving/boots.py)
-    limits: ConnectionLimits = ConnectionLimits()
+    bind: tuple[str, ...] = setting(
+        "BIND",
+        "Listen addresses, comma-separated (or `HOST` and `PORT`).",
+        ("0.0.0.0:8000",),
+        shown="`0.0.0.0:8000`",
+    )
+    workers: int = setting(
+        "WORKERS",
+        "Gunicorn workers (or `WEB_CONCURRENCY`).",
+        1,
+        shown="the CPUs this process may use",
+    )
+    timeout: int = setting(
+        "TIMEOUT", "Gunicorn's worker heartbeat: a worker stuck this long is replaced.", 30
+    )
+    graceful_timeout: int = setting(
+        "GRACEFUL_TIMEOUT", "Seconds a stopping worker has to finish its requests.", 10
+    )
+    keepalive: int = setting("KEEPALIVE", "Seconds a keep-alive connection may stay idle.", 5)
+    backlog: int = setting("BACKLOG", "The listen backlog.", 2048)
+    log_level: str = setting(
+        "LOG_LEVEL", "`debug`, `info`, `warning`, `error` or `critical`.", "info"
+    )
+    log_format: str = setting(
+        "LOG_FORMAT",
+        "`text`, or `json`: one JSON object per line (`time`, `level`, `logger`, `pid`, "
+        "`message`).",
+        "text",
+    )
+    access_log: bool = setting(
+        "ACCESS_LOG",
+        "`1` logs every request; it costs throughput, and when it is off uvicorn skips the "
+        "log call entirely.",
+        False,
+    )
+    max_failed_boots: int = setting(
+        "MAX_FAILED_BOOTS",
+        "Worker boots that may fail in a row while no worker serves; then the server logs "
+        "one line and exits with status 3. A worker that fails beside a healthy one is "
+        "replaced a second later, forever (serving/boots.py).",
+        5,
+    )
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def cpu_count() -> int:
@@ -80,18 +135,19 @@ def _bind(environ: Mapping[str, str]) -> tuple[str, ...]:
 
 def server_settings(environ: Mapping[str, str], cpus: int | None = None) -> ServerSettings:
     """The settings ``environ`` asks for; ConfigError names the first bad variable."""
+    default = ServerSettings()
     default_workers = env_int(environ, "WEB_CONCURRENCY", cpus or cpu_count(), 1)
     return ServerSettings(
         bind=_bind(environ),
         workers=env_int(environ, "WORKERS", default_workers, 1),
-        timeout=env_int(environ, "TIMEOUT", 30, 1),
-        graceful_timeout=env_int(environ, "GRACEFUL_TIMEOUT", 10, 0),
-        keepalive=env_int(environ, "KEEPALIVE", 5, 0),
-        backlog=env_int(environ, "BACKLOG", 2048, 1),
-        log_level=env_choice(environ, "LOG_LEVEL", "info", LOG_LEVELS),
-        log_format=env_choice(environ, "LOG_FORMAT", "text", LOG_FORMATS),
-        access_log=env_bool(environ, "ACCESS_LOG", False),
-        max_failed_boots=env_int(environ, "MAX_FAILED_BOOTS", 5, 1),
+        timeout=env_int(environ, "TIMEOUT", default.timeout, 1),
+        graceful_timeout=env_int(environ, "GRACEFUL_TIMEOUT", default.graceful_timeout, 0),
+        keepalive=env_int(environ, "KEEPALIVE", default.keepalive, 0),
+        backlog=env_int(environ, "BACKLOG", default.backlog, 1),
+        log_level=env_choice(environ, "LOG_LEVEL", default.log_level, LOG_LEVELS),
+        log_format=env_choice(environ, "LOG_FORMAT", default.log_format, LOG_FORMATS),
+        access_log=env_bool(environ, "ACCESS_LOG", default.access_log),
+        max_failed_boots=env_int(environ, "MAX_FAILED_BOOTS", default.max_failed_boots, 1),
         limits=connection_limits(environ),
     )
 
