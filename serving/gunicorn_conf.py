@@ -140,8 +140,8 @@ def _stop(server, status: int, message: str, reason: object) -> NoReturn:
 
 # The web framework's modules: pure Python, no threads (numpy and ONNX Runtime each start
 # one when imported, so they stay out of the master). Imported by the master while the load
-# check runs in its child, on the other core, the workers it forks find them loaded: a
-# worker's boot was 3.5 s, 1.2 s of it these imports (measured at load 9 on two cores).
+# check runs in its child, on another core, the workers it forks find them loaded: these
+# imports were a third of a worker's boot (docs/benchmarks.md).
 WEB_MODULES = (
     "pydantic",
     "pydantic.v1",

@@ -126,8 +126,9 @@ def run_command(args: list[str]) -> int:
 
 def exit_now(status: int) -> NoReturn:
     """End the process without the interpreter's teardown of every loaded module, which
-    took 6-14 s after a `kiln run` here (Prefect, scikit-learn, ONNX). Every exit hook runs
-    first: the threads' (Prefect sends its last logs and events there), then atexit's."""
+    takes seconds after a `kiln run` has loaded Prefect, scikit-learn and ONNX (measured in
+    docs/benchmarks.md). Every exit hook runs first: the threads' (Prefect sends its last
+    logs and events there), then atexit's."""
     import atexit
     import contextlib
     import os

@@ -61,7 +61,8 @@ def choose_prefect_server(settings: KilnSettings, say: Any) -> str | None:
     if healthy(url):
         os.environ["PREFECT_API_URL"] = url
         return url
-    # Starting takes about 10 s here, close to Prefect's 20 s default limit.
+    # A temporary server can take longer to start than Prefect's default limit (20 s) on a
+    # busy machine (docs/benchmarks.md).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     say(
         f"no Prefect server answers at {url.removesuffix('/api')}: starting a temporary one "

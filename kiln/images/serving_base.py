@@ -178,7 +178,7 @@ def _record_hash(data: bytes) -> str:
 
 
 def strip_wheel(wheel: Path, strip: str | None = None) -> int:
-    """Drop debug sections from a wheel's shared libraries (uvloop ships 13 MB of them).
+    """Drop debug sections from a wheel's shared libraries (uvloop's are large: docs/benchmarks.md).
 
     `strip --strip-debug` keeps every symbol a loader needs. RECORD is rewritten with the
     new hashes, so the wheel stays valid. Returns the bytes saved (0 without binutils).

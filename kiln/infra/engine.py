@@ -57,7 +57,7 @@ def _probe(url: str, timeout: float) -> str:
     client that fails while negotiating its version leaks its socket).
 
     `GET /_ping` says it in a header, at once; the SDK's own negotiation asks `/version`,
-    which took podman 0.5 s here (twice per `kiln run`).
+    which podman answers slowly (docs/benchmarks.md), and a `kiln run` builds two clients.
     """
     import docker
 

@@ -41,7 +41,7 @@ def start_prefect_server(
     # A daemon in its own session: it outlives `kiln up`, and `kiln down` stops its group.
     log = state / "logs" / "prefect.log"
     pid = daemon.spawn(argv, env=env, log=log, pid_file=state / "run" / "prefect.pid")
-    deadline = time.monotonic() + timeout  # about 10 s here when idle, minutes under load
+    deadline = time.monotonic() + timeout  # seconds when idle, far longer under load
     while not healthy(url):
         exited = daemon.exited(pid)
         if exited or time.monotonic() > deadline:

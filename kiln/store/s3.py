@@ -44,8 +44,8 @@ def server_identity() -> dict[str, Any]:
     """The endpoint and credentials the environment names, passed explicitly (s3fs would
     read the same values from it) so that fsspec's client cache is keyed by them.
 
-    One client per server and key pair in a process: a new one costs 0.3-1 s here (botocore
-    reads its S3 model again), and a flow run opens the store in several steps. A changed
+    One client per server and key pair in a process: each new one makes botocore read its
+    S3 model again (docs/benchmarks.md), and a flow run opens the store in several steps. A changed
     endpoint or key pair gets a client of its own, never one made for another server.
     """
     identity = {

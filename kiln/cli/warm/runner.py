@@ -298,7 +298,7 @@ def start(state_dir: Path, entry: str = ENTRY, timeout: float = 180.0) -> Path:
         pid = daemon.spawn(argv, env=dict(os.environ), log=log_file, pid_file=_pid_file(state_dir))
     except OSError as err:  # a state dir it cannot write to
         raise KilnError(f"the warm runner did not start: {err}") from err
-    deadline = time.monotonic() + timeout  # its imports: about 5 s here, more under load
+    deadline = time.monotonic() + timeout  # its imports take seconds, longer under load
     while not answers(path):
         if daemon.exited(pid) or time.monotonic() > deadline:
             stop(state_dir)

@@ -27,8 +27,8 @@ def _client(api_url: str):
 # The pool's command for a flow run: Prefect's engine, started directly, in a session of its
 # own. Left to its default, Prefect 3.9's process worker starts a supervisor process that
 # prepares the run's folder and then replaces itself with a second interpreter running the
-# engine, so every run imported Prefect twice before its first task (3 s each on an idle
-# machine here, 15 s and more under load). Started directly, the engine runs the
+# engine, so every run imported Prefect twice before its first task (docs/benchmarks.md,
+# "Team setup", has what that cost). Started directly, the engine runs the
 # deployment's pull steps itself (`prefect deploy` gives kiln's a set_working_directory to
 # the repository). The new session is what the supervisor gave the run too: stopping a
 # worker (its process group) leaves a running flow alone, and a run's processes can be

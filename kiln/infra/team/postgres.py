@@ -117,7 +117,7 @@ def init_cluster(pg: Postgres) -> bool:
         done = _as_owner(
             [
                 initdb,
-                "-N",  # no fsync: seconds instead of minutes here; a crash of the host loses runs
+                "-N",  # no fsync: initdb is far faster; a crash of the host loses runs
                 "-D",
                 str(pg.data),
                 "-U",

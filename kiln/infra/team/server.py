@@ -79,7 +79,7 @@ def forget_migration(server: TeamServer) -> None:
 
 def migrate(server: TeamServer) -> None:
     """Bring the database schema to head, once per Prefect version (a marker file records
-    it: the upgrade command alone costs 10-30 s here even when there is nothing to do)."""
+    it: the upgrade command alone takes seconds even when there is nothing to do)."""
     import prefect
 
     marker = _migrated_marker(server)

@@ -22,7 +22,7 @@ CANDIDATE_SUFFIX = "-candidate"
 CLUSTER_SCOPED = {"Namespace"}
 
 
-# libyaml's loader when PyYAML was built with it: the pure-Python one is ~10x slower.
+# libyaml's loader when PyYAML was built with it: the pure-Python one is much slower.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
