@@ -107,7 +107,7 @@ def up(
         typer.Option(
             "--team",
             help="Everything a team runs: PostgreSQL, a Prefect server on it, SeaweedFS (S3), "
-            "result storage, a work pool and workers (README: Scaling out).",
+            "result storage, a work pool and workers (docs: Scale out with the team setup).",
         ),
     ] = False,
 ) -> None:
