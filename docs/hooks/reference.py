@@ -83,7 +83,7 @@ def constraints(metadata: list[Any]) -> str:
     if "min_length" in bounds:
         parts.append("not empty")
     if "pattern" in bounds:
-        parts.append("a name (lower case)")
+        parts.append(f"matching {code(bounds['pattern'])}")
     return ", " + ", ".join(parts) if parts else ""
 
 
@@ -173,8 +173,12 @@ def command_section(path: str, command: Any) -> str:
 
 
 def code(text: str) -> str:
-    """Inline code that may hold `|` inside a table cell."""
-    return "<code>" + html.escape(text).replace("|", "&#124;") + "</code>"
+    """Inline code that may hold `|`, brackets or stars inside a table cell, as HTML with
+    every character Markdown would read escaped."""
+    escaped = html.escape(text)
+    for char in "|[]()*_`":
+        escaped = escaped.replace(char, f"&#{ord(char)};")
+    return f"<code>{escaped}</code>"
 
 
 def escape(text: str) -> str:
