@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from serving.errors import install_error_handlers
 from serving.routes import health, model_info, predict, v2
+from serving.schemas import install_model_openapi
 from serving.service import ModelService
 
 
@@ -22,4 +23,5 @@ def build_api(service: ModelService) -> FastAPI:
     install_error_handlers(api)
     for module in (predict, health, model_info, v2):
         api.include_router(module.router)
+    install_model_openapi(api, service)  # the document describes the loaded model's columns
     return api

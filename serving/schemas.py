@@ -1,30 +1,47 @@
 """Request and response shapes, for the OpenAPI document at /docs.
 
 The prediction routes do not validate through these models (numpy does that, faster);
-they describe the wire format so /docs and generated clients see every route.
+they describe the wire format so /docs and generated clients see every route. Once the
+model is loaded, ``model_openapi`` rewrites the prediction routes' request bodies from
+its schema (each column's type, nullability, the row limit, an example from the stored
+sample), so that whatever the document allows the server accepts. The master imports
+this module before forking: no numpy here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from serving.contract import (
+    BOOLEAN,
+    FLOAT32,
+    INTEGER,
+    TEXT,
+    Feature,
+    ModelSchema,
+    v2_datatypes,
+)
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from serving.service import ModelService
+
 ROW_EXAMPLE = [5.1, 3.5, 1.4, 0.2]
-
-
-class PredictRequest(BaseModel):
-    data: list[list[float]] = Field(
-        ...,
-        description="Rows of features, in the model's feature order (see GET /metadata). "
-        "At least one row, at most MAX_ROWS. Finite numbers only.",
-        examples=[[ROW_EXAMPLE]],
-    )
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class PredictResponse(BaseModel):
-    prediction: list[list[float]] = Field(
-        ..., description="One row of class probabilities per input row, in order."
+    prediction: list[list[float]] | list[float] = Field(
+        ...,
+        description="A classifier: one row of class probabilities per input row, in order. "
+        "A regressor: one value per input row.",
+    )
+    labels: list[str] | None = Field(
+        None, description="With ?labels=true (classifiers): the label of every row."
     )
 
 
@@ -65,14 +82,19 @@ class MetadataResponse(BaseModel):
     outputs: list[TensorInfo]
     feature_names: list[str]
     labels: dict[str, str]
-    sample_input: list[list[float]]
+    task: str = Field(..., description="classification or regression")
+    schema_: dict[str, Any] = Field(
+        ..., alias="schema", description="layout, features (name, type, nullable, ...), target"
+    )
+    sample_input: list[list[Any]]
+    sample_request: dict[str, Any] = Field(..., description="A POST /predict body for the sample")
     sample_output: dict[str, Any]
     limits: dict[str, int]
     metadata: dict[str, Any] = Field(..., description="metadata.json as stored, all keys.")
 
 
 class V2Tensor(BaseModel):
-    name: str
+    name: str = Field(..., min_length=1)
     shape: list[int]
     datatype: str
     data: list[Any]
@@ -80,7 +102,12 @@ class V2Tensor(BaseModel):
 
 class V2InferRequest(BaseModel):
     id: str | None = None
-    inputs: list[V2Tensor] = Field(..., min_length=1, max_length=1)
+    inputs: list[V2Tensor] = Field(
+        ...,
+        min_length=1,
+        description="One FP32 tensor [N, F] (layout 'tensor'), or one tensor per column, "
+        "named after it, [N] or [N, 1] (layout 'columns').",
+    )
     outputs: list[dict[str, Any]] | None = Field(
         None, description='Optional subset, e.g. [{"name": "label"}]. Default: all outputs.'
     )
@@ -118,20 +145,240 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorResponse, "description": "A Content-Type other than JSON."},
     422: {
         "model": ErrorResponse,
-        "description": "Missing or malformed data: wrong nesting, feature count, non-numeric "
-        "or non-finite values, empty data, more than MAX_ROWS rows.",
+        "description": "Missing or malformed data: wrong nesting, feature count, a missing or "
+        "unknown column, a value of the wrong type or null where the column takes none "
+        "(the message names the column and row), non-finite values, empty data, more than "
+        "MAX_ROWS rows.",
     },
     503: {"model": ErrorResponse, "description": "The model is not loaded (not ready)."},
 }
 
 
-def request_body(model: type[BaseModel], example: dict[str, Any]) -> dict[str, Any]:
+def request_body(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
     """An ``openapi_extra`` request body for a route that reads its body itself."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)  # nested models are in components via the response models
     return {
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": schema, "example": example}},
         }
     }
+
+
+# -- the prediction request, generic (before a model is loaded) or from a model's schema ---
+
+_ANY_VALUE: dict[str, Any] = {"type": ["number", "string", "boolean", "null"]}
+_LABELS_PARAMETER = {
+    "name": "labels",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "Classifiers: also answer each row's label name, in 'labels'.",
+}
+_FORMS_DESCRIPTION = (
+    "Exactly one of: 'data' (positional rows, in the feature order of GET /metadata), "
+    "'instances' or its alias 'dataframe_records' (records keyed by column name, any key "
+    "order), 'dataframe_split' (columns and rows; columns may come in any order). Every "
+    "column is required; an unknown column is refused."
+)
+
+
+def value_schema(feature: Feature) -> dict[str, Any]:
+    """The JSON values one column takes."""
+    if feature.type == TEXT:
+        out: dict[str, Any] = {"type": "string"}
+    elif feature.type == BOOLEAN:
+        also = {"enum": [0, 1]} if feature.dtype == FLOAT32 else {"enum": ["True", "False"]}
+        out = {"anyOf": [{"type": "boolean"}, also]}
+    else:
+        kind = "integer" if feature.type == INTEGER else "number"
+        out = {"type": kind, "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+    if feature.nullable:
+        out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _rows(item: dict[str, Any], max_rows: int | None) -> dict[str, Any]:
+    rows: dict[str, Any] = {"type": "array", "minItems": 1, "items": item}
+    if max_rows is not None:
+        rows["maxItems"] = max_rows
+    return rows
+
+
+def _form(key: str, value: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": key,
+        "description": description,
+        "properties": {key: value},
+        "required": [key],
+    }
+
+
+def predict_schema(schema: ModelSchema | None = None, max_rows: int | None = None) -> dict:
+    """The POST /predict body: generic, or exactly what ``schema``'s model accepts."""
+    if schema is None:
+        row: dict[str, Any] = {"type": "array", "minItems": 1, "items": _ANY_VALUE}
+        record: dict[str, Any] = {"type": "object", "minProperties": 1}
+        split_columns: dict[str, Any] = {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string"},
+        }
+    else:
+        values = [value_schema(f) for f in schema.features]
+        width = len(values)
+        row = {"type": "array", "prefixItems": values, "minItems": width, "maxItems": width}
+        record = {
+            "type": "object",
+            "properties": {f.name: v for f, v in zip(schema.features, values, strict=True)},
+            "required": schema.names,
+            "additionalProperties": False,
+        }
+        # The document shows the columns in feature order (so each row's types can be
+        # stated); the server takes them in any order.
+        split_columns = {"const": schema.names}
+    split = {
+        "type": "object",
+        "properties": {
+            "columns": split_columns,
+            "index": {"type": "array"},
+            "data": _rows(row, max_rows),
+        },
+        "required": ["columns", "data"],
+    }
+    records = _rows(record, max_rows)
+    return {
+        "description": _FORMS_DESCRIPTION,
+        "oneOf": [
+            _form("data", _rows(row, max_rows), "Positional rows, in feature order."),
+            _form("instances", records, "Records keyed by column name."),
+            _form("dataframe_records", records, "Records (MLflow's name)."),
+            _form("dataframe_split", split, "pandas' split orient."),
+        ],
+    }
+
+
+def predict_request_doc(with_labels_parameter: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` for POST /predict[/label] before a model is loaded."""
+    extra = request_body(predict_schema(), {"data": [ROW_EXAMPLE]})
+    if with_labels_parameter:
+        extra["parameters"] = [_LABELS_PARAMETER]
+    return extra
+
+
+def v2_request_schema(
+    schema: ModelSchema, tensor_input: str | None, max_rows: int | None
+) -> dict[str, Any]:
+    """The V2 inference body ``schema``'s model accepts."""
+    rows = {"type": "integer", "minimum": 1}
+    if max_rows is not None:
+        rows["maximum"] = max_rows
+    if tensor_input is not None:
+        width = len(schema.features)
+        tensors = [
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": tensor_input},
+                    "datatype": {"const": "FP32"},
+                    "shape": {
+                        "type": "array",
+                        "prefixItems": [rows, {"const": width}],
+                        "minItems": 2,
+                        "maxItems": 2,
+                    },
+                    "data": {"type": "array", "minItems": 1},
+                },
+                "required": ["name", "datatype", "shape", "data"],
+                "description": "Row-major numbers, flat or nested.",
+            }
+        ]
+    else:
+        tensors = [
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": f.name},
+                    "datatype": {"enum": list(v2_datatypes(f))},
+                    "shape": {
+                        "type": "array",
+                        "prefixItems": [rows, {"const": 1}],
+                        "minItems": 1,
+                        "maxItems": 2,
+                    },
+                    "data": {"type": "array", "minItems": 1, "items": value_schema(f)},
+                },
+                "required": ["name", "datatype", "shape", "data"],
+            }
+            for f in schema.features
+        ]
+    return {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {
+                "type": "array",
+                "prefixItems": tensors,
+                "minItems": len(tensors),
+                "maxItems": len(tensors),
+            },
+            "outputs": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["inputs"],
+    }
+
+
+def v2_example(schema: ModelSchema, tensor_input: str | None, sample: list[list[Any]]) -> dict:
+    rows = len(sample)
+    if tensor_input is not None:
+        flat = [v for row in sample for v in row]
+        shape = [rows, len(schema.features)]
+        tensor = {"name": tensor_input, "shape": shape, "datatype": "FP32", "data": flat}
+        return {"inputs": [tensor]}
+    return {
+        "inputs": [
+            {
+                "name": f.name,
+                "shape": [rows, 1],
+                "datatype": v2_datatypes(f)[0],
+                "data": [row[j] for row in sample],
+            }
+            for j, f in enumerate(schema.features)
+        ]
+    }
+
+
+def install_model_openapi(api: FastAPI, service: ModelService) -> None:
+    """Make ``api.openapi()`` describe the loaded model (the generic document until then).
+
+    FastAPI caches the document; the app clears the cache once the model is loaded."""
+    generic: Callable[[], dict[str, Any]] = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is not None:
+            return api.openapi_schema
+        document = generic()
+        model = service.loaded()
+        if model is not None:
+            _specialise(document, model, service.config.max_rows)
+        api.openapi_schema = document
+        return document
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
+def _specialise(document: dict[str, Any], model: Any, max_rows: int) -> None:
+    paths = document.get("paths", {})
+    schema: ModelSchema = model.schema
+    tensor_input = model.input.name if model.input is not None else None
+    body = predict_schema(schema, max_rows)
+    example = model.sample_request()
+    for path in ("/predict", "/predict/label"):
+        operation = paths.get(path, {}).get("post")
+        if operation is not None:
+            operation["requestBody"] = request_body(body, example)["requestBody"]
+    infer = paths.get("/v2/models/{name}/infer", {}).get("post")
+    if infer is not None:
+        v2_body = v2_request_schema(schema, tensor_input, max_rows)
+        v2_ex = v2_example(schema, tensor_input, model.artifacts.sample_input)
+        infer["requestBody"] = request_body(v2_body, v2_ex)["requestBody"]

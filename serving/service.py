@@ -17,7 +17,13 @@ from serving.config import ServingConfig
 from serving.errors import INTERNAL, NOT_READY
 from serving.metrics import Metrics
 from serving.model import Model, load_model
-from serving.validation import RequestError, check_content_type, parse_predict_body, read_body
+from serving.validation import (
+    PREDICT_EXAMPLE,
+    RequestError,
+    check_content_type,
+    parse_json_object,
+    read_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,18 +72,43 @@ class ModelService:
             elif name == b"content-length":
                 content_length = value
         try:
+            # Checked before the body is read: a bad parameter costs no body.
+            both = want_both(scope.get("query_string"))
             check_content_type(content_type)
             body = await read_body(receive, content_length, self.config.max_body_bytes)
-            rows = parse_predict_body(body, model.n_features, self.config.max_rows)
+            value = parse_json_object(body, PREDICT_EXAMPLE)
+            feeds, rows = model.decoder.decode(value, self.config.max_rows, body)
         except RequestError as err:
             return err.status, err.body(), 0
         try:
-            indices, probabilities = model.predict(rows)
-            if labels:
-                out = orjson.dumps({"prediction": model.label_names(indices)})
-            else:
-                out = orjson.dumps({"prediction": probabilities}, option=_NUMPY)
+            answer = model.answer(model.run(feeds), labels, both)
+            out = orjson.dumps(answer, option=_NUMPY)
         except Exception:
-            logger.exception("prediction failed on %d rows", rows.shape[0])
+            logger.exception("prediction failed on %d rows", rows)
             return INTERNAL.status, INTERNAL.body(), 0
-        return 200, out, rows.shape[0]
+        return 200, out, rows
+
+
+_TRUE = {b"true", b"1", b"yes"}
+_FALSE = {b"false", b"0", b"no"}
+
+
+def want_both(query: bytes | None) -> bool:
+    """``?labels=true`` on POST /predict: probabilities and label names in one answer.
+
+    Other query parameters are ignored, as they always were; a bad value of this one is
+    a 422 (a typo must not silently drop the labels a client asked for)."""
+    if not query:
+        return False
+    for pair in query.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == b"labels":
+            value = value.lower()
+            if value in _TRUE:
+                return True
+            if value in _FALSE:
+                return False
+            raise RequestError(
+                422, "invalid_parameter", "query parameter 'labels' must be true or false"
+            )
+    return False

@@ -102,7 +102,7 @@ def parse_json_object(body: bytes, example: str) -> dict[str, Any]:
         raise RequestError(
             422,
             "not_an_object",
-            f"the body must be a JSON object like {example}, not {_kind(value)}",
+            f"the body must be a JSON object like {example}, not {kind_of(value)}",
         )
     return value
 
@@ -110,21 +110,11 @@ def parse_json_object(body: bytes, example: str) -> dict[str, Any]:
 PREDICT_EXAMPLE = '{"data": [[...], ...]}'
 
 
-def parse_predict_body(body: bytes, n_features: int, max_rows: int) -> np.ndarray:
-    """``{"data": [[...], ...]}`` -> float32 [N, n_features]."""
-    value = parse_json_object(body, PREDICT_EXAMPLE)
-    if "data" not in value:
-        raise RequestError(422, "missing_data", f"the body has no 'data'; send {PREDICT_EXAMPLE}")
-    # JSON booleans would pass numpy's cast as 1.0/0.0; the bytes say whether to look closer.
-    scan = b"true" in body or b"false" in body
-    return parse_rows(value["data"], n_features, max_rows, scan=scan)
-
-
 def parse_rows(data: Any, n_features: int, max_rows: int, *, scan: bool = True) -> np.ndarray:
     """A list of rows of numbers -> float32 [N, n_features]; RequestError otherwise."""
     if not isinstance(data, list):
         raise RequestError(
-            422, "wrong_nesting", f"'data' must be a list of rows, not {_kind(data)}"
+            422, "wrong_nesting", f"'data' must be a list of rows, not {kind_of(data)}"
         )
     rows = len(data)
     if rows == 0:
@@ -168,7 +158,7 @@ def _scan_rows(data: list, n_features: int) -> None:
             raise RequestError(
                 422,
                 "wrong_nesting",
-                f"row {i} is {_kind(row)}; 'data' must be a list of rows, each a list of "
+                f"row {i} is {kind_of(row)}; 'data' must be a list of rows, each a list of "
                 f"{n_features} numbers",
             )
         for j, value in enumerate(row):
@@ -176,7 +166,7 @@ def _scan_rows(data: list, n_features: int) -> None:
                 raise RequestError(
                     422,
                     "wrong_nesting",
-                    f"row {i}, column {j} is {_kind(value)}; rows must be flat lists of numbers",
+                    f"row {i}, column {j} is {kind_of(value)}; rows must be flat lists of numbers",
                 )
         if len(row) != n_features:
             raise RequestError(
@@ -189,11 +179,12 @@ def _scan_rows(data: list, n_features: int) -> None:
                 raise RequestError(
                     422,
                     "non_numeric",
-                    f"row {i}, column {j} is {_kind(value)}; every value must be a number",
+                    f"row {i}, column {j} is {kind_of(value)}; every value must be a number",
                 )
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """A JSON value in words, for error messages (strings cut to 20 characters)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -216,19 +207,32 @@ V2_EXAMPLE = '{"inputs": [{"name": ..., "shape": [N, F], "datatype": "FP32", "da
 
 
 def parse_v2_request(
-    body: bytes, input_name: str, n_features: int, max_rows: int, outputs: tuple[str, ...]
-) -> tuple[np.ndarray, list[str], Any]:
-    """A V2 inference request -> (float32 [N, F], requested output names, request id)."""
+    body: bytes, max_rows: int, outputs: tuple[str, ...]
+) -> tuple[list, list[str], Any]:
+    """A V2 inference request -> (its input tensors, requested output names, request id)."""
     value = parse_json_object(body, V2_EXAMPLE)
     inputs = value.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1:
+    if not isinstance(inputs, list) or not inputs:
+        raise RequestError(
+            422, "wrong_inputs", f"'inputs' must be a non-empty list of tensors: {V2_EXAMPLE}"
+        )
+    request_id = value.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError(422, "wrong_id", "'id' must be a string")
+    requested = _requested_outputs(value.get("outputs"), outputs)
+    return inputs, requested, request_id
+
+
+def parse_v2_tensor(inputs: list, input_name: str, n_features: int, max_rows: int) -> np.ndarray:
+    """The one input of a tensor-layout model -> float32 [N, F]."""
+    if len(inputs) != 1:
         raise RequestError(
             422, "wrong_inputs", f"'inputs' must be a list holding exactly one tensor: {V2_EXAMPLE}"
         )
     tensor = inputs[0]
     if not isinstance(tensor, dict):
         raise RequestError(
-            422, "wrong_inputs", f"inputs[0] is {_kind(tensor)}, not a tensor object"
+            422, "wrong_inputs", f"inputs[0] is {kind_of(tensor)}, not a tensor object"
         )
     if tensor.get("name") != input_name:
         raise RequestError(
@@ -268,8 +272,7 @@ def parse_v2_request(
             f"inputs[0].data holds {len(flat)} values; shape {shape} needs {shape[0] * shape[1]}",
         )
     matrix = _finite_float32(np.asarray(flat, dtype=np.float64), "inputs[0].data[{0}]")
-    requested = _requested_outputs(value.get("outputs"), outputs)
-    return matrix.reshape(shape[0], shape[1]), requested, value.get("id")
+    return matrix.reshape(shape[0], shape[1])
 
 
 def _flatten_numbers(data: list) -> list[float | int]:
@@ -282,7 +285,7 @@ def _flatten_numbers(data: list) -> list[float | int]:
                 break
             if isinstance(item, bool) or not isinstance(item, int | float):
                 raise RequestError(
-                    422, "non_numeric", f"inputs[0].data holds {_kind(item)}; send numbers only"
+                    422, "non_numeric", f"inputs[0].data holds {kind_of(item)}; send numbers only"
                 )
             flat.append(item)
         else:

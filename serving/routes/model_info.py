@@ -18,23 +18,31 @@ router = APIRouter(tags=["model"])
 
 
 def describe(model: Model, service: ModelService) -> dict[str, Any]:
-    """The /metadata document: signature, version, sha256, metrics, sample, limits."""
+    """The /metadata document: signature, task, schema, version, sha256, metrics, the
+    sample (as stored, and as a POST /predict body) and its answer, limits."""
     meta = model.metadata
+    if model.regression:
+        sample_output: dict[str, Any] = model.answer(model.sample_outputs, labels=False)
+    else:
+        sample_output = {
+            "prediction": model.sample_probabilities,
+            "label": model.label_names(model.sample_labels),
+        }
     return {
         "name": service.model_name,
         "version": model.version,
         "sha256": model.sha256,
         "created": meta.get("created"),
         "metrics": meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {},
-        "inputs": [model.input.as_dict()],
+        "inputs": [spec.as_dict() for spec in model.inputs],
         "outputs": [spec.as_dict() for spec in model.outputs],
         "feature_names": model.feature_names,
         "labels": label_map(model),
+        "task": model.task,
+        "schema": model.schema.as_dict(),
         "sample_input": model.artifacts.sample_input,
-        "sample_output": {
-            "prediction": model.sample_probabilities,
-            "label": model.label_names(model.sample_labels),
-        },
+        "sample_request": model.sample_request(),
+        "sample_output": sample_output,
         "limits": {
             "max_rows": service.config.max_rows,
             "max_body_bytes": service.config.max_body_bytes,
@@ -56,5 +64,5 @@ async def metadata(model: LoadedModel, service: Service) -> Response:
 
 @router.get("/label", response_model=dict[str, str])
 async def label(model: LoadedModel) -> dict:
-    """The labels map: class index (as a string) to label."""
+    """The labels map: class index (as a string) to label (``{}`` for a regressor)."""
     return label_map(model)

@@ -150,7 +150,12 @@ def test_openapi_documents_every_route(client):
     documented = {(method, path) for path, item in paths.items() for method in item}
     assert expected <= documented
     body = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]
-    assert body["schema"]["required"] == ["data"]
+    forms = {form["required"][0]: form for form in body["schema"]["oneOf"]}
+    assert set(forms) == {"data", "instances", "dataframe_records", "dataframe_split"}
+    rows = forms["data"]["properties"]["data"]
+    assert (rows["minItems"], rows["maxItems"]) == (1, 1024)  # {"data": []} is not valid
+    assert rows["items"]["minItems"] == rows["items"]["maxItems"] == 4
+    assert body["example"] == {"data": SAMPLE_INPUT}
     assert "422" in paths["/predict"]["post"]["responses"]
     assert spec["info"]["version"] == "3f2a9c1b7d4e"
     assert client.get("/docs").status_code == 200
