@@ -74,6 +74,12 @@ class Decoder:
             f.type == NUMBER and not f.nullable for f in schema.features
         )
         self.v2_datatypes = {f.name: v2_datatypes(f) for f in schema.features}
+        # For one record, the commonest request: (column, input, feature, 1 number / 2 text /
+        # 0 anything else), so most values need one type check and no list.
+        self._plan = [
+            (f.name, f.input or "", f, 1 if f.type == NUMBER else 2 if f.type == TEXT else 0)
+            for f in schema.features
+        ]
 
     # -- the forms ---------------------------------------------------------------------
 
@@ -139,6 +145,8 @@ class Decoder:
                 )
             if len(record) != width:
                 self._columns_problem(record.keys(), f"record {i}")
+        if len(records) == 1 and self.columns_layout:
+            return self._one_record(records[0]), 1
         columns = []
         for f in self.features:
             name = f.name
@@ -151,6 +159,24 @@ class Decoder:
                 raise  # unreachable: some record lacks the column
             columns.append(self.convert(f, values, "record"))
         return self.assemble(columns), len(records)
+
+    def _one_record(self, record: dict) -> dict[str, np.ndarray]:
+        """One record of a table of columns, straight to [1, 1] tensors."""
+        feeds = {}
+        for name, onnx_input, feature, fast in self._plan:
+            try:
+                value = record[name]
+            except KeyError:
+                self._columns_problem(record.keys(), "record 0")
+                raise
+            t = type(value)
+            if fast == 1 and (t is float or t is int) and -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
+                feeds[onnx_input] = np.array([[value]], dtype=np.float32)
+            elif fast == 2 and t is str:
+                feeds[onnx_input] = np.array([[value]], dtype=object)
+            else:  # the exact check: converts, or raises naming the column
+                feeds[onnx_input] = self.convert(feature, [value], "record").reshape(1, 1)
+        return feeds
 
     def from_split(self, split: Any, max_rows: int) -> tuple[dict, int]:
         """pandas' split orient: ``{"columns": [...], "data": [[...], ...]}``."""

@@ -211,12 +211,13 @@ def test_an_unknown_column_is_named(wine):
         ("proline", 10**40, "non_finite", "float32"),
     ],
 )
-def test_a_wrong_value_names_its_column_and_row(wine, column, value, code, words):
-    body_records = records(3, 4)
-    body_records[1][column] = value
+@pytest.mark.parametrize("count", [1, 2])  # one record takes a path of its own
+def test_a_wrong_value_names_its_column_and_row(wine, column, value, code, words, count):
+    body_records = records(3, 4)[:count]
+    body_records[-1][column] = value
     got_code, message = _error(wine, {"instances": body_records})
     assert got_code == code
-    assert f"column {column!r}, record 1" in message
+    assert f"column {column!r}, record {count - 1}" in message
     assert words in message
 
 
