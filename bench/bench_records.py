@@ -204,10 +204,12 @@ def report(rounds: list[dict[str, Load]], args: argparse.Namespace) -> None:
     print(header)
     print("-" * len(header))
     ratios = []
+    cpu_ratios = []
     for i, result in enumerate(rounds, 1):
         kiln, ceiling = result["kiln"], result["ceiling"]
         ratio = kiln.rps / ceiling.rps
         ratios.append(ratio)
+        cpu_ratios.append(ceiling.cpu_us_per_request / max(kiln.cpu_us_per_request, 1e-9))
         errors = kiln.non_2xx + kiln.socket_errors + ceiling.non_2xx + ceiling.socket_errors
         print(
             f"{i:>5} {kiln.rps:>10,.0f} {ceiling.rps:>13,.0f} {ratio:>6.2f} "
@@ -220,7 +222,8 @@ def report(rounds: list[dict[str, Load]], args: argparse.Namespace) -> None:
     print(
         f"\nbest round: kiln {best_kiln:,.0f} req/s, ceiling {best_ceiling:,.0f} req/s, "
         f"ratio {best_kiln / best_ceiling:.2f}; median of the per-round ratios "
-        f"{statistics.median(ratios):.2f}"
+        f"{statistics.median(ratios):.2f}; by worker CPU per request (steadier on a busy "
+        f"machine), ceiling/kiln median {statistics.median(cpu_ratios):.2f}"
     )
 
 
