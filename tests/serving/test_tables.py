@@ -485,3 +485,19 @@ def test_a_classifier_output_on_a_regression_task_is_refused(tmp_path):
     (directory / "labels.json").write_text('{"0": "low"}')
     with pytest.raises(ModelLoadError, match="expected 'label' and 'probabilities'"):
         load_model(ServingConfig.for_model_dir(directory))
+
+
+def test_iris_document_forbids_what_the_server_refuses(client):
+    """Issue 22: {"data": []} and a V2 input named "" were valid by the document, yet 422."""
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert not jsonschema.Draft202012Validator(predict["schema"]).is_valid({"data": []})
+    assert client.post("/predict", json={"data": []}).status_code == 422
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
+    v2 = jsonschema.Draft202012Validator(infer["application/json"]["schema"])
+    body = infer["application/json"]["example"]
+    assert v2.is_valid(body)
+    assert client.post("/v2/models/model/infer", json=body).status_code == 200
+    body["inputs"][0]["name"] = ""
+    assert not v2.is_valid(body)
+    assert client.post("/v2/models/model/infer", json=body).status_code == 422
