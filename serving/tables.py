@@ -39,7 +39,7 @@ from serving.contract import (
     ModelSchema,
     v2_datatypes,
 )
-from serving.validation import RequestError, kind_of, parse_rows
+from serving.validation import RequestError, kind_of, parse_rows, shown
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 ROW_FORMS = ("data", "instances", "dataframe_records", "dataframe_split")
@@ -196,7 +196,7 @@ class Decoder:
         for j, name in enumerate(names):
             if name in position:
                 raise RequestError(
-                    422, "duplicate_column", f"'dataframe_split.columns' names {name!r} twice"
+                    422, "duplicate_column", f"'dataframe_split.columns' names {shown(name)} twice"
                 )
             position[name] = j
         if len(position) != self.width or any(n not in position for n in self.names):
@@ -205,11 +205,11 @@ class Decoder:
         width = len(names)
         for i, row in enumerate(data):
             if type(row) is not list or len(row) != width:
-                shown = kind_of(row) if type(row) is not list else f"{len(row)} values"
+                what = kind_of(row) if type(row) is not list else f"{len(row)} values"
                 raise RequestError(
                     422,
                     "wrong_feature_count" if type(row) is list else "wrong_nesting",
-                    f"dataframe_split row {i} is {shown}; it must be a list of {width} values, "
+                    f"dataframe_split row {i} is {what}; it must be a list of {width} values, "
                     "one per name in 'columns'",
                 )
         columns = []
@@ -231,7 +231,7 @@ class Decoder:
                 raise RequestError(
                     422,
                     "unknown_input",
-                    f"inputs[{k}].name is {name!r}; the model's inputs are its columns: "
+                    f"inputs[{k}].name is {shown(name)}; the model's inputs are its columns: "
                     f"{self._shown_names()}",
                 )
             if name in given:
@@ -358,7 +358,7 @@ class Decoder:
             raise RequestError(
                 422,
                 "wrong_datatype",
-                f"input {name!r} has datatype {datatype!r}; column {name!r} takes "
+                f"input {name!r} has datatype {shown(datatype)}; column {name!r} takes "
                 f"{' or '.join(allowed)}",
             )
         shape: Any = tensor.get("shape")
@@ -371,7 +371,9 @@ class Decoder:
         )
         if not ok:
             raise RequestError(
-                422, "wrong_shape", f"input {name!r} has shape {shape!r}; a column is [N] or [N, 1]"
+                422,
+                "wrong_shape",
+                f"input {name!r} has shape {shown(shape)}; a column is [N] or [N, 1]",
             )
         if shape[0] > max_rows:
             raise RequestError(
@@ -403,9 +405,9 @@ class Decoder:
     # -- messages -----------------------------------------------------------------------
 
     def _shown_names(self, limit: int = 20) -> str:
-        shown = ", ".join(repr(n) for n in self.names[:limit])
+        listed = ", ".join(repr(n) for n in self.names[:limit])
         more = f", ... ({self.width} in all)" if self.width > limit else ""
-        return f"[{shown}{more}]"
+        return f"[{listed}{more}]"
 
     def _columns_problem(self, keys: Any, where: str) -> None:
         """Raise the 422 for a record or header whose columns are not the schema's."""
@@ -413,7 +415,7 @@ class Decoder:
         missing = [n for n in self.names if n not in present]
         unknown = [k for k in keys if k not in self.by_name]
         if missing:
-            extra = f" (it has an unknown column {unknown[0]!r})" if unknown else ""
+            extra = f" (it has an unknown column {shown(unknown[0])})" if unknown else ""
             raise RequestError(
                 422, "missing_column", f"{where} has no column {missing[0]!r}{extra}"
             )
@@ -421,7 +423,7 @@ class Decoder:
             raise RequestError(
                 422,
                 "unknown_column",
-                f"{where} has a column the model does not take: {unknown[0]!r}; its columns "
+                f"{where} has a column the model does not take: {shown(unknown[0])}; its columns "
                 f"are {self._shown_names()}",
             )
 

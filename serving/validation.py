@@ -183,6 +183,13 @@ def _scan_rows(data: list, n_features: int) -> None:
                 )
 
 
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: client input echoed in a message stays
+    short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def kind_of(value: Any) -> str:
     """A JSON value in words, for error messages (strings cut to 20 characters)."""
     if value is None:
@@ -238,11 +245,13 @@ def parse_v2_tensor(inputs: list, input_name: str, n_features: int, max_rows: in
         raise RequestError(
             422,
             "unknown_input",
-            f"inputs[0].name is {tensor.get('name')!r}; the model's input is {input_name!r}",
+            f"inputs[0].name is {shown(tensor.get('name'))}; the model's input is {input_name!r}",
         )
     if tensor.get("datatype") != "FP32":
         raise RequestError(
-            422, "wrong_datatype", f"inputs[0].datatype is {tensor.get('datatype')!r}; send 'FP32'"
+            422,
+            "wrong_datatype",
+            f"inputs[0].datatype is {shown(tensor.get('datatype'))}; send 'FP32'",
         )
     shape = tensor.get("shape")
     if (
@@ -255,7 +264,7 @@ def parse_v2_tensor(inputs: list, input_name: str, n_features: int, max_rows: in
         raise RequestError(
             422,
             "wrong_shape",
-            f"inputs[0].shape is {shape!r}; the model takes [N, {n_features}] with N >= 1",
+            f"inputs[0].shape is {shown(shape)}; the model takes [N, {n_features}] with N >= 1",
         )
     if shape[0] > max_rows:
         raise RequestError(
@@ -305,7 +314,7 @@ def _requested_outputs(value: Any, available: tuple[str, ...]) -> list[str]:
             raise RequestError(
                 422,
                 "unknown_output",
-                f"output {name!r} does not exist; choose from {list(available)}",
+                f"output {shown(name)} does not exist; choose from {list(available)}",
             )
         names.append(name)
     return names

@@ -501,3 +501,13 @@ def test_iris_document_forbids_what_the_server_refuses(client):
     body["inputs"][0]["name"] = ""
     assert not v2.is_valid(body)
     assert client.post("/v2/models/model/infer", json=body).status_code == 422
+
+
+def test_client_names_echoed_in_errors_are_cut_short(wine):
+    record = records(3)[0]
+    record["x" * 5000] = 1
+    code, message = _error(wine, {"instances": [record]})
+    assert code == "unknown_column" and "xxx..." in message and len(message) < 1000
+    tensor = {"name": "y" * 5000, "shape": [1], "datatype": "FP32", "data": [1.0]}
+    response = wine.post("/v2/models/model/infer", json={"inputs": [tensor]})
+    assert response.status_code == 422 and len(response.json()["error"]) < 1000
