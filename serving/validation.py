@@ -230,8 +230,11 @@ def parse_v2_request(
     return inputs, requested, request_id
 
 
-def parse_v2_tensor(inputs: list, input_name: str, n_features: int, max_rows: int) -> np.ndarray:
-    """The one input of a tensor-layout model -> float32 [N, F]."""
+def parse_v2_tensor(
+    inputs: list, input_name: str, n_features: int, max_rows: int, numbers_only: bool = True
+) -> np.ndarray | list[list[Any]]:
+    """The one input of a tensor-layout model -> float32 [N, F]; with ``numbers_only``
+    false, the rows of values instead (booleans and nulls kept), for the schema to decode."""
     if len(inputs) != 1:
         raise RequestError(
             422, "wrong_inputs", f"'inputs' must be a list holding exactly one tensor: {V2_EXAMPLE}"
@@ -273,25 +276,31 @@ def parse_v2_tensor(inputs: list, input_name: str, n_features: int, max_rows: in
     data = tensor.get("data")
     if not isinstance(data, list):
         raise RequestError(422, "missing_data", "inputs[0].data must be a list of numbers")
-    flat = _flatten_numbers(data)
+    flat = _flatten_numbers(data, numbers_only)
     if len(flat) != shape[0] * shape[1]:
         raise RequestError(
             422,
             "wrong_shape",
             f"inputs[0].data holds {len(flat)} values; shape {shape} needs {shape[0] * shape[1]}",
         )
+    if not numbers_only:
+        width = shape[1]
+        return [flat[i : i + width] for i in range(0, len(flat), width)]
     matrix = _finite_float32(np.asarray(flat, dtype=np.float64), "inputs[0].data[{0}]")
     return matrix.reshape(shape[0], shape[1])
 
 
-def _flatten_numbers(data: list) -> list[float | int]:
-    flat: list[float | int] = []
+def _flatten_numbers(data: list, numbers_only: bool = True) -> list[Any]:
+    flat: list[Any] = []
     stack = [iter(data)]
     while stack:
         for item in stack[-1]:
             if isinstance(item, list):
                 stack.append(iter(item))
                 break
+            if not numbers_only and (item is None or isinstance(item, bool)):
+                flat.append(item)  # the schema says where null and booleans are allowed
+                continue
             if isinstance(item, bool) or not isinstance(item, int | float):
                 raise RequestError(
                     422, "non_numeric", f"inputs[0].data holds {kind_of(item)}; send numbers only"

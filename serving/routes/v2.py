@@ -118,9 +118,15 @@ async def v2_infer(request: Request, model: NamedModel, service: Service) -> Res
         return Response(status_code=400)
     available = REGRESSION_OUTPUTS if model.regression else V2_OUTPUTS
     inputs, wanted, request_id = parse_v2_request(body, limits.max_rows, available)
-    if model.input is not None:
+    if model.input is not None and model.decoder.plain:
         matrix = parse_v2_tensor(inputs, model.input.name, model.n_features, limits.max_rows)
+        assert isinstance(matrix, np.ndarray)
         feeds, rows = {model.input.name: matrix}, matrix.shape[0]
+    elif model.input is not None:  # nullable or boolean features: the schema decodes
+        values = parse_v2_tensor(
+            inputs, model.input.name, model.n_features, limits.max_rows, numbers_only=False
+        )
+        feeds, rows = model.decoder.from_rows(values, limits.max_rows)
     else:
         feeds, rows = model.decoder.from_v2(inputs, limits.max_rows)
     outputs = model.run(feeds)

@@ -150,14 +150,21 @@ def wine_model() -> TableModel:
 
 @lru_cache(maxsize=1)
 def diabetes_model() -> TableModel:
+    """Ridge on diabetes with ``bmi`` missing in every 11th row (imputed in the graph):
+    one float input, a nullable feature."""
+    import numpy as np
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.datasets import load_diabetes
+    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
 
     data = load_diabetes(as_frame=True)
     frame = data.frame.drop(columns="target")
-    model = Ridge(alpha=0.1).fit(frame.to_numpy(dtype="float32"), data.target)
+    frame.loc[frame.index[::11], "bmi"] = np.nan
+    model = Pipeline([("impute", SimpleImputer()), ("ridge", Ridge(alpha=0.1))])
+    model.fit(frame.to_numpy(dtype="float32"), data.target)
     features = [_feature(frame, c, "number", "float32", "tensor") for c in frame.columns]
     onx = to_onnx(
         model,

@@ -401,6 +401,9 @@ def test_regressor_takes_records_in_any_order(diabetes):
     assert post(diabetes, {"instances": reversed_}) == (200, expected)
     split = {"columns": columns[::-1], "data": [row[::-1] for row in diabetes_rows(*INDICES)]}
     assert post(diabetes, {"dataframe_split": split}) == (200, expected)
+    ordered[1]["s1"] = None
+    code, message = _error(diabetes, {"instances": ordered})
+    assert code == "null_value" and "column 's1', record 1" in message
     del ordered[0]["bmi"]
     code, message = _error(diabetes, {"instances": ordered})
     assert code == "missing_column" and "'bmi'" in message
@@ -422,6 +425,13 @@ def test_regressor_metadata_and_v2(diabetes):
     assert (output["name"], output["shape"]) == ("variable", [2, 1])
     _, expected = post(diabetes, {"data": diabetes_rows(0, 1)})
     assert output["data"] == pytest.approx(expected["prediction"])
+    assert diabetes_rows(0)[0][2] is None  # bmi is missing in row 0: V2 carries the null
+    tensor["data"][13] = None  # row 1's bp, which is not nullable
+    response = diabetes.post("/v2/models/model/infer", json={"inputs": [tensor]})
+    assert response.status_code == 422
+    assert (
+        response.json()["code"] == "null_value" and "column 'bp', row 1" in response.json()["error"]
+    )
     asked = {"inputs": [tensor], "outputs": [{"name": "label"}]}
     response = diabetes.post("/v2/models/model/infer", json=asked)
     assert (response.status_code, response.json()["code"]) == (422, "unknown_output")
@@ -480,7 +490,11 @@ def test_target_classes_must_match_labels(tmp_path):
 
 def test_a_classifier_output_on_a_regression_task_is_refused(tmp_path):
     directory = write_table_model_dir(
-        tmp_path / "m", diabetes_model(), task="classification", schema=None
+        tmp_path / "m",
+        diabetes_model(),
+        task="classification",
+        schema=None,
+        sample_input=diabetes_rows(1),
     )
     (directory / "labels.json").write_text('{"0": "low"}')
     with pytest.raises(ModelLoadError, match="expected 'label' and 'probabilities'"):
