@@ -86,9 +86,7 @@ class Decoder:
     def decode(self, value: dict[str, Any], max_rows: int, body: bytes = b"") -> tuple[dict, int]:
         """A parsed /predict body -> (feeds, rows)."""
         if self.plain and len(value) == 1 and "data" in value:  # iris's hot path: no more
-            scan = b"true" in body or b"false" in body  # booleans pass numpy's cast
-            rows = parse_rows(value["data"], self.width, max_rows, scan=scan)
-            return {self.tensor_input: rows}, rows.shape[0]
+            return self._plain_rows(value["data"], max_rows, body)
         forms = [form for form in ROW_FORMS if form in value]
         if len(forms) != 1:
             if forms:
@@ -104,13 +102,17 @@ class Decoder:
         form = forms[0]
         if form == "data":
             if self.plain:
-                scan = b"true" in body or b"false" in body  # booleans pass numpy's cast
-                rows = parse_rows(value["data"], self.width, max_rows, scan=scan)
-                return {self.tensor_input: rows}, rows.shape[0]
+                return self._plain_rows(value["data"], max_rows, body)
             return self.from_rows(value["data"], max_rows)
         if form == "dataframe_split":
             return self.from_split(value[form], max_rows)
         return self.from_records(value[form], max_rows, form)
+
+    def _plain_rows(self, data: Any, max_rows: int, body: bytes) -> tuple[dict, int]:
+        """The seed's numpy path: rows of numbers straight to float32 [N, F]."""
+        scan = b"true" in body or b"false" in body  # booleans pass numpy's cast
+        rows = parse_rows(data, self.width, max_rows, scan=scan)
+        return {self.tensor_input: rows}, rows.shape[0]
 
     def from_rows(self, data: Any, max_rows: int) -> tuple[dict, int]:
         """Positional rows, values in the schema's feature order."""
@@ -231,7 +233,7 @@ class Decoder:
                     422, "wrong_inputs", f"inputs[{k}] is {kind_of(tensor)}, not a tensor object"
                 )
             name = tensor.get("name")
-            if name not in self.by_name:
+            if type(name) is not str or name not in self.by_name:  # a list is not hashable
                 raise RequestError(
                     422,
                     "unknown_input",

@@ -286,6 +286,7 @@ def test_too_many_records(wine_dir):
     [
         (lambda i: i.pop(), "missing_column", "'organic'"),
         (lambda i: i[0].update(name=""), "unknown_input", "''"),
+        (lambda i: i[0].update(name=["alcohol"]), "unknown_input", "['alcohol']"),
         (lambda i: i.append(dict(i[0])), "duplicate_input", "'alcohol'"),
         (lambda i: i[0].update(datatype="BYTES"), "wrong_datatype", "'alcohol'"),
         (lambda i: i[13].update(datatype="FP32"), "wrong_datatype", "'region'"),

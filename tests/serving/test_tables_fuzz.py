@@ -56,7 +56,7 @@ bodies = st.one_of(
 )
 tensors = st.fixed_dictionaries(
     {
-        "name": column_names,
+        "name": column_names | values,
         "shape": st.lists(st.integers(-1, 3), max_size=3) | values,
         "datatype": st.sampled_from(["FP32", "FP64", "INT64", "INT32", "BOOL", "BYTES"]) | values,
         "data": st.lists(scalars | st.lists(scalars, max_size=2), max_size=4) | values,
