@@ -526,3 +526,38 @@ def test_client_names_echoed_in_errors_are_cut_short(wine):
     tensor = {"name": "y" * 5000, "shape": [1], "datatype": "FP32", "data": [1.0]}
     response = wine.post("/v2/models/model/infer", json={"inputs": [tensor]})
     assert response.status_code == 422 and len(response.json()["error"]) < 1000
+
+
+def test_a_version_1_model_takes_records_by_its_feature_names(client):
+    """Iris has no schema: its feature_names name the columns of records and splits."""
+    setosa, virginica = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]
+    features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    expected = post(client, {"data": [setosa, virginica]})
+    reversed_ = [dict(zip(features[::-1], row[::-1], strict=True)) for row in (setosa, virginica)]
+    assert post(client, {"instances": reversed_}) == expected
+    split = {"columns": features[::-1], "data": [setosa[::-1], virginica[::-1]]}
+    assert post(client, {"dataframe_split": split}) == expected
+    code, message = _error(client, {"instances": [{**reversed_[0], "petal_width": "0.2"}]})
+    assert code == "wrong_type" and "column 'petal_width'" in message
+
+
+def test_fast_path_and_declared_route_agree_on_tables(wine_dir):
+    """The FastAPI route behind /docs answers every form as the fast path does."""
+    app = create_app(ServingConfig.for_model_dir(wine_dir))
+    app.start()
+    fast, declared = AppClient(app), AppClient(app.api)
+    try:
+        bad = records(3)
+        bad[0]["region"] = 1
+        for path in ("/predict", "/predict?labels=true", "/predict/label"):
+            for body in (
+                {"instances": records(3, 4)},
+                {"dataframe_split": {"columns": names(), "data": rows(3)}},
+                {"instances": bad},
+                {"instances": []},
+            ):
+                one, other = fast.post(path, json=body), declared.post(path, json=body)
+                assert (one.status_code, one.json()) == (other.status_code, other.json())
+    finally:
+        fast.close()
+        declared.close()
