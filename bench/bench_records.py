@@ -135,14 +135,16 @@ def request_body(rows: int) -> bytes:
 
     table = wine_model()
     features = table.schema["features"]
-    records = []
-    for i in range(rows):
-        row = json_row(table.frame, 1 + i, features)
-        # No nulls: the ceiling cannot impute; keys reversed: kiln must reorder.
-        record = {f["name"]: v for f, v in zip(features, row, strict=True) if v is not None}
-        if len(record) != len(features):
-            raise SystemExit(f"row {1 + i} has missing values; pick complete rows")
+    records: list[dict] = []
+    for i in range(1, len(table.frame)):
+        row = json_row(table.frame, i, features)
+        if None in row:  # the ceiling cannot impute: complete rows only
+            continue
+        # Keys reversed: kiln must reorder by name.
+        record = {f["name"]: v for f, v in zip(features, row, strict=True)}
         records.append(dict(reversed(list(record.items()))))
+        if len(records) == rows:
+            break
     return json.dumps({"instances": records}).encode()
 
 

@@ -4,6 +4,7 @@
   ``""``), a boolean column ``organic`` and missing ``alcohol`` values, through
   ColumnTransformer(OneHotEncoder(handle_unknown="ignore") + SimpleImputer/StandardScaler)
   and LogisticRegression, exported with one ONNX input per column (layout "columns").
+  ``magnesium`` and ``proline`` are integers.
   Its column ``od280/od315_of_diluted_wines`` has the ONNX input
   ``od280_od315_of_diluted_wines``: the schema maps one to the other.
 - diabetes: a Ridge regressor on scikit-learn's diabetes data, one float input
@@ -121,6 +122,8 @@ def wine_model() -> TableModel:
             features.append(_feature(frame, column, "text", "string", "columns"))
         elif column == "organic":
             features.append(_feature(frame, column, "boolean", "float32", "columns"))
+        elif column in ("magnesium", "proline"):  # whole numbers in the data
+            features.append(_feature(frame, column, "integer", "float32", "columns"))
         else:
             features.append(_feature(frame, column, "number", "float32", "columns"))
     tensor_types = {"string": StringTensorType([None, 1]), "float32": FloatTensorType([None, 1])}

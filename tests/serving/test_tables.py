@@ -206,6 +206,7 @@ def test_an_unknown_column_is_named(wine):
         ("hue", [1.0], "wrong_type", "a list"),
         ("hue", None, "null_value", "null"),
         ("organic", 2, "wrong_type", "a number (2)"),
+        ("magnesium", 100.5, "wrong_type", "takes an integer"),
         ("organic", "yes", "wrong_type", "a string"),
         ("proline", 1e39, "non_finite", "float32"),
         ("proline", 10**40, "non_finite", "float32"),
@@ -222,7 +223,7 @@ def test_a_wrong_value_names_its_column_and_row(wine, column, value, code, words
 
 
 def test_wrong_values_are_named_in_large_batches_too(wine):
-    """Over 16 rows a column is checked by numpy first; the message stays exact."""
+    """A column is checked in bulk first, then value by value to word the error."""
     body_records = records(*range(40))
     body_records[33]["proline"] = "n/a"
     code, message = _error(wine, {"instances": body_records})
@@ -230,6 +231,11 @@ def test_wrong_values_are_named_in_large_batches_too(wine):
     body_records[33]["proline"] = 1e300
     code, message = _error(wine, {"instances": body_records})
     assert code == "non_finite" and "record 33" in message
+    body_records[33]["proline"] = 1050.5  # an integer column
+    code, message = _error(wine, {"instances": body_records})
+    assert code == "wrong_type" and "record 33" in message
+    body_records[33]["proline"] = 1050.0  # a whole float is fine
+    assert post(wine, {"instances": body_records})[0] == 200
     del body_records[33]
     status, answer = post(wine, {"instances": body_records})
     assert status == 200
