@@ -135,14 +135,15 @@ def test_concurrent_prunes_take_turns(tmp_path):
 
 def test_listing_while_a_prune_removes_a_version(tmp_path, monkeypatch):
     store, (old, new) = stored(tmp_path / "store", 2)
-    cat = store.fs.cat
+    # The batch read of metadata after the listing (the back end's read_many).
+    read_many = store.backend.read_many
 
     def pruned_then_read(paths, *args, **kwargs):  # the prune lands after the listing
         ArtifactStore(store.url).remove_version(old)
-        monkeypatch.setattr(store.fs, "cat", cat)
-        return cat(paths, *args, **kwargs)
+        monkeypatch.setattr(store.backend, "read_many", read_many)
+        return read_many(paths, *args, **kwargs)
 
-    monkeypatch.setattr(store.fs, "cat", pruned_then_read)
+    monkeypatch.setattr(store.backend, "read_many", pruned_then_read)
     assert [info.version for info in store.list_versions()] == [new]
 
 

@@ -192,10 +192,10 @@ KILLED_WRITER = textwrap.dedent(
             if stage == "after-first-file" and calls["fsync"] == 1:
                 hang()
 
-        def rename(src, dst):
+        def rename(src, dst, **dir_fds):
             if stage == "before-commit":
                 hang()
-            real_rename(src, dst)
+            real_rename(src, dst, **dir_fds)
 
         store_module.os.fsync = fsync
         store_module.os.rename = rename

@@ -1,0 +1,100 @@
+"""Pruning: old versions leave the store whole, and what interrupted writers left is cleared.
+
+Retention never removes a pinned or deployed version, nor a target's rollback version. A
+removed version disappears at once (renamed out of sight, or uncommitted first), then goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kiln.config.errors import StoreError
+from kiln.store.backend import Backend
+from kiln.store.deployments import DeploymentRecords
+from kiln.store.layout import (
+    METADATA_FILE,
+    STALE_SECONDS,
+    VERSIONS,
+    PruneResult,
+    VersionInfo,
+    version_dir,
+)
+from kiln.store.records import Records
+from kiln.store.versions import Versions
+
+log = logging.getLogger(__name__)
+
+
+class Pruning:
+    def __init__(
+        self,
+        backend: Backend,
+        versions: Versions,
+        records: Records,
+        deployments: DeploymentRecords,
+    ) -> None:
+        self.backend = backend
+        self.versions = versions
+        self.records = records
+        self.deployments = deployments
+
+    def protected(self) -> set[str]:
+        """Versions retention never removes: pinned, deployed, and rollback targets."""
+        keep = set(self.records.pinned())
+        for d in self.deployments.deployments():
+            keep.add(d.current)
+            if d.previous:
+                keep.add(d.previous)
+        return keep
+
+    def prune(self, keep: int, dry_run: bool = False) -> PruneResult:
+        """Remove all but the newest `keep` versions, sparing protected ones."""
+        if keep < 1:
+            raise StoreError(f"keep must be at least 1, got {keep}")
+        versions, _ = self.versions.scan(set(self.records.pinned()))
+        protected = self.protected()
+        kept: list[VersionInfo] = []
+        removed: list[VersionInfo] = []
+        for index, info in enumerate(versions):
+            (kept if index < keep or info.version in protected else removed).append(info)
+        if not dry_run:
+            for info in removed:
+                self.remove_version(info.version)
+        return PruneResult(removed=removed, kept=kept, dry_run=dry_run)
+
+    def remove_version(self, version: str) -> None:
+        """Delete one version whole; a pinned, deployed or rollback version is refused."""
+        if version in self.protected():
+            raise StoreError(f"version {version} is pinned, deployed or a rollback target")
+        self.backend.discard(version_dir(version))
+        log.info("pruned version %s", version)
+
+    def clean_staging(self, older_than_seconds: float = STALE_SECONDS) -> list[str]:
+        """Remove what writers that died mid-write left behind (never visible as versions).
+
+        Staging folders and uncommitted objects go once older than `older_than_seconds`, so
+        a writer still at work is spared. A local version folder without metadata.json is
+        never a writer at work (local writers stage elsewhere): it goes now. One listing
+        with each object's time (one request per thousand objects on S3).
+        """
+        cutoff = time.time() - older_than_seconds
+        files: dict[str, list[str]] = {}
+        newest: dict[str, float] = {}
+        keep: set[str] = set()  # committed versions, and links (never the store's to remove)
+        for entry in self.backend.walk(VERSIONS):
+            parts = entry.path.split("/")
+            files.setdefault(parts[1], []).append(entry.path)
+            newest[parts[1]] = max(newest.get(parts[1], 0.0), entry.modified)
+            committed = parts[2:] == [METADATA_FILE] and not parts[1].startswith(".")
+            if committed or (len(parts) == 2 and entry.kind == "link"):
+                keep.add(parts[1])
+        removed = []
+        for name, modified in sorted(newest.items()):
+            hidden = name.startswith(".")
+            if name in keep or (hidden and not name.startswith((".staging-", ".trash-"))):
+                continue
+            if modified < cutoff or not (hidden or self.backend.writes_in_place):
+                self.backend.remove_tree(f"{VERSIONS}/{name}", files[name])
+                removed.append(f"{self.backend.root}/{VERSIONS}/{name}")
+        return removed
