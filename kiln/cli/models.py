@@ -111,11 +111,11 @@ def models(
             }
             for v in versions
         ]
-        rows += [{"version": b.version, "corrupt": b.reason} for b in broken]
+        rows += [{"version": b.version, b.kind: b.reason} for b in broken]
         print_json(rows)
         return
     for b in broken:  # reported, never listed as usable (every other command skips them)
-        console.print(f"[red]corrupt[/] {b.version}: {b.reason}", highlight=False, soft_wrap=True)
+        console.print(f"[red]{b.kind}[/] {b.version}: {b.reason}", highlight=False, soft_wrap=True)
     if not versions:
         console.print(f"no versions in {the_store.url}", highlight=False, crop=False)
         return
@@ -288,6 +288,8 @@ def prune(
         print_line(f"{verb} {info.version} ({info.created})")
     for image in pruned.images.deleted if pruned.images else []:
         print_line(f"{verb} image {image}")
+    for leftover in pruned.cleaned:
+        print_line(f"removed leftover {leftover}")
     print_line(
         f"{verb} {len(pruned.versions.removed)} version(s), kept {len(pruned.versions.kept)}; "
         "registry space returns with `scripts/infra.sh gc`"

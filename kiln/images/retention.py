@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kiln.config.errors import StoreError
@@ -94,6 +94,8 @@ def delete_pruned_images(
 class Pruned:
     versions: PruneResult
     images: RetentionResult | None  # None when no registry was given
+    # What interrupted writers left in the store, removed (never on a dry run).
+    cleaned: list[str] = field(default_factory=list)
 
 
 def prune_versions(
@@ -130,11 +132,12 @@ def _prune_locked(
             base_repositories=base_repositories,
             dry_run=dry_run,
         )
+    cleaned = []
     if not dry_run:
         for info in plan.removed:
             remove_version(store, info.version)
-        store.clean_staging()
-    return Pruned(PruneResult(plan.removed, plan.kept, dry_run), images)
+        cleaned = store.clean_staging()
+    return Pruned(PruneResult(plan.removed, plan.kept, dry_run), images, cleaned)
 
 
 def remove_version(store: ArtifactStore, version: str) -> None:

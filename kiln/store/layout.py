@@ -36,6 +36,10 @@ LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
 LINEAGE_DIR = "lineage"
 VERSION_ID_LENGTH = 12
+# What an object store's metadata.json holds while its version is being removed: its files go
+# first, this last, and no writer can commit the same version again in between (its commit
+# is create-only), so no reader ever sees a committed version with files missing.
+TOMBSTONE = b'{"removing": true}\n'
 # Writers that died (local staging/trash folders, uncommitted S3 prefixes) are cleaned once
 # they are this old, so a writer still at work is never cleaned away under its feet.
 STALE_SECONDS = 3600.0

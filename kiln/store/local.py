@@ -248,8 +248,20 @@ class LocalBackend:
             _remove_folder(fd, name)
 
     def remove_tree(self, directory: str, files: list[str]) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.discard(directory)
+        parent, name = _split(directory)
+        with self._folder(parent) as fd:
+            trash = f".trash-{name.lstrip('.')}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.rename(name, trash, src_dir_fd=fd, dst_dir_fd=fd)
+            except FileNotFoundError:
+                return
+            # A writer may have committed this version since it was listed without its
+            # metadata.json: then it goes back (or stays with the same bytes put in its place).
+            if not name.startswith(".") and _lexists(f"{trash}/{METADATA_FILE}", fd):
+                with contextlib.suppress(OSError):
+                    os.rename(trash, name, src_dir_fd=fd, dst_dir_fd=fd)
+                    return
+            shutil.rmtree(trash, dir_fd=fd)
 
     def update(self, path: str, change: Callable[[bytes | None], bytes | None]) -> bytes | None:
         parent, name = _split(path)
@@ -329,8 +341,8 @@ def _walk_fd(dir_fd: int, prefix: str, found: list[Entry]) -> None:
             if entry.is_symlink():
                 found.append(Entry(path, "link", modified))
             elif entry.is_dir(follow_symlinks=False):
-                found.append(Entry(path, "dir", modified))
                 with contextlib.closing(_Fd(_open_dir(entry.name, dir_fd))) as child:
+                    found.append(Entry(path, "dir", modified))  # listed once it could be opened
                     _walk_fd(child.fd, path, found)
             else:
                 found.append(Entry(path, "file", modified))

@@ -13,8 +13,11 @@ from kiln.config.errors import StoreError
 from kiln.store.backend import Backend
 from kiln.store.deployments import DeploymentRecords
 from kiln.store.layout import (
+    LABELS_FILE,
     METADATA_FILE,
+    MODEL_FILE,
     STALE_SECONDS,
+    TOMBSTONE,
     VERSIONS,
     PruneResult,
     VersionInfo,
@@ -89,6 +92,7 @@ class Pruning:
             committed = parts[2:] == [METADATA_FILE] and not parts[1].startswith(".")
             if committed or (len(parts) == 2 and entry.kind == "link"):
                 keep.add(parts[1])
+        keep -= self._interrupted_removals(keep, files)
         removed = []
         for name, modified in sorted(newest.items()):
             hidden = name.startswith(".")
@@ -98,3 +102,16 @@ class Pruning:
                 self.backend.remove_tree(f"{VERSIONS}/{name}", files[name])
                 removed.append(f"{self.backend.root}/{VERSIONS}/{name}")
         return removed
+
+    def _interrupted_removals(self, committed: set[str], files: dict[str, list[str]]) -> set[str]:
+        """Object-store versions whose removal stopped part-way (their tombstone is left)."""
+        if not self.backend.writes_in_place:
+            return set()
+        partial = {
+            name: f"{VERSIONS}/{name}/{METADATA_FILE}"
+            for name in committed
+            if not {f"{VERSIONS}/{name}/{MODEL_FILE}", f"{VERSIONS}/{name}/{LABELS_FILE}"}
+            <= set(files.get(name, []))
+        }
+        raw = self.backend.read_many(list(partial.values()))
+        return {name for name, path in partial.items() if raw.get(path) == TOMBSTONE}

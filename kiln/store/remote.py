@@ -24,7 +24,7 @@ import fsspec
 from kiln.config.errors import StoreError
 from kiln.store import s3 as store_s3
 from kiln.store.backend import Entry
-from kiln.store.layout import METADATA_FILE
+from kiln.store.layout import METADATA_FILE, TOMBSTONE
 
 # Tries of a record's read-modify-write before giving up on a busy record.
 RECORD_UPDATE_ATTEMPTS = 20
@@ -142,6 +142,20 @@ class S3Backend(ObjectBackend):
     def _commit(self, path: str, data: bytes) -> None:
         # False: committed by another writer first; the same id means the same bytes.
         store_s3.write_if(self.fs, self._abs(path), data, None)
+
+    def discard(self, directory: str) -> None:
+        metadata = self._abs(f"{directory}/{METADATA_FILE}")
+        found = store_s3.read_with_etag(self.fs, metadata)
+        if found is None:
+            raise FileNotFoundError(metadata)
+        # Tombstone the commit (only the one read: a concurrent remover's tombstone is no
+        # matter), remove the files, then the tombstone: a writer of the same model cannot
+        # commit while files are being deleted under it.
+        store_s3.write_if(self.fs, metadata, TOMBSTONE, found[1])
+        objects = [p for p in self.fs.find(self._abs(directory)) if p != metadata]
+        if objects:
+            self.fs.rm(objects)
+        self.fs.rm_file(metadata)
 
     def update(self, path: str, change: Callable[[bytes | None], bytes | None]) -> bytes | None:
         for attempt in range(RECORD_UPDATE_ATTEMPTS):

@@ -34,6 +34,7 @@ from kiln.store.layout import (
     METADATA_FILE,
     MODEL_FILE,
     STALE_SECONDS,
+    TOMBSTONE,
     VERSIONS,
     BrokenVersion,
     StoredModel,
@@ -54,8 +55,6 @@ log = logging.getLogger(__name__)
 
 # Versions whose files `scan(verify=True)` reads in one batch (bounds the memory it takes).
 VERIFY_BATCH = 16
-# Tries of a store that meets a concurrent prune of the same version.
-PUT_ATTEMPTS = 3
 
 
 @dataclass
@@ -95,24 +94,19 @@ class Versions:
         # Microseconds: two stores within a second still order by their lineage.
         record = LineageRecord.of(full_metadata, now(clock, "microseconds"))
         lineage_name, lineage_bytes = lineage_file(record)
-        directory = version_dir(version)
-        for _ in range(PUT_ATTEMPTS):
-            if self.exists(version) and self._add_lineage(version, lineage_name, lineage_bytes):
-                log.info(
-                    "version %s is already stored; recorded this store in its lineage", version
-                )
-                return version
-            files = {
-                MODEL_FILE: model_bytes,
-                LABELS_FILE: labels_bytes,
-                f"{LINEAGE_DIR}/{lineage_name}": lineage_bytes,
-                METADATA_FILE: encode_json(full_metadata),
-            }
-            self.backend.publish(directory, files)
-            if self.exists(version):
-                log.info("stored version %s", version)
-                return version
-        raise IntegrityError(f"version {version} was removed each time it was stored")
+        if self.exists(version) and self._add_lineage(version, lineage_name, lineage_bytes):
+            log.info("version %s is already stored; recorded this store in its lineage", version)
+            return version
+        files = {
+            MODEL_FILE: model_bytes,
+            LABELS_FILE: labels_bytes,
+            f"{LINEAGE_DIR}/{lineage_name}": lineage_bytes,
+            METADATA_FILE: encode_json(full_metadata),
+        }
+        # Whole, or committed by another writer of the same model first (the same bytes).
+        self.backend.publish(version_dir(version), files)
+        log.info("stored version %s", version)
+        return version
 
     def _add_lineage(self, version: str, name: str, data: bytes) -> bool:
         """Record a re-store in an existing version; False if a prune removed it meanwhile.
@@ -143,6 +137,11 @@ class Versions:
             if not (self.backend.local or isinstance(err, IsADirectoryError | PermissionError)):
                 raise
             raise CorruptVersion(f"version {version}: cannot read metadata.json: {err}") from None
+        return self._parse(raw, version)
+
+    def _parse(self, raw: bytes, version: str) -> dict[str, Any]:
+        if raw == TOMBSTONE:
+            raise VersionNotFound(f"version {version} is being removed from {self.backend.url}")
         return parse_metadata(raw, version)
 
     def get(self, version: str) -> StoredModel:
@@ -150,14 +149,27 @@ class Versions:
         if version == "latest":
             return next(self._intact())
         version = self.resolve(version)
-        metadata = self.metadata(version)
-        model, labels = self._read_files(version)
+        for _ in range(2):
+            metadata = self.metadata(version)
+            model, labels = self._read_files(version)
+            if model is not None and labels is not None:
+                break
+            # Missing, yet the version is there: pruned and stored again while it was read
+            # (the same id, the same bytes): read it once more before calling it corrupt.
         return self._verified(version, metadata, model, labels)
 
     def _read_files(self, version: str) -> tuple[bytes | None, bytes | None]:
-        directory = version_dir(version)
-        found = self.backend.read_many([f"{directory}/{MODEL_FILE}", f"{directory}/{LABELS_FILE}"])
-        return found.get(f"{directory}/{MODEL_FILE}"), found.get(f"{directory}/{LABELS_FILE}")
+        """The model and labels as read (None: absent); a version a prune removed meanwhile is
+        gone (VersionNotFound), not corrupt."""
+        found: list[bytes | None] = []
+        for name in (MODEL_FILE, LABELS_FILE):
+            try:
+                found.append(self.backend.read(f"{version_dir(version)}/{name}"))
+            except FileNotFoundError:
+                if not self.exists(version):
+                    raise VersionNotFound(f"version {version} was removed while read") from None
+                found.append(None)
+        return found[0], found[1]
 
     def _verified(
         self, version: str, metadata: dict[str, Any], model: bytes | None, labels: bytes | None
@@ -264,6 +276,10 @@ class Versions:
             uncommitted = name not in committed and name not in found.links
             if uncommitted and (not self.backend.writes_in_place or modified < cutoff):
                 found.incomplete[name] = modified
+        # A folder being pruned can be listed half-deleted: count it only if it is still there.
+        for name in list(found.incomplete):
+            if self.exists(name) or not self.backend.exists(version_dir(name)):
+                del found.incomplete[name]
         return found
 
     def scan(
@@ -284,7 +300,7 @@ class Versions:
         for path, version in paths.items():
             try:
                 # Left out of the batch: pruned meanwhile, or unreadable (then say why).
-                meta = parse_metadata(raw[path], version) if path in raw else self.metadata(version)
+                meta = self._parse(raw[path], version) if path in raw else self.metadata(version)
             except VersionNotFound:
                 continue
             except CorruptVersion as err:

@@ -1,14 +1,13 @@
 """The store contract, on a local folder, fsspec's memory filesystem and a real S3 server.
 
 The S3 cases run against SeaweedFS (the session's `seaweedfs` fixture), each under a
-prefix of its own.
+prefix of its own; the fixtures are in conftest.py.
 """
 
 import contextlib
 import hashlib
 import json
 import multiprocessing
-import os
 import signal
 import socket
 import subprocess
@@ -25,42 +24,13 @@ from kiln import wiring
 from kiln.config.errors import IntegrityError, StoreError, VersionNotFound
 from kiln.config.settings import KilnSettings
 from kiln.store.artifact_store import ArtifactStore
+from tests.support.stores import files_under
 
 LABELS = {0: "setosa", 1: "versicolor", 2: "virginica"}
 
 
 def put(store: ArtifactStore, model: bytes, **meta) -> str:
     return store.put(model, LABELS, {"metrics": {"accuracy": 1.0}, **meta})
-
-
-def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty store of this kind."""
-    if kind == "local":
-        return str(tmp_path / "store")
-    if kind == "memory":
-        return f"memory://kiln-{os.getpid()}-{uuid.uuid4().hex}"
-    server = request.getfixturevalue("seaweedfs")
-    return f"s3://{server.bucket}/test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture(params=["local", "memory", "s3"])
-def store(request, tmp_path):
-    the_store = ArtifactStore(store_url(request.param, request, tmp_path))
-    yield the_store
-    if request.param == "memory":
-        the_store.fs.rm(the_store.root, recursive=True)
-
-
-@pytest.fixture(params=["local", "s3"])
-def shared_url(request, tmp_path):
-    """A store URL several processes can open: a folder or an S3 prefix."""
-    return store_url(request.param, request, tmp_path)
-
-
-def files_under(store: ArtifactStore, path: str) -> list[str]:
-    """Objects below a path (an emptied S3 prefix can linger in listings as a folder)."""
-    found = store.fs.find(f"{store.root}/{path}", detail=True).items()
-    return [name for name, info in found if info.get("type") == "file"]
 
 
 def set_created(store: ArtifactStore, version: str, created: str) -> None:
