@@ -169,6 +169,10 @@ class Versions:
                 if not self.exists(version):
                     raise VersionNotFound(f"version {version} was removed while read") from None
                 found.append(None)
+            except OSError as err:
+                if not self.backend.local:  # on an object store it may be the connection
+                    raise
+                raise CorruptVersion(f"version {version}: cannot read {name}: {err}") from None
         return found[0], found[1]
 
     def _verified(
