@@ -27,6 +27,7 @@ from kiln.cli import run as run_commands
 from kiln.cli import serve as serve_commands
 from kiln.cli.output import debug_from_environment, set_debug
 from kiln.config.errors import KilnError
+from kiln.infra.redact import scrub, secrets_in
 
 app = typer.Typer(
     name="kiln",
@@ -106,6 +107,10 @@ def run_command(args: list[str]) -> int:
 
     set_debug(debug_from_environment() or "--debug" in args)
     get_settings.cache_clear()  # read the environment of this call (main runs in tests too)
+    # The error boundary: whatever a command fails with (a usage error quoting an option's
+    # value, a client library quoting a URL's user info as a bucket name, a traceback) is
+    # scrubbed of what the command line carried as credentials before it is printed.
+    _secrets[:] = secrets_in(args)
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="kiln", standalone_mode=False)
@@ -152,13 +157,16 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+_secrets: list[str] = []  # the current command line's credentials (run_command sets them)
+
+
 def _fail(message: str, status: int, with_traceback: bool = False) -> int:
     from kiln.cli.output import debug_enabled
 
     if with_traceback and debug_enabled():
-        traceback.print_exc()
+        sys.stderr.write(scrub(traceback.format_exc(), _secrets))
     label = "\x1b[1;31merror:\x1b[0m" if sys.stderr.isatty() else "error:"
-    sys.stderr.write(f"{label} {one_line(message)}\n")
+    sys.stderr.write(f"{label} {scrub(one_line(message), _secrets)}\n")
     sys.stderr.flush()
     return status
 

@@ -1,6 +1,6 @@
 import pytest
 
-from kiln.infra.redact import has_secrets, redact
+from kiln.infra.redact import has_secrets, redact, scrub, secrets_in
 
 
 @pytest.mark.parametrize(
@@ -28,3 +28,16 @@ def test_redact_masks_credentials_and_query_values(text, expected):
 def test_redact_is_idempotent():
     once = redact("http://user:pw@host/x?a=b")
     assert redact(once) == once
+
+
+def test_a_bare_scheme_in_a_message_is_left_alone():
+    text = "use a local path or an fsspec URL such as s3://, gs://, https://"
+    assert redact(text) == text
+
+
+def test_scrub_masks_a_command_line_s_credentials_wherever_they_appear():
+    secrets = secrets_in(["train", "--data", "s3://AKIAKEY1:SECRETpw@bucket/x.csv?sig=abcd1"])
+    message = 'Invalid bucket name "AKIAKEY1:SECRETpw@bucket"; key AKIAKEY1, sig abcd1'
+    scrubbed = scrub(message, secrets)
+    assert "AKIAKEY1" not in scrubbed and "SECRETpw" not in scrubbed and "abcd1" not in scrubbed
+    assert scrubbed == 'Invalid bucket name "***@bucket"; key ***, sig ***'
