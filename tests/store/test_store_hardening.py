@@ -1,4 +1,8 @@
-"""The store against tampering, corrupt metadata, re-stores and shared use."""
+"""The store against tampering, corrupt metadata, re-stores and shared use.
+
+The contract cases run on a local folder and on a real S3 server (SeaweedFS) through the
+`backend_store` fixture; they tamper with the files through `StorePath`, a small stand-in for
+pathlib over the store's own filesystem. Links and permissions are a local folder's alone."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pytest
 from kiln.config.errors import IntegrityError, StoreError
 from kiln.store.artifact_store import ArtifactStore
 from kiln.store.schema import CorruptVersion
+from tests.support.stores import store_url
 
 LABELS = {0: "setosa", 1: "versicolor"}
 
@@ -22,17 +27,52 @@ def put(store: ArtifactStore, model: bytes, **meta) -> str:
     return store.put(model, LABELS, {"metrics": {"accuracy": 0.97}, **meta})
 
 
-def metadata_path(root: Path, version: str) -> Path:
-    return root / "versions" / version / "metadata.json"
+class StorePath:
+    """A file or folder in a store, with the few pathlib calls these tests use."""
+
+    def __init__(self, store: ArtifactStore, relative: str) -> None:
+        self.store, self.relative = store, relative
+        self.full = f"{store.root}/{relative}"
+        self.name = relative.rsplit("/", 1)[-1]
+
+    def __truediv__(self, name: str) -> StorePath:
+        return StorePath(self.store, f"{self.relative}/{name}")
+
+    def read_text(self) -> str:
+        return self.store.fs.cat_file(self.full).decode()
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode())
+
+    def write_bytes(self, data: bytes) -> None:
+        self.store.fs.makedirs(self.full.rsplit("/", 1)[0], exist_ok=True)
+        self.store.fs.pipe_file(self.full, data)
+
+    def exists(self) -> bool:
+        return bool(self.store.fs.exists(self.full))
+
+    def unlink(self) -> None:
+        self.store.fs.rm_file(self.full)
+
+    def symlink_to(self, target: str) -> None:
+        if not self.store._local:
+            pytest.skip("an object store has no links")
+        Path(self.full).symlink_to(target)
+
+
+def metadata_path(store: ArtifactStore, version: str) -> StorePath:
+    return StorePath(store, f"versions/{version}/metadata.json")
 
 
 # -- 6: the id is recomputed from content ---------------------------------------------------
 
 
-def test_a_swapped_model_with_a_matching_sha256_is_refused_under_the_old_id(tmp_path, kiln_cli):
-    store = ArtifactStore(tmp_path)
+def test_a_swapped_model_with_a_matching_sha256_is_refused_under_the_old_id(
+    backend_store, tmp_path, kiln_cli
+):
+    store = backend_store
     version = put(store, b"the real model")
-    folder = tmp_path / "versions" / version
+    folder = StorePath(store, f"versions/{version}")
     (folder / "model.onnx").write_bytes(b"an impostor")
     meta = json.loads((folder / "metadata.json").read_text())
     meta["model_sha256"] = hashlib.sha256(b"an impostor").hexdigest()
@@ -43,17 +83,17 @@ def test_a_swapped_model_with_a_matching_sha256_is_refused_under_the_old_id(tmp_
     with pytest.raises(IntegrityError):
         store.export_version(version, tmp_path / "out")
     assert not (tmp_path / "out" / "model.onnx").exists()
-    shown = kiln_cli("models", "show", version, store=tmp_path)
+    shown = kiln_cli("models", "show", version, store=store.url)
     assert shown.returncode == 1 and "hash to version" in shown.stderr
     assert "Traceback" not in shown.stderr
 
 
-def test_metadata_naming_another_version_is_corrupt(tmp_path):
-    store = ArtifactStore(tmp_path)
+def test_metadata_naming_another_version_is_corrupt(backend_store):
+    store = backend_store
     one, two = put(store, b"one"), put(store, b"two")
-    meta = json.loads(metadata_path(tmp_path, two).read_text())
+    meta = json.loads(metadata_path(store, two).read_text())
     meta["version"] = one
-    metadata_path(tmp_path, two).write_text(json.dumps(meta))
+    metadata_path(store, two).write_text(json.dumps(meta))
     with pytest.raises(CorruptVersion, match=f"names version '{one}'"):
         store.metadata(two)
 
@@ -61,7 +101,7 @@ def test_metadata_naming_another_version_is_corrupt(tmp_path):
 # -- 7: corrupt metadata is reported, and skipped by everything else --------------------------
 
 
-def _break(path: Path, how: str) -> str:
+def _break(path: StorePath, how: str) -> str:
     meta = json.loads(path.read_text())
     if how == "not json":
         path.write_text("{ oops")
@@ -103,12 +143,12 @@ CORRUPTIONS = [
 
 
 @pytest.mark.parametrize("how", CORRUPTIONS)
-def test_one_corrupt_version_is_reported_and_skipped(tmp_path, how):
-    store = ArtifactStore(tmp_path)
+def test_one_corrupt_version_is_reported_and_skipped(backend_store, how):
+    store = backend_store
     old = put(store, b"old")
     bad = put(store, b"bad")
     good = put(store, b"good")
-    message = _break(metadata_path(tmp_path, bad), how)
+    message = _break(metadata_path(store, bad), how)
 
     versions, broken = store.scan()
     assert sorted(v.version for v in versions) == sorted([good, old])
@@ -120,51 +160,50 @@ def test_one_corrupt_version_is_reported_and_skipped(tmp_path, how):
 
     pruned = store.prune(keep=1)
     assert len(pruned.removed) == 1 and pruned.removed[0].version in {good, old}
-    assert (tmp_path / "versions" / bad).exists()  # never deleted as a side effect
+    assert StorePath(store, f"versions/{bad}").exists()  # never deleted as a side effect
 
 
-def test_kiln_models_lists_corrupt_versions_with_the_reason(tmp_path, kiln_cli):
-    store = ArtifactStore(tmp_path)
+def test_kiln_models_lists_corrupt_versions_with_the_reason(backend_store, kiln_cli):
+    store = backend_store
     good = put(store, b"good")
     bad = put(store, b"bad")
-    _break(metadata_path(tmp_path, bad), "no model_sha256")
+    _break(metadata_path(store, bad), "no model_sha256")
 
-    table = kiln_cli("models", store=tmp_path)
+    table = kiln_cli("models", store=store.url)
     assert table.returncode == 0, table.stderr
     assert f"corrupt {bad}:" in table.stdout and "model_sha256: Field required" in table.stdout
     assert good in table.stdout
-    rows = json.loads(kiln_cli("models", "--json", store=tmp_path).stdout)
+    rows = json.loads(kiln_cli("models", "--json", store=store.url).stdout)
     assert [r["version"] for r in rows] == [good, bad]
     assert "model_sha256" in rows[1]["corrupt"] and "corrupt" not in rows[0]
-    pruned = kiln_cli("prune", "--keep", "1", "--dry-run", store=tmp_path)
+    pruned = kiln_cli("prune", "--keep", "1", "--dry-run", store=store.url)
     assert pruned.returncode == 0 and "would remove 0 version(s)" in pruned.stdout
 
 
-def test_metadata_is_validated_before_it_is_written(tmp_path):
-    store = ArtifactStore(tmp_path)
+def test_metadata_is_validated_before_it_is_written(backend_store):
+    store = backend_store
     with pytest.raises(StoreError, match="data_rows: Input should be a valid integer"):
         store.put(b"m", LABELS, {"data_rows": "many"})
     assert store.scan() == ([], [])
-    assert not (tmp_path / "versions").exists()  # nothing half-written
+    assert not StorePath(store, "versions").exists()  # nothing half-written
 
 
-def test_a_corrupt_deployment_record_is_one_clear_error(tmp_path):
-    store = ArtifactStore(tmp_path)
-    (tmp_path / "deployments").mkdir()
-    (tmp_path / "deployments" / "local.json").write_text('{"target": "local"}')
+def test_a_corrupt_deployment_record_is_one_clear_error(backend_store):
+    store = backend_store
+    StorePath(store, "deployments/local.json").write_text('{"target": "local"}')
     with pytest.raises(StoreError, match="deployment record 'local' is unreadable"):
         store.deployments()
 
 
-def test_secrets_in_a_recorded_source_are_masked_on_write_and_read(tmp_path):
-    store = ArtifactStore(tmp_path)
+def test_secrets_in_a_recorded_source_are_masked_on_write_and_read(backend_store, tmp_path):
+    store = backend_store
     version = put(store, b"m", data_source="https://u:pw@host/d.csv?token=t")
-    on_disk = metadata_path(tmp_path, version).read_text()
+    on_disk = metadata_path(store, version).read_text()
     assert "pw" not in on_disk and "token=t" not in on_disk
     # A version stored before masking existed is masked when it is read.
     meta = json.loads(on_disk)
     meta["data_source"] = "https://u:pw@host/d.csv?token=t"
-    metadata_path(tmp_path, version).write_text(json.dumps(meta))
+    metadata_path(store, version).write_text(json.dumps(meta))
     assert store.get(version).metadata["data_source"] == "https://***@host/d.csv?token=***"
     exported = store.export_version(version, tmp_path / "image-dir")
     assert "pw" not in (exported / "metadata.json").read_text()
@@ -173,10 +212,10 @@ def test_secrets_in_a_recorded_source_are_masked_on_write_and_read(tmp_path):
 # -- 9: a re-store records its lineage and renews the version's age ----------------------------
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def any_store(request, tmp_path):
-    if request.param == "local":
-        yield ArtifactStore(tmp_path / "store")
+    if request.param != "memory":
+        yield ArtifactStore(store_url(request.param, request, tmp_path))
         return
     import fsspec
 
@@ -208,11 +247,11 @@ def test_restoring_records_new_lineage_and_renews_age(any_store):
     assert store.exists(model)
 
 
-def test_kiln_models_show_includes_lineage(tmp_path, kiln_cli):
-    store = ArtifactStore(tmp_path)
+def test_kiln_models_show_includes_lineage(backend_store, kiln_cli):
+    store = backend_store
     version = put(store, b"m", data_source="one.csv")
     put(store, b"m", data_source="two.csv")
-    shown = json.loads(kiln_cli("models", "show", version, store=tmp_path).stdout)
+    shown = json.loads(kiln_cli("models", "show", version, store=store.url).stdout)
     assert [r["data_source"] for r in shown["lineage"]] == ["one.csv", "two.csv"]
 
 
