@@ -250,41 +250,7 @@ class Versions:
     def listing(self) -> Listing:
         """Every version folder with its image refs and lineage names, from one listing (one
         request per thousand objects on S3)."""
-        found = Listing()
-        committed: set[str] = set()
-        images: dict[str, list[str]] = {}
-        lineage: dict[str, list[str]] = {}
-        newest: dict[str, float] = {}
-        for entry in self.backend.walk(VERSIONS):
-            parts = entry.path.split("/")[1:]
-            name = parts[0]
-            if name.startswith("."):  # staging or trash of a local writer
-                if len(parts) == 1:
-                    found.hidden[name] = entry.modified
-                continue
-            newest[name] = max(newest.get(name, 0.0), entry.modified)
-            if len(parts) == 1 and entry.kind == "link":
-                found.links.add(name)
-            elif parts[1:] == [METADATA_FILE]:
-                committed.add(name)
-            elif len(parts) == 3 and parts[1] == "images" and _visible(parts[2]):
-                images.setdefault(name, []).append(unquote(parts[2]))
-            elif len(parts) == 3 and parts[1] == LINEAGE_DIR and is_lineage(parts[2]):
-                lineage.setdefault(name, []).append(parts[2])
-        found.committed = {v: sorted(images.get(v, [])) for v in committed - found.links}
-        found.lineage = {v: sorted(lineage.get(v, [])) for v in found.committed}
-        # On an object store a folder without its commit may be a writer at work: it counts
-        # as a leftover once it is old. A local writer stages elsewhere: here it is one now.
-        cutoff = time.time() - STALE_SECONDS
-        for name, modified in newest.items():
-            uncommitted = name not in committed and name not in found.links
-            if uncommitted and (not self.backend.writes_in_place or modified < cutoff):
-                found.incomplete[name] = modified
-        # A folder being pruned can be listed half-deleted: count it only if it is still there.
-        for name in list(found.incomplete):
-            if self.exists(name) or not self.backend.exists(version_dir(name)):
-                del found.incomplete[name]
-        return found
+        return read_listing(self.backend)
 
     def scan(
         self, pinned: set[str], *, verify: bool = False
@@ -358,6 +324,47 @@ _INCOMPLETE_REASON = (
     "no metadata.json: left by a store that was interrupted or raced a prune; "
     "never listed or used, and `kiln prune` clears it"
 )
+
+
+def read_listing(backend: Backend) -> Listing:
+    """Every version folder with its image refs and lineage names, from one listing."""
+    found = Listing()
+    committed: set[str] = set()
+    images: dict[str, list[str]] = {}
+    lineage: dict[str, list[str]] = {}
+    newest: dict[str, float] = {}
+    for entry in backend.walk(VERSIONS):
+        parts = entry.path.split("/")[1:]
+        name = parts[0]
+        if name.startswith("."):  # staging or trash of a local writer
+            if len(parts) == 1:
+                found.hidden[name] = entry.modified
+            continue
+        newest[name] = max(newest.get(name, 0.0), entry.modified)
+        if len(parts) == 1 and entry.kind == "link":
+            found.links.add(name)
+        elif parts[1:] == [METADATA_FILE]:
+            committed.add(name)
+        elif len(parts) == 3 and parts[1] == "images" and _visible(parts[2]):
+            images.setdefault(name, []).append(unquote(parts[2]))
+        elif len(parts) == 3 and parts[1] == LINEAGE_DIR and is_lineage(parts[2]):
+            lineage.setdefault(name, []).append(parts[2])
+    found.committed = {v: sorted(images.get(v, [])) for v in committed - found.links}
+    found.lineage = {v: sorted(lineage.get(v, [])) for v in found.committed}
+    # On an object store a folder without its commit may be a writer at work: it counts
+    # as a leftover once it is old. A local writer stages elsewhere: here it is one now.
+    cutoff = time.time() - STALE_SECONDS
+    for name, modified in newest.items():
+        uncommitted = name not in committed and name not in found.links
+        if uncommitted and (not backend.writes_in_place or modified < cutoff):
+            found.incomplete[name] = modified
+    # A folder being pruned can be listed half-deleted: count it only if it is still there.
+    for name in list(found.incomplete):
+        if backend.exists(f"{version_dir(name)}/{METADATA_FILE}") or not backend.exists(
+            version_dir(name)
+        ):
+            del found.incomplete[name]
+    return found
 
 
 def _visible(name: str) -> bool:
