@@ -315,3 +315,17 @@ def test_a_setgid_root_passes_its_group_down(tmp_path):
         os.umask(previous)
     groups = {str(p.relative_to(root)): p.stat().st_gid for p in root.rglob("*")}
     assert set(groups.values()) == {group}, groups
+
+
+def test_metadata_keeps_keys_the_schema_does_not_name(backend_store):
+    """Metadata grows without a migration (bring-your-own-model adds task, schema,
+    estimator): unknown keys are stored and read back as they are."""
+    store = backend_store
+    extra = {
+        "task": "classification",
+        "schema": {"inputs": [{"name": "region", "type": "string"}]},
+        "estimator": {"class": "sklearn.linear_model.LogisticRegression", "params": {"C": 1}},
+    }
+    version = put(store, b"m", **extra)
+    assert {k: store.get(version).metadata[k] for k in extra} == extra
+    assert store.scan(verify=True)[1] == []

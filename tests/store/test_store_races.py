@@ -14,9 +14,12 @@ import multiprocessing
 import time
 from pathlib import Path
 
+import pytest
+
 from kiln.config.errors import KilnError, VersionNotFound
 from kiln.store.artifact_store import ArtifactStore, encode_labels, version_id
-from tests.support.stores import files_under
+from kiln.store.layout import TOMBSTONE
+from tests.support.stores import files_under, store_url
 
 LABELS = {0: "setosa", 1: "versicolor"}
 MODEL = b"raced model" * 1000
@@ -131,3 +134,23 @@ def test_kiln_models_reports_a_leftover_and_kiln_prune_clears_it(tmp_path, kiln_
     assert f"removed leftover {root}/versions/{leftover}" in pruned.stdout
     assert not (root / "versions" / leftover).exists()
     assert f"incomplete {leftover}" not in kiln_cli("models", store=root).stdout
+
+
+def test_an_interrupted_removal_on_s3_is_never_listed_and_is_finished_by_the_clean_up(
+    seaweedfs, request, tmp_path
+):
+    store = ArtifactStore(store_url("s3", request, tmp_path))
+    kept = store.put(b"kept model", LABELS, {})
+    version = store.put(MODEL, LABELS, {})
+    # What a remover killed after its tombstone and the model's deletion leaves.
+    directory = f"{store.root}/versions/{version}"
+    store.fs.pipe_file(f"{directory}/metadata.json", TOMBSTONE)
+    store.fs.rm_file(f"{directory}/model.onnx")
+    assert [v.version for v in store.list_versions()] == [kept]
+    assert store.scan(verify=True)[1] == []
+    with pytest.raises(VersionNotFound, match="being removed"):
+        store.get(version)
+    assert store.clean_staging(older_than_seconds=0) == [directory]
+    assert files_under(store, f"versions/{version}") == []
+    assert store.put(MODEL, LABELS, {}) == version  # and the model stores whole again
+    assert store.get(version).model_bytes == MODEL
