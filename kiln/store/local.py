@@ -122,9 +122,8 @@ def _remove_folder(dir_fd: int, name: str) -> None:
 
 class LocalBackend:
     local = True
-    writes_in_place = (
-        False  # versions are staged elsewhere: a folder without metadata is a leftover
-    )
+    # Versions are staged elsewhere: a version folder without metadata.json is a leftover.
+    writes_in_place = False
     transport_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, url: str, root: str, fs: fsspec.AbstractFileSystem) -> None:
