@@ -33,7 +33,7 @@ from kiln.store.artifact_store import ArtifactStore
 from kiln.training.data import Dataset
 from kiln.training.params import TrainParams
 from kiln.training.promotion import SAME
-from kiln.training.provenance import code_fingerprint
+from kiln.training.provenance import code_fingerprint, model_fingerprint
 from kiln.training.reports import publish_model_card, publish_version_table
 from kiln.training.sequence import (
     Exported,
@@ -54,7 +54,13 @@ def training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> s
     data: Dataset = parameters["data"]
     params: TrainParams = parameters["params"]
     payload = json.dumps(
-        [context.task.name, data.content_hash, params.model_params(), code_fingerprint()],
+        [
+            context.task.name,
+            data.content_hash,
+            params.model_params(),
+            code_fingerprint(),
+            model_fingerprint(params),  # the user's model module: a changed factory retrains
+        ],
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -84,8 +90,10 @@ def _loaded(data: Dataset) -> str:
 
 
 def _trained(result: TrainResult) -> str:
-    metrics = result.metrics
-    return f"trained: accuracy {metrics['accuracy']:.4f}, f1_macro {metrics['f1_macro']:.4f}"
+    shown = ", ".join(
+        f"{name} {value:.4f}" for name, value in result.metrics.items() if isinstance(value, float)
+    )
+    return f"trained {result.description.get('final_estimator', 'a model')}: {shown}"
 
 
 def _exported(exported: Exported) -> str:
@@ -220,13 +228,24 @@ def resolved_settings(**overrides: Any) -> KilnSettings:
 
 
 def train_steps(
-    settings: KilnSettings, training: TrainParams, target: str | None, force: bool
+    settings: KilnSettings,
+    training: TrainParams,
+    target: str | None,
+    force: bool,
+    replace_schema: bool = False,
 ) -> TrainOutcome:
     """The training sequence as tasks, judged against `target`'s champion."""
     steps = replace(TASKS, store=retried(store_task, settings))
-    policy = wiring.gate_policy(settings, target, force)
+    policy = wiring.gate_policy(settings, target, force, replace_schema)
     limits = wiring.data_limits(settings)
-    return run_training(wiring.open_store(settings), training, policy, steps, limits)
+    return run_training(
+        wiring.open_store(settings),
+        training,
+        policy,
+        steps,
+        limits,
+        tolerance=settings.parity_tolerance,
+    )
 
 
 def finished(summary: dict[str, Any], message: str) -> Any:
@@ -248,10 +267,12 @@ def pipeline_flow(
     force: bool = False,
     ship: bool = True,
     ship_rolled_back: bool = False,
+    replace_schema: bool = False,
 ) -> dict[str, Any]:
     """Train, gate (absolute, then against the target's champion), export, store, build, push,
     roll out and prune. A refused challenger is stored, not shipped, and the run still ends
-    Completed; `force` ships it anyway; `ship=False` stops after the store. The model the
+    Completed; `force` ships it anyway; `ship=False` stops after the store; a model that takes
+    other input than the champion ships only with `replace_schema`. The model the
     target runs already is smoke-tested there, and shipped again if it does not answer. A
     version rolled back on the target after a failed smoke test is refused unless
     `ship_rolled_back`."""
@@ -266,7 +287,7 @@ def pipeline_flow(
     )
     # No registry check before training here (`kiln run` makes one): a scheduled run whose
     # registry is briefly down still trains and stores, so its retry resumes from the store.
-    outcome = train_steps(settings, training, settings.target, force)
+    outcome = train_steps(settings, training, settings.target, force, replace_schema)
     decision = outcome.decision
     the_store = wiring.open_store(settings)
     summary = training_summary(outcome)
@@ -352,7 +373,9 @@ def training_summary(outcome: TrainOutcome) -> dict[str, Any]:
     return {
         "version": outcome.version,
         "data_hash": outcome.data_hash,
-        "metrics": {k: outcome.metrics[k] for k in ("accuracy", "f1_macro")},
+        "task": outcome.task,
+        "model": outcome.model,
+        "metrics": {k: v for k, v in outcome.metrics.items() if isinstance(v, float)},
         "decision": outcome.decision.as_dict(),
         "shipped": False,
         "sample_input": outcome.sample_input,

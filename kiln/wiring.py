@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from kiln.training.promotion import GatePolicy
 
 
-def gate_policy(settings: KilnSettings, target: str | None, force: bool = False) -> GatePolicy:
+def gate_policy(
+    settings: KilnSettings, target: str | None, force: bool = False, replace_schema: bool = False
+) -> GatePolicy:
     """The gate from settings; `target` names whose champion to beat (None: no comparison)."""
     from kiln.training.promotion import GatePolicy
 
@@ -38,6 +40,8 @@ def gate_policy(settings: KilnSettings, target: str | None, force: bool = False)
         tolerance=settings.gate_tolerance,
         target=target,
         force=force,
+        min_class_recall=settings.gate_min_class_recall,
+        replace_schema=replace_schema,
     )
 
 

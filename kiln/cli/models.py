@@ -13,18 +13,27 @@ from kiln import wiring
 from kiln.cli.options import (
     COption,
     DataOption,
+    DelimiterOption,
+    DropOption,
+    FeaturesOption,
     GammaOption,
     KernelOption,
     LabelColumnOption,
     MinScoreOption,
+    ModelOption,
     OutputOption,
+    ParamOption,
+    ReplaceSchemaOption,
     SeedOption,
     StoreOption,
+    TaskOption,
+    training_from_flags,
 )
 from kiln.cli.output import make_console, print_json, print_line
 from kiln.config.settings import Target, get_settings
 from kiln.store.artifact_store import ArtifactStore
 from kiln.training.promotion import decision_summary, latest_decision
+from kiln.training.summary import headline, metric_values, value_range
 
 console = make_console()
 
@@ -36,6 +45,12 @@ def open_store(store: str | None) -> ArtifactStore:
 def train(
     data: DataOption = "iris",
     label_column: LabelColumnOption = "label",
+    model: ModelOption = "svm",
+    param: ParamOption = None,
+    task: TaskOption = None,
+    features: FeaturesOption = None,
+    drop: DropOption = None,
+    delimiter: DelimiterOption = None,
     c: COption = 1.0,
     kernel: KernelOption = "rbf",
     gamma: GammaOption = "scale",
@@ -45,24 +60,30 @@ def train(
         Target | None,
         typer.Option(help="Also judge the model against what this target runs (ships nothing)."),
     ] = None,
+    replace_schema: ReplaceSchemaOption = False,
     store: StoreOption = None,
 ) -> None:
     """Train, gate, export to ONNX (parity-checked) and store; prints the version."""
-    from kiln.training.params import TrainParams
     from kiln.training.promotion import SAME
     from kiln.training.sequence import TrainingSteps, run_training
 
     settings = get_settings().with_overrides(store=store, gate_threshold=min_score)
-    params = TrainParams.checked(
-        data=data, label_column=label_column, C=c, kernel=kernel, gamma=gamma, seed=seed
-    )
-    policy = wiring.gate_policy(settings, target)
+    params = training_from_flags(locals())
+    policy = wiring.gate_policy(settings, target, replace_schema=replace_schema)
     with console.status("training...") as status:
         steps = TrainingSteps().announced(status.update)
         limits = wiring.data_limits(settings)
-        outcome = run_training(wiring.open_store(settings), params, policy, steps, limits)
+        outcome = run_training(
+            wiring.open_store(settings),
+            params,
+            policy,
+            steps,
+            limits,
+            tolerance=settings.parity_tolerance,
+        )
     verb = "version" if outcome.decision.outcome == SAME else "stored version"
     console.print(f"{verb} [bold]{outcome.version}[/] ({outcome.data_source})", crop=False)
+    console.print(f"{outcome.task} with {outcome.model}", highlight=False)
     _print_metrics(outcome.metrics)
     if target is not None:
         decision = outcome.decision
@@ -70,7 +91,8 @@ def train(
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
-    console.print(f"accuracy {metrics['accuracy']:.4f}  f1_macro {metrics['f1_macro']:.4f}")
+    shown = [f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
+    console.print("  ".join(shown), highlight=False)
     table = Table("class", "precision", "recall", "f1", "support", box=None)
     for name, row in metrics.get("per_class", {}).items():
         table.add_row(
@@ -122,15 +144,14 @@ def models(
         console.print(f"no versions in {the_store.url}", highlight=False, crop=False)
         return
     table = Table(box=box.SIMPLE_HEAD)
-    columns = ("version", "created", "accuracy", "f1_macro", "decision", "pinned", "deployed")
+    columns = ("version", "created", "score", "decision", "pinned", "deployed")
     for column in (*columns, "images"):
         table.add_column(column, no_wrap=True)
     for v in versions:
         table.add_row(
             v.version,
             v.created,
-            f"{v.metrics.get('accuracy', float('nan')):.4f}",
-            f"{v.metrics.get('f1_macro', float('nan')):.4f}",
+            headline(v.metrics),
             decision_summary(decisions[v.version]),
             "yes" if v.pinned else "",
             ", ".join(deployed.get(v.version, [])),
@@ -165,14 +186,45 @@ def show(
     if output == "json":
         print_json(shown)
         return
+    _print_summary(shown)
     for key in sorted(shown):
         print_line(f"{key}: {json.dumps(shown[key], sort_keys=True, default=str)}")
 
 
+def _print_summary(metadata: dict[str, Any]) -> None:
+    """The task, the model, its scores and parity, and the input schema as a table."""
+    model = metadata.get("model") or {}
+    task = metadata.get("task", "classification")
+    estimator = model.get("final_estimator", "SVC")
+    print_line(
+        f"version {metadata['version']}: {task} with {model.get('spec', 'svm')} ({estimator})"
+    )
+    print_line(
+        "  ".join(f"{name} {value:.4f}" for name, value in metric_values(metadata["metrics"]))
+    )
+    parity = metadata.get("parity") or {}
+    if parity:
+        print_line(
+            f"parity: max |diff| {parity.get('max_abs_diff', 0):.2g} over "
+            f"{parity.get('rows')} holdout and {parity.get('probes', 0)} probe rows "
+            f"(tolerance {parity.get('tolerance')})"
+        )
+    schema = metadata.get("schema")
+    if isinstance(schema, dict):
+        table = Table("column", "type", "null", "values", box=box.SIMPLE_HEAD)
+        for feature in schema.get("features", []):
+            null = "yes" if feature.get("nullable") else "no"
+            table.add_row(feature["name"], feature["type"], null, value_range(feature))
+        print_table(table)
+
+
 # What `models diff` compares, as (section, metadata keys).
 DIFF_SECTIONS = (
+    ("model", ("task", "model")),
     ("params", ("params",)),
     ("metrics", ("metrics",)),
+    ("parity", ("parity",)),
+    ("schema", ("schema",)),
     ("data", ("data_source", "data_hash", "data_rows", "feature_names")),
     ("libraries", ("libraries", "onnx", "code_revision")),
 )

@@ -7,7 +7,7 @@ usage error (status 2) that names the option and what it accepts.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -15,6 +15,7 @@ from kiln.config.settings import BuilderName, Target
 
 Kernel = Literal["rbf", "linear", "poly", "sigmoid"]
 Output = Literal["text", "json"]
+TaskName = Literal["classification", "regression"]
 
 
 def _positive_c(value: float) -> float:
@@ -52,10 +53,48 @@ DataOption = Annotated[
     str,
     typer.Option(
         callback=_data_spec,
-        help="iris, synthetic:ROWS or synthetic:ROWSxFEATURES, or a CSV path/URL.",
+        help="iris, synthetic:ROWS or synthetic:ROWSxFEATURES, or a CSV or Parquet path/URL.",
     ),
 ]
-LabelColumnOption = Annotated[str, typer.Option(help="The CSV's label column.")]
+LabelColumnOption = Annotated[str, typer.Option(help="The table's label column.")]
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="A preset (svm, logistic, random_forest, hist_gradient_boosting) or "
+        "MODULE:FUNCTION or path/to/file.py:FUNCTION returning an unfitted scikit-learn "
+        "estimator or Pipeline.",
+    ),
+]
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help="KEY=VALUE for the model's factory, typed from its signature (repeatable).",
+    ),
+]
+TaskOption = Annotated[
+    TaskName | None,
+    typer.Option("--task", help="classification or regression (default: inferred from the label)."),
+]
+FeaturesOption = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated feature columns (default: every column but the label)."),
+]
+DropOption = Annotated[
+    str | None, typer.Option(help="Comma-separated columns to leave out (ids, leaks).")
+]
+DelimiterOption = Annotated[
+    str | None, typer.Option(help="The CSV's delimiter (default: sniffed from the file).")
+]
+ReplaceSchemaOption = Annotated[
+    bool,
+    typer.Option(
+        "--replace-schema",
+        help="Ship a model that takes other columns than the one the target runs "
+        "(its clients must change too).",
+    ),
+]
 COption = Annotated[
     float, typer.Option("--C", callback=_positive_c, help="SVM regularisation strength (> 0).")
 ]
@@ -68,7 +107,12 @@ SeedOption = Annotated[
 ]
 MinScoreOption = Annotated[
     float | None,
-    typer.Option(min=0.0, max=1.0, help="Quality gate threshold, 0 to 1 [KILN_GATE_THRESHOLD]."),
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Quality gate threshold, 0 to 1 [KILN_GATE_THRESHOLD, which also takes the "
+        "largest error for rmse and mae].",
+    ),
 ]
 StoreOption = Annotated[
     str | None, typer.Option("--store", help="Artifact store path or fsspec URL [KILN_STORE].")
@@ -106,3 +150,52 @@ ForceOption = Annotated[
         "--force", help="Ship even when the model scores worse than the one the target runs."
     ),
 ]
+
+
+# The flags `kiln train` and `kiln run` share, as their functions name them.
+TRAINING_FLAGS = (
+    "data",
+    "label_column",
+    "model",
+    "param",
+    "task",
+    "features",
+    "drop",
+    "delimiter",
+    "c",
+    "kernel",
+    "gamma",
+    "seed",
+)
+
+
+def training_from_flags(flags: dict[str, Any]) -> Any:
+    """The TrainParams of a command's flags, read by name from its `locals()`."""
+    values = {name: flags[name] for name in TRAINING_FLAGS}
+    values["model_args"] = parse_params(values.pop("param"))
+    values["C"] = values.pop("c")
+    return training_params(**values)
+
+
+def training_params(**values: Any) -> Any:
+    """The TrainParams of a `kiln train` or `kiln run` command line, checked, with its model
+    factory found and its arguments typed: a bad one is one line before any work."""
+    from kiln.training.models import resolve
+    from kiln.training.params import TrainParams
+
+    params = TrainParams.checked(**{k: v for k, v in values.items() if v is not None})
+    resolve(params)
+    return params
+
+
+def parse_params(values: list[str] | None) -> dict[str, str]:
+    """`--param KEY=VALUE` pairs; the values are typed later, from the factory's signature."""
+    parsed: dict[str, str] = {}
+    for value in values or []:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise typer.BadParameter(
+                f"{value!r} is not KEY=VALUE with KEY a Python name", param_hint="--param"
+            )
+        parsed[key.strip()] = text
+    return parsed

@@ -1,10 +1,13 @@
-"""`kiln predict`: rows from a CSV or JSON file, answered by a stored version (offline,
-through ONNX Runtime, as the image would) or by a live endpoint."""
+"""`kiln predict`: rows from a CSV, Parquet or JSON file, answered by a stored version
+(offline, through ONNX Runtime, as the image would) or by a live endpoint.
+
+Rows are read by the version's schema: a table's columns by name (others, such as the
+label, are ignored), JSON rows as lists in feature order or as records (`{"data": ...}`,
+`{"instances": [...]}`, `{"dataframe_split": {...}}`, or a bare list).
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,146 +18,135 @@ import typer
 from kiln.cli.models import open_store
 from kiln.cli.options import OutputOption, StoreOption
 from kiln.cli.output import print_json, print_line
-from kiln.config.errors import KilnError
+from kiln.config.errors import DataError, KilnError
+from kiln.training.schema import TableSchema, frame_of_rows, onnx_feed, schema_of_metadata
+from kiln.training.table import DataLimits, read_table
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
 class PredictInputError(KilnError):
     """The rows to predict cannot be read."""
 
 
-def read_rows(path: Path, feature_names: list[str] | None) -> list[list[float]]:
-    """Rows of numbers from a CSV (header optional; columns picked by feature name) or JSON
-    ({"data": rows}, a list of rows, or a list of objects keyed by feature name)."""
+def read_rows(path: Path, schema: TableSchema) -> Any:
+    """The rows of a CSV, Parquet or JSON file as a DataFrame in the schema's training form."""
     if path.is_dir():
-        raise PredictInputError(f"{path} is a directory; give a CSV or JSON file")
-    try:
-        raw = path.read_bytes()[: MAX_INPUT_BYTES + 1]
-    except OSError as err:
-        raise PredictInputError(f"reading {path}: {err.strerror or err}") from None
-    if len(raw) > MAX_INPUT_BYTES:
+        raise PredictInputError(f"{path} is a directory; give a CSV, Parquet or JSON file")
+    if path.stat().st_size > MAX_INPUT_BYTES:
         raise PredictInputError(f"{path} is larger than {MAX_INPUT_BYTES // 2**20} MiB")
+    head = path.read_bytes()[:64].lstrip()
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise PredictInputError(f"{path} is not a text file (CSV or JSON)") from None
-    if path.suffix.lower() == ".json" or text.lstrip()[:1] in ("{", "["):
-        return _json_rows(path, text, feature_names)
-    return _csv_rows(path, text, feature_names)
-
-
-def _json_rows(path: Path, text: str, names: list[str] | None) -> list[list[float]]:
-    try:
-        data = json.loads(text)
+        if path.suffix.lower() == ".json" or head[:1] in (b"{", b"["):
+            return frame_of_rows(schema, _json_rows(path))
+        return _table_rows(path, schema)
     except ValueError as err:
-        raise PredictInputError(f"{path}: not valid JSON ({err})") from None
-    rows = data.get("data") if isinstance(data, dict) else data
-    if not isinstance(rows, list) or not rows:
-        raise PredictInputError(f'{path}: expected {{"data": [[...], ...]}} or a list of rows')
-    out = []
-    for number, row in enumerate(rows, start=1):
-        if isinstance(row, dict):
-            if not names:
-                raise PredictInputError(
-                    f"{path}: row {number} is an object, but the model records no feature "
-                    "names; give lists of numbers"
-                )
-            missing = [n for n in names if n not in row]
-            if missing:
-                raise PredictInputError(f"{path}: row {number} has no {missing[0]!r}")
-            row = [row[n] for n in names]
-        if not isinstance(row, list):
-            raise PredictInputError(f"{path}: row {number} is not a list of numbers")
-        out.append([_number(path, number, value) for value in row])
-    return out
+        raise PredictInputError(f"{path}: {err}") from None
 
 
-def _csv_rows(path: Path, text: str, names: list[str] | None) -> list[list[float]]:
-    table = [r for r in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in r)]
-    if not table:
-        raise PredictInputError(f"{path}: no rows")
-    header = [cell.strip() for cell in table[0]]
-    columns: list[int] | None = None
-    if not all(_is_number(cell) for cell in header):
-        body = table[1:]
-        if names and all(n in header for n in names):
-            columns = [header.index(n) for n in names]  # e.g. a training CSV with its label
-    else:
-        body = table
-    if not body:
-        raise PredictInputError(f"{path}: a header but no rows")
-    rows = []
-    for number, row in enumerate(body, start=1):
-        cells = [row[i] for i in columns] if columns else row
-        rows.append([_number(path, number, cell) for cell in cells])
-    return rows
-
-
-def _is_number(cell: str) -> bool:
+def _json_rows(path: Path) -> list[Any]:
     try:
-        float(cell)
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PredictInputError(f"{path}: not valid JSON ({err})") from None
+    if isinstance(data, dict) and isinstance(data.get("dataframe_split"), dict):
+        split = data["dataframe_split"]
+        columns, rows = split.get("columns"), split.get("data")
+        if not isinstance(columns, list) or not isinstance(rows, list):
+            raise PredictInputError(f"{path}: dataframe_split needs columns and data lists")
+        return [dict(zip(columns, row, strict=False)) for row in rows]
+    if isinstance(data, dict):
+        data = data.get("instances", data.get("data"))
+    if not isinstance(data, list) or not data:
+        raise PredictInputError(
+            f'{path}: expected {{"data": [[...]]}}, {{"instances": [{{...}}]}}, '
+            '{"dataframe_split": ...} or a list of rows'
+        )
+    return data
+
+
+def _table_rows(path: Path, schema: TableSchema) -> Any:
+    """A table's columns by name; a CSV without a header holds the features in order."""
+    first = path.read_text(encoding="utf-8-sig", errors="replace").lstrip().split("\n", 1)[0]
+    if path.suffix.lower() not in (".parquet", ".pq") and _all_numbers(first.split(",")):
+        rows = [line.split(",") for line in path.read_text().splitlines() if line.strip()]
+        return frame_of_rows(schema, rows)
+    try:
+        table = read_table(str(path), DataLimits(max_bytes=MAX_INPUT_BYTES))
+    except DataError as err:
+        raise PredictInputError(str(err)) from None
+    missing = [name for name in schema.names if name not in table.columns]
+    if missing:
+        raise PredictInputError(
+            f"{path}: no column {missing[0]!r}; the model takes {list(schema.names)}"
+        )
+    table = table[list(schema.names)].astype(object).where(table.notna(), None)
+    return frame_of_rows(schema, table.to_dict(orient="records"))
+
+
+def _all_numbers(cells: list[str]) -> bool:
+    try:
+        [float(cell) for cell in cells]
     except ValueError:
         return False
     return True
 
 
-def _number(path: Path, row: int, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise PredictInputError(f"{path}: row {row}: {value!r} is not a number") from None
-    if not np.isfinite(number):
-        raise PredictInputError(f"{path}: row {row}: {value!r} is not a finite number")
-    return number
-
-
-def predict_offline(store: Any, version: str, rows: list[list[float]]) -> dict[str, Any]:
-    """The stored model's answer through ONNX Runtime: one label and probabilities per row."""
+def predict_offline(store: Any, version: str, rows_file: Path) -> dict[str, Any]:
+    """The stored model's answer through ONNX Runtime: a label and probabilities per row, or
+    a value per row (regression)."""
     import onnxruntime as ort
 
     stored = store.get(version)
+    schema = schema_of_metadata(stored.metadata)
+    frame = read_rows(rows_file, schema)
     session = ort.InferenceSession(stored.model_bytes, providers=["CPUExecutionProvider"])
-    node = session.get_inputs()[0]
-    width = node.shape[1] if len(node.shape) == 2 else None
-    bad = [i for i, row in enumerate(rows, start=1) if isinstance(width, int) and len(row) != width]
-    if bad:
-        raise PredictInputError(
-            f"row {bad[0]} has {len(rows[bad[0] - 1])} values; version {stored.version} "
-            f"takes {width} features ({', '.join(stored.metadata.get('feature_names', []))})"
-        )
-    outputs = {o.name: i for i, o in enumerate(session.get_outputs())}
-    results = session.run(None, {node.name: np.asarray(rows, dtype=np.float32)})
-    indices = results[outputs.get("label", 0)]
-    probabilities = results[outputs.get("probabilities", 1)]
-    labels = [stored.labels.get(str(int(i)), str(int(i))) for i in indices]
+    outputs = session.run(None, onnx_feed(schema, frame))
+    if schema.task == "regression":
+        return {
+            "version": stored.version,
+            "values": np.asarray(outputs[0], float).reshape(-1).tolist(),
+        }
+    labels = [stored.labels.get(str(int(i)), str(int(i))) for i in outputs[0]]
     return {
         "version": stored.version,
         "labels": labels,
-        "probabilities": np.asarray(probabilities, dtype=float).round(6).tolist(),
+        "probabilities": np.asarray(outputs[1], dtype=float).round(6).tolist(),
     }
 
 
-def predict_live(endpoint: str, rows: list[list[float]], timeout: float = 30.0) -> dict[str, Any]:
-    """POST the rows to a running server's /predict (and /predict/label for labels)."""
+def predict_live(endpoint: str, rows_file: Path, timeout: float = 30.0) -> dict[str, Any]:
+    """POST the file's rows to a running server's /predict, as records when they are."""
     import httpx
 
     base = endpoint.rstrip("/")
+    rows = _json_rows(rows_file) if rows_file.suffix.lower() == ".json" else _csv_records(rows_file)
+    body = {"instances": rows} if isinstance(rows[0], dict) else {"data": rows}
     try:
-        probabilities = httpx.post(f"{base}/predict", json={"data": rows}, timeout=timeout)
-        labels = httpx.post(f"{base}/predict/label", json={"data": rows}, timeout=timeout)
         metadata = httpx.get(f"{base}/metadata", timeout=timeout)
+        values = httpx.post(f"{base}/predict", json=body, timeout=timeout)
+        labels = httpx.post(f"{base}/predict/label", json=body, timeout=timeout)
     except httpx.HTTPError as err:
         raise KilnError(f"asking {base}: {err}; is it running? (`kiln status`)") from None
-    for reply in (probabilities, labels):
-        if reply.status_code != 200:
-            raise KilnError(f"{reply.request.url} answered {reply.status_code}: {reply.text[:200]}")
-    version = metadata.json().get("version") if metadata.status_code == 200 else None
+    if values.status_code != 200:
+        raise KilnError(f"{values.request.url} answered {values.status_code}: {values.text[:200]}")
+    about = metadata.json() if metadata.status_code == 200 else {}
+    if about.get("task") == "regression":
+        return {"version": about.get("version"), "values": values.json().get("prediction")}
     return {
-        "version": version,
-        "labels": labels.json().get("prediction"),
-        "probabilities": probabilities.json().get("prediction"),
+        "version": about.get("version"),
+        "labels": labels.json().get("prediction") if labels.status_code == 200 else None,
+        "probabilities": values.json().get("prediction"),
     }
+
+
+def _csv_records(path: Path) -> list[Any]:
+    try:
+        table = read_table(str(path), DataLimits(max_bytes=MAX_INPUT_BYTES))
+    except DataError as err:
+        raise PredictInputError(str(err)) from None
+    return table.astype(object).where(table.notna(), None).to_dict(orient="records")
 
 
 def predict(
@@ -165,7 +157,7 @@ def predict(
             exists=True,
             dir_okay=False,
             readable=True,
-            help="A CSV (header optional) or JSON file of rows.",
+            help="A CSV or Parquet table (columns by name) or a JSON file of rows or records.",
         ),
     ],
     version: Annotated[
@@ -178,18 +170,20 @@ def predict(
     output: OutputOption = "text",
     store: StoreOption = None,
 ) -> None:
-    """Predict labels for rows, offline with a stored version or from a live endpoint."""
+    """Predict for rows, offline with a stored version or from a live endpoint."""
     if endpoint is not None and not endpoint.startswith(("http://", "https://")):
         raise typer.BadParameter(f"{endpoint!r} is not an http(s) URL", param_hint="--endpoint")
     if endpoint is None:
         the_store = open_store(store)
-        resolved = the_store.resolve(version)
-        names = the_store.metadata(resolved).get("feature_names")
-        answer = predict_offline(the_store, resolved, read_rows(rows_file, names))
+        answer = predict_offline(the_store, the_store.resolve(version), rows_file)
     else:
-        answer = predict_live(endpoint, read_rows(rows_file, None))
+        answer = predict_live(endpoint, rows_file)
     if output == "json":
         print_json(answer)
+        return
+    if "values" in answer:
+        for value in answer["values"] or []:
+            print_line(f"{value:.6g}")
         return
     for label, probs in zip(answer["labels"] or [], answer["probabilities"] or [], strict=False):
         print_line(f"{label}\t{max(probs):.4f}")

@@ -20,22 +20,29 @@ from kiln.cli.deploy import try_it_command
 from kiln.cli.options import (
     COption,
     DataOption,
+    DelimiterOption,
+    DropOption,
+    FeaturesOption,
     ForceOption,
     GammaOption,
     KernelOption,
     LabelColumnOption,
     MinScoreOption,
+    ModelOption,
     OutputOption,
+    ParamOption,
+    ReplaceSchemaOption,
     SeedOption,
     StoreOption,
     TargetOption,
+    TaskOption,
+    training_from_flags,
 )
 from kiln.cli.output import debug_enabled, make_console, print_json, print_line
 from kiln.cli.progress import progress
 from kiln.cli.warm import runner as warm
 from kiln.config.errors import KilnError
 from kiln.config.settings import BuilderName, KilnSettings, get_settings
-from kiln.training.params import TrainParams
 
 err_console = make_console(stderr=True)
 
@@ -92,6 +99,12 @@ def flow_run_link(api: str | None, flow_run_id: str | None) -> str | None:
 def run(
     data: DataOption = "iris",
     label_column: LabelColumnOption = "label",
+    model: ModelOption = "svm",
+    param: ParamOption = None,
+    task: TaskOption = None,
+    features: FeaturesOption = None,
+    drop: DropOption = None,
+    delimiter: DelimiterOption = None,
     c: COption = 1.0,
     kernel: KernelOption = "rbf",
     gamma: GammaOption = "scale",
@@ -107,15 +120,14 @@ def run(
     output: OutputOption = "text",
     store: StoreOption = None,
     force: ForceOption = False,
+    replace_schema: ReplaceSchemaOption = False,
 ) -> None:
     """Train, gate, export, store, build, push, roll out and prune, as one Prefect flow run."""
     # Validate every setting and flag together before Prefect or any step starts.
     settings = get_settings().with_overrides(
         store=store, target=target, builder=builder, keep=keep, gate_threshold=min_score
     )
-    training = TrainParams.checked(
-        data=data, label_column=label_column, C=c, kernel=kernel, gamma=gamma, seed=seed
-    )
+    training = training_from_flags(locals())
 
     def say(text: str) -> None:
         err_console.print(text, highlight=False, markup=False, soft_wrap=True)
@@ -136,6 +148,7 @@ def run(
             keep=keep,
             store=store,
             force=force,
+            replace_schema=replace_schema,
             return_state=True,
         )
     flow_run_id = str(state.state_details.flow_run_id or watcher.flow_run_id or "")
@@ -155,7 +168,10 @@ def print_summary(summary: dict[str, Any], output: str, flow_run_id: str, link: 
         return
     decision = summary["decision"]
     print_line(f"version   {summary['version']}")
-    print_line(f"accuracy  {summary['metrics']['accuracy']:.4f}")
+    print_line(f"model     {summary.get('model', 'svm')} ({summary.get('task', 'classification')})")
+    metric = decision.get("metric") or "accuracy"
+    if summary["metrics"].get(metric) is not None:
+        print_line(f"{metric:<9} {summary['metrics'][metric]:.4f}")
     print_line(f"decision  {decision['outcome']}: {decision['reason']}")
     if summary.get("shipped_again"):  # recorded as serving, but it did not answer
         print_line(f"shipped   again: {summary['shipped_again']}")

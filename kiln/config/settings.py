@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kiln.config.defaults import DEFAULT_STATE_DIR
@@ -25,7 +25,7 @@ TEAM_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 Target = Literal["local", "kubernetes"]
 BuilderName = Literal["auto", "engine", "layer"]
-GateMetric = Literal["accuracy", "f1_macro"]
+GateMetric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2", "rmse", "mae"]
 
 
 class KilnSettings(BaseSettings):
@@ -66,24 +66,43 @@ class KilnSettings(BaseSettings):
         "with one error before training.",
     )
 
-    gate_metric: GateMetric = Field(
-        default="accuracy",
-        description="The metric both gates judge a model on: `accuracy` or `f1_macro`.",
+    gate_metric: GateMetric | None = Field(
+        default=None,
+        description="The metric both gates judge a model on: accuracy, balanced_accuracy, "
+        "f1_macro or roc_auc for a classification; r2, rmse or mae for a regression. Unset: "
+        "accuracy for a classification, r2 for a regression.",
     )
-    gate_threshold: float = Field(
-        default=0.9,
+    gate_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="The quality gate: a model scoring below this on the gate metric (above "
+        "it, for the error metrics rmse and mae) is neither exported nor stored "
+        "(`--min-score` per call). Unset: 0.9 for accuracy, 0.8 for balanced_accuracy, "
+        "f1_macro and roc_auc, 0.3 for r2; rmse and mae need one.",
+    )
+    gate_min_class_recall: float | None = Field(
+        default=None,
         ge=0.0,
         le=1.0,
-        description="The quality gate: a model scoring below this on the gate metric is "
-        "neither exported nor stored (`--min-score` per call).",
+        description="The quality gate's floor on every class's holdout recall: an imbalanced "
+        "set can score a high accuracy while missing its rare class. Unset: no floor.",
     )
     gate_tolerance: float = Field(
         default=0.0,
         ge=0.0,
         le=1.0,
         description="The champion gate: a new model replaces the one a target runs only when "
-        "its score, on the same rows, is at least the champion's minus this. At 0 an equal "
-        "score ships and a lower one does not.",
+        "its score, on the same rows, is not worse than the champion's by more than this. At "
+        "0 an equal score ships and a worse one does not.",
+    )
+    parity_tolerance: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="How far ONNX Runtime's probabilities (or regression values, relative to "
+        "their size) may be from scikit-learn's on the holdout and probe rows. Unset: the "
+        "model family's default, 1e-5 for linear models and SVMs, larger for tree ensembles "
+        "(docs: benchmarks, parity).",
     )
 
     registry: str = Field(
@@ -272,6 +291,16 @@ class KilnSettings(BaseSettings):
     @property
     def wheel_cache_dir(self) -> Path:
         return self.cache_dir or self.state_dir / "cache" / "wheels"
+
+    @field_validator("gate_threshold")
+    @classmethod
+    def _threshold_fits_the_metric(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and value > 1 and info.data.get("gate_metric") not in ("rmse", "mae"):
+            raise ValueError(
+                "a score threshold is at most 1 (only the error metrics rmse and mae, set "
+                "with KILN_GATE_METRIC, take larger limits)"
+            )
+        return value
 
     def with_overrides(self, **overrides: Any) -> KilnSettings:
         """These settings with the non-None overrides on top, validated like the environment.

@@ -56,7 +56,7 @@ class VersionMetadata(BaseModel):
     feature_names: list[str] | None = None
     params: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
-    sample_input: list[list[float]] | None = None
+    sample_input: list[list[Any]] | None = None  # numbers, text, booleans, null (schema.py)
     onnx: dict[str, Any] | None = None
     libraries: dict[str, str] | None = None
     code_revision: str | None = None

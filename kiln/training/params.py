@@ -9,23 +9,42 @@ KilnError in kiln's words. Nothing here loads data or imports scikit-learn.
 from __future__ import annotations
 
 import math
-from typing import Any
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kiln.config.errors import ParameterError
 
 KERNELS = ("rbf", "linear", "poly", "sigmoid")
 MAX_SEED = 2**32 - 1  # numpy's random_state range
+PRESETS = ("svm", "logistic", "random_forest", "hist_gradient_boosting")
+# MODULE:FUNCTION (a dotted module on the path) or path/to/file.py:FUNCTION.
+MODEL_SPEC = re.compile(r"^(?:[A-Za-z_][\w.]*|[^:]+\.py):[A-Za-z_]\w*$")
+SVM_DEFAULTS = {"C": 1.0, "kernel": "rbf", "gamma": "scale"}
 
 
 class TrainParams(BaseModel):
-    """Data, label column and the SVM's parameters; validated when built."""
+    """What to train on and what to train: the data and its columns, the model (a preset or
+    the user's factory) and its arguments; validated when built."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     data: str = "iris"
     label_column: str = "label"
+    features: tuple[str, ...] | None = None  # the feature columns; None: every other column
+    drop: tuple[str, ...] = ()  # columns left out (ids, leaks)
+    delimiter: str | None = None  # a CSV's; None: sniffed
+    task: Literal["classification", "regression"] | None = None  # None: inferred
+    model: str = Field(
+        default="svm",
+        description="A preset (svm, logistic, random_forest, hist_gradient_boosting) or "
+        "MODULE:FUNCTION / path/to/file.py:FUNCTION returning an unfitted estimator",
+    )
+    model_args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the model's factory"
+    )
+    # The svm preset's parameters (today's model), kept as fields for existing deployments.
     C: float = 1.0
     kernel: str = "rbf"
     gamma: str | float = "scale"
@@ -41,8 +60,64 @@ class TrainParams(BaseModel):
             raise ParameterError(describe(err)) from None
 
     def model_params(self) -> dict[str, Any]:
-        """What the model depends on besides the data (recorded with it, part of cache keys)."""
-        return self.model_dump(include={"C", "kernel", "gamma", "seed", "test_size"})
+        """What the model depends on besides the data and the factory's source (recorded
+        with it, part of cache keys). The svm preset's own three appear for it alone."""
+        keys = {"model", "model_args", "task", "seed", "test_size"}
+        if self.model == "svm":
+            keys |= {"C", "kernel", "gamma"}
+        return self.model_dump(include=keys)
+
+    def factory_args(self) -> dict[str, Any]:
+        """The keyword arguments the model's factory gets (the svm preset: C, kernel, gamma)."""
+        if self.model == "svm":
+            return {"C": self.C, "kernel": self.kernel, "gamma": self.gamma, **self.model_args}
+        return dict(self.model_args)
+
+    def columns(self) -> dict[str, Any]:
+        """How to read the table (data.load_data's choices)."""
+        return {
+            "features": self.features,
+            "drop": self.drop,
+            "task": self.task,
+            "delimiter": self.delimiter,
+        }
+
+    @model_validator(mode="after")
+    def _svm_fields_for_svm(self) -> TrainParams:
+        changed = [k for k, v in SVM_DEFAULTS.items() if getattr(self, k) != v]
+        if changed and self.model != "svm":
+            raise ValueError(
+                f"{', '.join(changed)} belong to the svm preset; pass the model's own "
+                "arguments with --param KEY=VALUE (model_args)"
+            )
+        return self
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        value = value.strip()
+        if value not in PRESETS and not MODEL_SPEC.match(value):
+            raise ValueError(
+                f"model must be a preset ({', '.join(PRESETS)}) or MODULE:FUNCTION or "
+                f"path/to/file.py:FUNCTION, got {value!r}"
+            )
+        return value
+
+    @field_validator("features", "drop", mode="before")
+    @classmethod
+    def _column_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # a comma-separated list, as the CLI and the UI give it
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple) and any(not str(v).strip() for v in value):
+            raise ValueError("column names must be non-empty")
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1:
+            raise ValueError(f"delimiter must be one character, got {value!r}")
+        return value
 
     @field_validator("data")
     @classmethod

@@ -10,21 +10,31 @@ import platform
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.training.data import Dataset
 from kiln.training.export import TARGET_OPSET, ParityReport
 from kiln.training.params import TrainParams
+from kiln.training.schema import TableSchema
+
+if TYPE_CHECKING:
+    from kiln.training.train import TrainResult
 
 TRACKED_LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "kiln")
 # The modules whose source a model depends on: read as text, not imported, so that a run
 # whose training is cached never loads scikit-learn or ONNX Runtime to compute its cache key.
 FINGERPRINTED_MODULES = (
     "kiln.training.params",
+    "kiln.training.schema",
+    "kiln.training.table",
     "kiln.training.data",
+    "kiln.training.models",
+    "kiln.training.metrics",
     "kiln.training.train",
     "kiln.training.export",
+    "kiln.training.converters",
 )
+TRACKED_OPTIONAL = ("pandas", "pyarrow", "lightgbm", "xgboost", "onnxmltools")
 
 
 def library_version(name: str) -> str:
@@ -37,6 +47,7 @@ def library_version(name: str) -> str:
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     versions.update((name, library_version(name)) for name in TRACKED_LIBRARIES)
+    versions.update((name, library_version(name)) for name in TRACKED_OPTIONAL)
     return versions
 
 
@@ -78,20 +89,34 @@ def code_revision(where: Path | None = None) -> str | None:
     return f"{head}-dirty" if dirty else head
 
 
+def model_fingerprint(params: TrainParams) -> str:
+    """The user's model module source (sha256), part of the training cache key: a changed
+    factory retrains. Presets are kiln's own code, which code_fingerprint covers."""
+    from kiln.training.models import resolve
+
+    return resolve(params).fingerprint
+
+
 def build_metadata(
     data: Dataset,
     params: TrainParams,
-    metrics: dict[str, Any],
-    parity: ParityReport,
-    sample_input: list[list[float]],
+    result: TrainResult,
+    exported: tuple[ParityReport, TableSchema],
+    sample_input: list[list[Any]],
 ) -> dict[str, Any]:
+    """metadata.json's content besides what the store adds; `exported`: the export's parity
+    report and the schema with its ONNX inputs."""
+    parity, schema = exported
     return {
         "data_hash": data.content_hash,
         "data_source": data.source,
         "data_rows": data.n_rows,
+        "task": data.task,
         "feature_names": list(data.feature_names),
+        "schema": schema.as_dict(),
+        "model": result.description,
         "params": params.model_params(),
-        "metrics": metrics,
+        "metrics": result.metrics,
         "parity": parity.as_dict(),
         "sample_input": sample_input,
         "onnx": {"opset": TARGET_OPSET, "onnxruntime": library_version("onnxruntime")},

@@ -8,6 +8,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from kiln.store.artifact_store import ArtifactStore
 from kiln.training.promotion import Decision, decision_summary, latest_decision
+from kiln.training.summary import headline, metric_values, schema_table
 
 
 def model_card(
@@ -17,6 +18,7 @@ def model_card(
     decision: Decision | None = None,
 ) -> str:
     metrics = metadata.get("metrics", {})
+    model = metadata.get("model") or {}
     names = [labels[k] for k in sorted(labels, key=int)]
     lines = [
         f"# Model {metadata['version']}",
@@ -25,16 +27,19 @@ def model_card(
         "| --- | --- |",
         f"| version | `{metadata['version']}` |",
         f"| created | {metadata.get('created', '')} |",
+        f"| task | {metadata.get('task', 'classification')} |",
+        f"| model | `{model.get('spec', 'svm')}`: {model.get('final_estimator', '')} |",
+        f"| arguments | `{model.get('args', metadata.get('params', {}))}` |",
         f"| data | {metadata.get('data_source', '')} ({metadata.get('data_rows', '?')} rows) |",
         f"| data hash | `{metadata.get('data_hash', '')[:16]}` |",
-        f"| parameters | `{metadata.get('params', {})}` |",
         f"| model sha256 | `{metadata.get('model_sha256', '')}` |",
         f"| code revision | `{metadata.get('code_revision')}` |",
-        f"| accuracy | {metrics.get('accuracy', float('nan')):.4f} |",
-        f"| macro F1 | {metrics.get('f1_macro', float('nan')):.4f} |",
     ]
-    for key, value in extra.items():
-        lines.append(f"| {key.replace('_', ' ')} | {value} |")
+    if model.get("source_sha256"):
+        lines.append(f"| model source sha256 | `{model['source_sha256'][:16]}` |")
+    lines += [f"| {name} | {value:.4f} |" for name, value in metric_values(metrics)]
+    lines += [f"| {key.replace('_', ' ')} | {value} |" for key, value in extra.items()]
+    lines += ["", *schema_table(metadata)]
     matrix = metrics.get("confusion_matrix")
     if matrix:
         lines += ["", "## Confusion matrix (rows: true, columns: predicted)", ""]
@@ -90,7 +95,7 @@ def version_rows(store: ArtifactStore) -> list[dict[str, Any]]:
         {
             "version": v.version,
             "created": v.created,
-            "accuracy": round(float(v.metrics.get("accuracy", float("nan"))), 4),
+            "score": headline(v.metrics),
             "decision": decision_summary(latest_decision(store, v.version)),
             "pinned": v.pinned,
             "deployed": ", ".join(deployed.get(v.version, [])),

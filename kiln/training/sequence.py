@@ -14,9 +14,11 @@ from typing import Any
 from kiln.store.artifact_store import ArtifactStore, encode_labels, version_id
 from kiln.training.data import DataLimits, Dataset, load_data
 from kiln.training.export import ParityReport, check_parity, export_onnx
+from kiln.training.models import resolve
 from kiln.training.params import TrainParams
 from kiln.training.promotion import SAME, Challenger, Decision, GatePolicy, decide
 from kiln.training.provenance import build_metadata
+from kiln.training.schema import TableSchema, json_row, sample_request
 from kiln.training.train import TrainResult, check_quality, train_model
 
 
@@ -24,6 +26,7 @@ from kiln.training.train import TrainResult, check_quality, train_model
 class Exported:
     onnx_bytes: bytes
     parity: ParityReport
+    schema: TableSchema  # the data's, with the layout and ONNX input names of this export
 
 
 @dataclass(frozen=True)
@@ -34,28 +37,35 @@ class TrainOutcome:
     metrics: dict[str, Any]
     parity: ParityReport
     decision: Decision
-    sample_input: list[list[float]]
+    sample_input: dict[str, Any]  # a POST /predict body for one holdout row
+    task: str = "classification"
+    model: str = "svm"
 
 
 # -- the steps, in order ---------------------------------------------------------------------
 
 
 def load_step(params: TrainParams, limits: DataLimits = DataLimits()) -> Dataset:  # noqa: B008
-    return load_data(params.data, params.label_column, limits)
+    return load_data(params.data, params.label_column, limits, **params.columns())
 
 
 def train_step(data: Dataset, params: TrainParams) -> TrainResult:
     return train_model(data, params)
 
 
-def quality_gate_step(metrics: dict[str, Any], policy: GatePolicy) -> None:
-    check_quality(metrics, policy.metric, policy.threshold)
+def quality_gate_step(
+    metrics: dict[str, Any], policy: GatePolicy, task: str = "classification"
+) -> None:
+    check_quality(metrics, policy.for_task(task).bar())  # type: ignore[arg-type]
 
 
-def export_step(data: Dataset, params: TrainParams, result: TrainResult) -> Exported:
+def export_step(
+    data: Dataset, params: TrainParams, result: TrainResult, tolerance: float | None = None
+) -> Exported:
     """Export to ONNX and check it against scikit-learn (`params` is part of its cache key)."""
-    onnx_bytes = export_onnx(result.model, data.n_features)
-    return Exported(onnx_bytes, check_parity(onnx_bytes, result.model, result.X_holdout))
+    onnx_bytes, schema = export_onnx(result.model, data.schema)
+    parity = check_parity(onnx_bytes, result.model, result.X_holdout, schema, tolerance)
+    return Exported(onnx_bytes, parity, schema)
 
 
 def champion_gate_step(
@@ -69,8 +79,7 @@ def champion_gate_step(
     challenger = Challenger(
         version=version_id(exported.onnx_bytes, labels),  # the id the store will give it
         onnx_bytes=exported.onnx_bytes,
-        feature_names=data.feature_names,
-        class_names=data.class_names,
+        schema=exported.schema,
         X_holdout=result.X_holdout,
         y_holdout=result.y_holdout,
         metrics=result.metrics,
@@ -88,9 +97,8 @@ def store_step(
 ) -> str:
     """Store the model with its provenance (a refused one too, for audit), and the decision
     when it met a target's champion."""
-    metadata = build_metadata(
-        data, params, result.metrics, exported.parity, result.X_holdout[:1].tolist()
-    )
+    sample = [json_row(exported.schema, result.X_holdout, 0)]
+    metadata = build_metadata(data, params, result, (exported.parity, exported.schema), sample)
     version = store.put(exported.onnx_bytes, dict(enumerate(data.class_names)), metadata)
     if decision.target is not None:
         store.record_decision(version, decision.as_dict())
@@ -139,12 +147,15 @@ def run_training(
     policy: GatePolicy = GatePolicy(),  # noqa: B008 (frozen)
     steps: TrainingSteps = TrainingSteps(),  # noqa: B008 (frozen)
     limits: DataLimits = DataLimits(),  # noqa: B008 (frozen)
+    tolerance: float | None = None,
 ) -> TrainOutcome:
     """The training sequence, start to stored version; a refused challenger is stored too."""
+    resolve(params)  # an unknown model or a bad argument: one line before any data is read
     data = steps.load(params, limits)
+    policy.for_task(data.task)  # a metric that does not fit the task: before training
     result = steps.train(data, params)
-    steps.quality_gate(result.metrics, policy)
-    exported = steps.export(data, params, result)
+    steps.quality_gate(result.metrics, policy, data.task)
+    exported = steps.export(data, params, result, tolerance)
     decision = steps.champion_gate(store, policy, data, result, exported)
     if decision.outcome == SAME:
         version = decision.challenger  # stored and running already: nothing to write
@@ -157,5 +168,7 @@ def run_training(
         metrics=result.metrics,
         parity=exported.parity,
         decision=decision,
-        sample_input=result.X_holdout[:1].tolist(),
+        sample_input=sample_request(exported.schema, [json_row(exported.schema, result.X_holdout)]),
+        task=data.task,
+        model=params.model,
     )

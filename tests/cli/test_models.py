@@ -47,7 +47,7 @@ def test_errors_are_one_line_and_exit_non_zero(tmp_path, args, message, kiln_cli
     ("header", "rows", "message"),
     [
         (["a", "b"], [[1, 2], [3, 4]], "no label column 'label'"),
-        (["a", "label"], [[1, "x"], ["five", "y"]], "'five' is not a number"),
+        (["a", "label"], [[1, "x"], ["inf", "y"]], "data row 2, column 'a': inf is not a finite"),
         (["a", "label"], [[1, "x"], [2, "x"]], "needs at least two classes"),
     ],
 )

@@ -19,7 +19,7 @@ def iris_trained(seed: int = 42) -> tuple[Dataset, TrainResult, bytes]:
     """Iris, a model trained on it and its ONNX bytes (cached: tests must not mutate them)."""
     data = load_iris_dataset()
     result = train_model(data, TrainParams(seed=seed))
-    return data, result, export_onnx(result.model, data.n_features)
+    return data, result, export_onnx(result.model, data.schema)[0]
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:

@@ -13,14 +13,14 @@ def test_export_gives_plain_probability_tensor_and_passes_parity():
     outputs = {o.name: o for o in session.get_outputs()}
     assert outputs["probabilities"].type == "tensor(float)"  # no ZipMap
     assert session.get_inputs()[0].name == "X"
-    report = check_parity(onnx_bytes, result.model, result.X_holdout)
+    report = check_parity(onnx_bytes, result.model, result.X_holdout, data.schema)
     assert report.labels_equal
     assert report.max_abs_diff < 1e-5
 
 
 def test_export_is_deterministic():
     data, result, onnx_bytes = iris_trained()
-    assert export_onnx(result.model, data.n_features) == onnx_bytes
+    assert export_onnx(result.model, data.schema)[0] == onnx_bytes
 
 
 def _tampered(onnx_bytes: bytes) -> bytes:
@@ -33,12 +33,12 @@ def _tampered(onnx_bytes: bytes) -> bytes:
 
 
 def test_tampered_model_fails_parity_naming_the_worst_row():
-    _, result, onnx_bytes = iris_trained()
+    data, result, onnx_bytes = iris_trained()
     with pytest.raises(ParityError, match=r"(differ by .* on holdout row \d+)|(labels differ)"):
-        check_parity(_tampered(onnx_bytes), result.model, result.X_holdout)
+        check_parity(_tampered(onnx_bytes), result.model, result.X_holdout, data.schema)
 
 
 def test_unloadable_model_fails_parity():
-    _, result, _ = iris_trained()
+    data, result, _ = iris_trained()
     with pytest.raises(ParityError, match="cannot load the model"):
-        check_parity(b"not an onnx file", result.model, result.X_holdout)
+        check_parity(b"not an onnx file", result.model, result.X_holdout, data.schema)

@@ -11,9 +11,21 @@ def test_defaults_and_what_the_model_depends_on():
     params = TrainParams()
     assert (params.data, params.label_column) == ("iris", "label")
     assert params.model_params() == {
+        "model": "svm",
+        "model_args": {},
+        "task": None,
         "C": 1.0,
         "kernel": "rbf",
         "gamma": "scale",
+        "seed": 42,
+        "test_size": 0.25,
+    }
+    # The svm preset's own three belong to it alone.
+    forest = TrainParams(model="random_forest", model_args={"n_estimators": 50})
+    assert forest.model_params() == {
+        "model": "random_forest",
+        "model_args": {"n_estimators": 50},
+        "task": None,
         "seed": 42,
         "test_size": 0.25,
     }
@@ -42,6 +54,10 @@ def test_loose_values_from_a_command_line_are_converted():
         ({"label_column": ""}, "label column must be a non-empty column name"),
         ({"test_size": 1}, "test_size must be a fraction between 0 and 1, got 1"),
         ({"epochs": 3}, "unknown training parameter 'epochs'"),
+        ({"model": "gbm"}, "model must be a preset (svm, logistic, random_forest,"),
+        ({"model": "random_forest", "C": 2}, "C belong to the svm preset"),
+        ({"delimiter": ";;"}, "delimiter must be one character"),
+        ({"task": "ranking"}, "task: input should be 'classification' or 'regression'"),
     ],
 )
 def test_a_bad_value_is_one_parameter_error(values, message):

@@ -37,6 +37,14 @@ def test_the_flow_module_loads_without_scikit_learn_or_onnx_runtime():
     assert found == []
 
 
+def test_the_command_line_loads_neither_prefect_nor_scikit_learn():
+    """`kiln run` sets Prefect's API address before Prefect reads its settings; a command
+    module importing Prefect first would send every run to a temporary server."""
+    heavy = (*HEAVY, "prefect")
+    loaded = f"sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))"
+    assert run_python(f"import json, sys, kiln.cli.app; print(json.dumps({loaded}))") == []
+
+
 def test_a_persisted_train_result_reads_back_without_scikit_learn(tmp_path):
     _, result, _ = iris_trained()
     path = tmp_path / "result.pickle"
@@ -47,7 +55,7 @@ def test_a_persisted_train_result_reads_back_without_scikit_learn(tmp_path):
         f"before = {LOADED}\n"
         "predicted = result.model.predict(result.X_holdout).tolist()\n"
         "print(json.dumps({'before': before, 'metrics': result.metrics,\n"
-        "    'rows': result.X_holdout.tolist(), 'predicted': predicted}))"
+        "    'rows': result.X_holdout.to_numpy().tolist(), 'predicted': predicted}))"
     )
     assert back["before"] == []  # metrics and holdout rows: numpy only
     assert back["metrics"] == json.loads(json.dumps(result.metrics))

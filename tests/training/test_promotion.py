@@ -103,12 +103,31 @@ def test_a_changed_signature_falls_back_to_recorded_metrics_and_says_so(store, t
     rows = [[*x, iris.class_names[y]] for x, y in zip(iris.X, iris.y, strict=True)]
     csv = write_csv(tmp_path / "renamed.csv", header, rows)
     old = champion(store, TrainParams(data=str(csv), C=4.0))
-    decision = judge(store, TrainParams()).decision
+    decision = judge(store, TrainParams(), replace_schema=True).decision
     assert decision.basis == RECORDED
     assert decision.outcome == REFUSE  # recorded 0.9474 against the champion's recorded 0.9737
-    assert "input signatures differ (features" in decision.reason
+    assert "input signatures differ (removed cm_sepal_length" in decision.reason
     assert "each model's recorded holdout metric" in decision.reason
     assert decision.champion == old and decision.champion_score == pytest.approx(37 / 38)
+
+
+def test_a_challenger_with_other_columns_is_refused_unless_the_schema_is_replaced(store, tmp_path):
+    """Its clients send the champion's columns: shipping it would break every one of them."""
+    from kiln.training.data import load_iris_dataset
+
+    iris = load_iris_dataset()
+    keep = [0, 2, 3]  # sepal_width left out
+    header = [*(iris.feature_names[i] for i in keep), "label"]
+    rows = [[*x[keep], iris.class_names[y]] for x, y in zip(iris.X, iris.y, strict=True)]
+    csv = write_csv(tmp_path / "three.csv", header, rows)
+    old = champion(store, TrainParams())
+    refused = judge(store, TrainParams(data=str(csv)), force=True).decision
+    assert (refused.outcome, refused.basis) == (REFUSE, "the input schema")
+    assert "removed sepal_width" in refused.reason and "--replace-schema" in refused.reason
+    assert refused.champion == old and not refused.ships  # --force does not override it
+    replaced = judge(store, TrainParams(data=str(csv)), replace_schema=True, force=True).decision
+    assert replaced.ships and replaced.basis == RECORDED
+    assert "the input schema is replaced, as asked" in replaced.reason
 
 
 def test_force_ships_a_worse_model_and_records_that_it_was_forced(store):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from kiln.config.errors import QualityGateError
-from kiln.training.train import check_quality
+from kiln.training.train import QualityBar, check_quality
 from tests.support.factories import iris_trained
 
 
@@ -28,7 +28,23 @@ def test_training_is_reproducible_with_a_seed():
 
 
 def test_quality_gate_names_metric_value_and_threshold():
-    check_quality({"accuracy": 0.95}, "accuracy", 0.9)
+    check_quality({"accuracy": 0.95}, QualityBar("accuracy", 0.9))
     expected = r"accuracy = 0\.8000 is below the threshold 0\.9000"
     with pytest.raises(QualityGateError, match=expected):
-        check_quality({"accuracy": 0.8}, "accuracy", 0.9)
+        check_quality({"accuracy": 0.8}, QualityBar("accuracy", 0.9))
+
+
+def test_an_error_metric_must_stay_under_its_limit():
+    check_quality({"rmse": 40.0}, QualityBar("rmse", 50.0))
+    with pytest.raises(QualityGateError, match=r"rmse = 60\.0000 is above the limit 50\.0000"):
+        check_quality({"rmse": 60.0}, QualityBar("rmse", 50.0))
+
+
+def test_a_class_recall_floor_refuses_a_model_that_misses_its_rare_class():
+    metrics = {
+        "accuracy": 0.98,
+        "per_class": {"benign": {"recall": 1.0}, "malignant": {"recall": 0.33}},
+    }
+    check_quality(metrics, QualityBar("accuracy", 0.9))  # accuracy alone lets it through
+    with pytest.raises(QualityGateError, match=r"class 'malignant' has recall 0\.3300, below"):
+        check_quality(metrics, QualityBar("accuracy", 0.9, min_class_recall=0.5))
