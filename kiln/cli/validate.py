@@ -8,11 +8,14 @@ from pathlib import Path
 
 # Enough of a file to tell a CSV from a binary file (a NUL byte or invalid UTF-8).
 SNIFF_BYTES = 8192
+PARQUET_MAGIC = b"PAR1"
+PARQUET_SUFFIXES = (".parquet", ".pq")
 SYNTHETIC = re.compile(r"^synthetic:(\d+)(?:x(\d+))?$")
 
 
 def check_data_spec(spec: str) -> None:
-    """`iris`, `synthetic:ROWS[xFEATURES]`, a readable text file, or a URL fsspec knows."""
+    """`iris`, `synthetic:ROWS[xFEATURES]`, a readable CSV or Parquet file, or a URL fsspec
+    knows."""
     if spec == "iris":
         return
     if spec.startswith("synthetic:"):
@@ -46,11 +49,17 @@ def _check_local_file(path: str) -> None:
     if not file.exists():
         raise ValueError(f"{path!r}: no such file")
     if file.is_dir():
-        raise ValueError(f"{path!r} is a directory; give a CSV file")
+        raise ValueError(f"{path!r} is a directory; give a CSV file or a Parquet table")
+    if not file.is_file():  # opening a FIFO would wait for a writer that may never come
+        raise ValueError(f"{path!r} is not a regular file (a pipe, socket or device)")
     if not os.access(file, os.R_OK):
         raise ValueError(f"{path!r} is not readable")
     with file.open("rb") as fh:
         head = fh.read(SNIFF_BYTES)
+    if head.startswith(PARQUET_MAGIC):
+        if not path.lower().endswith(PARQUET_SUFFIXES):
+            raise ValueError(f"{path!r} is a Parquet file: name it .parquet (or .pq)")
+        return
     binary = b"\0" in head
     if not binary:
         try:
@@ -59,4 +68,4 @@ def _check_local_file(path: str) -> None:
             # A multi-byte character cut at the end of the sniffed bytes is still text.
             binary = err.start < len(head) - 3
     if binary:
-        raise ValueError(f"{path!r} is not a text CSV file (it holds binary data)")
+        raise ValueError(f"{path!r} is not a text CSV file, nor Parquet (it holds binary data)")

@@ -28,3 +28,13 @@ def test_bad_model_input_is_one_line_before_any_work(tmp_path):
         assert message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 6
     assert not (tmp_path / "store").exists()
+
+
+def test_a_parquet_table_trains_from_the_command_line(tmp_path):
+    data = tables.write(tables.diabetes(), tmp_path / "diabetes.parquet")
+    done = run_kiln(
+        "train", "--data", str(data), "--label-column", "progression",
+        "--model", "random_forest", "--param", "n_estimators=20", store=tmp_path / "store",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "regression with random_forest" in done.stdout and "r2 " in done.stdout

@@ -40,6 +40,8 @@ def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
     )
     (tmp_path / "rows.csv").write_text("1,2,3,4\n")
+    os.mkfifo(tmp_path / "a-fifo")  # nothing ever writes to it: opening it would hang
+    (tmp_path / "table.bin").write_bytes(b"PAR1" + bytes(64))
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
@@ -72,6 +74,8 @@ CASES = [
     (["build", "v1", "--builder", "fast"], {}, USAGE, "'--builder'"),
     (["run", "--seed", "-1"], {}, USAGE, "'--seed'"),
     (["train", "--data", "{tmp}/a-directory"], {}, USAGE, "is a directory; give a CSV file"),
+    (["run", "--data", "{tmp}/a-fifo"], {}, USAGE, "is not a regular file (a pipe"),
+    (["run", "--data", "{tmp}/table.bin"], {}, USAGE, "is a Parquet file: name it .parquet"),
     (["run", "--data", "{tmp}/binary.csv"], {}, USAGE, "is not a text CSV file"),
     (["train", "--data", "{tmp}/absent.csv"], {}, USAGE, "absent.csv': no such file"),
     (["run", "--data", "foo://bucket/x.csv"], {}, USAGE, "unknown URL scheme 'foo://'"),
