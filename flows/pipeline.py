@@ -130,13 +130,18 @@ TASKS = TrainingSteps(
 )
 
 
+def _store(settings: KilnSettings, store_url: str) -> ArtifactStore:
+    """The store a task was handed, built as every store is (kiln.wiring: its retries)."""
+    return wiring.open_store(settings.with_overrides(store=store_url))
+
+
 @task(name="build-image")
 def build_task(store_url: str, version: str, settings: KilnSettings) -> BuildResult:
     """Build and push the version's image; a no-op when the registry already holds it."""
     # Prefect retries this task as a whole (`retried`): the client inside tries each call once.
     with wiring.open_registry(settings, retried_outside=True) as registry:
         result = build_image(
-            ArtifactStore(store_url),
+            _store(settings, store_url),
             version,
             registry,
             wiring.build_options(settings),
@@ -164,7 +169,7 @@ def rollout_task(
 ) -> RolloutResult:
     with rollout_slot(target):  # one rollout per target at a time, across workers
         result = roll_out(
-            ArtifactStore(store_url),
+            _store(settings, store_url),
             version,
             wiring.make_target(settings, target),
             image=image,
@@ -180,7 +185,7 @@ def check_serving_task(
 ) -> tuple[str, str | None]:
     """The target's endpoint, and why it does not serve `version` (None when it does)."""
     the_target = wiring.make_target(settings, target)
-    problem = serving_problem(ArtifactStore(store_url), version, the_target)
+    problem = serving_problem(_store(settings, store_url), version, the_target)
     if problem is not None:
         get_run_logger().warning("%s is recorded on %s, but %s", version, target, problem)
     return the_target.endpoint, problem
@@ -189,7 +194,12 @@ def check_serving_task(
 @task(name="retain", **UNCACHED)
 def retain_task(store_url: str, keep: int, settings: KilnSettings, dry_run: bool = False) -> dict:
     with wiring.open_registry(settings, retried_outside=True) as registry:  # see build_task
-        pruned = prune_versions(ArtifactStore(store_url), keep, registry=registry, dry_run=dry_run)
+        pruned = prune_versions(
+            _store(settings, store_url),
+            keep,
+            registry=registry,
+            dry_run=dry_run,
+        )
     summary = {
         "removed_versions": [info.version for info in pruned.versions.removed],
         "deleted_images": pruned.images.deleted if pruned.images else [],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +24,7 @@ REPOSITORY_NAME = r"^[a-z0-9]+([._/-][a-z0-9]+)*$"  # the OCI distribution spec'
 TEAM_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 Target = Literal["local", "kubernetes"]
+TARGETS: tuple[str, ...] = get_args(Target)  # where kiln can roll out: declared here, once
 BuilderName = Literal["auto", "engine", "layer"]
 GateMetric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2", "rmse", "mae"]
 

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kiln.config.errors import RolloutError
+from kiln.config.settings import TARGETS
 from kiln.rollout.smoke import SmokeTest
 
-KUBERNETES = "kubernetes"
-LOCAL = "local"
-TARGETS = (LOCAL, KUBERNETES)
+LOCAL, KUBERNETES = TARGETS
 
 
 class TransientError(RolloutError):

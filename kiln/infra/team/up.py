@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiln.config.settings import TARGETS
 from kiln.infra.team import orchestration, postgres, server, workers
 from kiln.infra.team.config import TeamConfig
 from kiln.infra.team.limits import rollout_limit_name
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 
 STORE_PREFIX = "models"
 RESULTS_PREFIX = "prefect-results"
-ROLLOUT_TARGETS = ("local", "kubernetes")
 # Library loggers whose records Prefect sends to a run's log (registry retries, builds, rollouts).
 EXTRA_LOGGERS = "kiln,flows"
 
@@ -75,8 +75,8 @@ def team_up(
     result.parts.append(("pool", f"{config.pool} (process) {'created' if created else 'exists'}"))
     orchestration.ensure_crash_detection(api.api_url, config.crash_after)
     result.parts.append(("crashes", f"a run without heartbeat for {config.crash_after} s: Crashed"))
-    orchestration.ensure_rollout_limits(api.api_url, ROLLOUT_TARGETS)
-    limits = ", ".join(rollout_limit_name(t) for t in ROLLOUT_TARGETS)
+    orchestration.ensure_rollout_limits(api.api_url, TARGETS)
+    limits = ", ".join(rollout_limit_name(t) for t in TARGETS)
     result.parts.append(("limits", f"{limits} (1 slot each)"))
 
     exports = {
