@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.states import Completed
 
+from flows.results import RunResult
 from kiln import wiring
 from kiln.config.settings import KilnSettings, get_settings
 from kiln.images.build import BuildResult, build_image
@@ -258,7 +259,7 @@ def train_steps(
     )
 
 
-def finished(summary: dict[str, Any], message: str) -> Any:
+def finished(summary: RunResult, message: str) -> Any:
     """A Completed state carrying the summary: the run's message says what was decided."""
     get_run_logger().info(message)
     return Completed(message=message, data=summary)
@@ -278,7 +279,7 @@ def pipeline_flow(
     ship: bool = True,
     ship_rolled_back: bool = False,
     replace_schema: bool = False,
-) -> dict[str, Any]:
+) -> RunResult:
     """Train, gate (absolute, then against the target's champion), export, store, build, push,
     roll out and prune. A refused challenger is stored, not shipped, and the run still ends
     Completed; `force` ships it anyway; `ship=False` stops after the store; a model that takes
@@ -308,15 +309,13 @@ def pipeline_flow(
     return shipped(the_store, settings, outcome, summary, ship_rolled_back, again)
 
 
-def not_serving(
-    settings: KilnSettings, outcome: TrainOutcome, summary: dict[str, Any]
-) -> str | None:
+def not_serving(settings: KilnSettings, outcome: TrainOutcome, summary: RunResult) -> str | None:
     """Why the version the store records as serving on the target does not answer there;
     None when it does (the summary then says where it serves)."""
     check = retried(check_serving_task, settings)
     endpoint, problem = check(settings.store, outcome.version, settings.target, settings)
     if problem is None:
-        summary.update(target=settings.target, endpoint=endpoint)
+        summary.target, summary.endpoint = settings.target, endpoint
     return problem
 
 
@@ -324,7 +323,7 @@ def shipped(
     store: ArtifactStore,
     settings: KilnSettings,
     outcome: TrainOutcome,
-    summary: dict[str, Any],
+    summary: RunResult,
     ship_rolled_back: bool,
     again: str | None,
 ) -> Any:
@@ -344,16 +343,18 @@ def shipped(
         rollout=f"{rollout.target}: serving at {rollout.endpoint}",
     )
     publish_version_table(store)
-    summary.update(
-        shipped=True,
-        image=build.image,
-        builder=build.builder,
-        target=rollout.target,
-        endpoint=rollout.endpoint,
-        pruned=retention["removed_versions"],
+    summary = summary.model_copy(
+        update={
+            "shipped": True,
+            "image": build.image,
+            "builder": build.builder,
+            "target": rollout.target,
+            "endpoint": rollout.endpoint,
+            "pruned": retention["removed_versions"],
+            "shipped_again": again,
+        }
     )
     if again is not None:
-        summary["shipped_again"] = again
         return finished(summary, f"{outcome.version} shipped again to {rollout.target}: {again}")
     verb = "forced onto" if decision.forced else "shipped to"
     return finished(summary, f"{outcome.version} {verb} {rollout.target}: {decision.reason}")
@@ -363,13 +364,13 @@ def held_back(
     store: ArtifactStore,
     settings: KilnSettings,
     outcome: TrainOutcome,
-    summary: dict[str, Any],
+    summary: RunResult,
     ship: bool,
 ) -> Any:
     """The end of a run that ships nothing: not asked to, refused, or already running."""
     decision = outcome.decision
     if ship and decision.outcome != SAME:  # a refused challenger was stored: retention applies
-        summary["pruned"] = retain(settings)["removed_versions"]
+        summary.pruned = retain(settings)["removed_versions"]
     publish_model_card(store, outcome.version, decision=decision, parity=_parity_line(outcome))
     publish_version_table(store)
     if ship:
@@ -379,18 +380,16 @@ def held_back(
     )
 
 
-def training_summary(outcome: TrainOutcome) -> dict[str, Any]:
-    return {
-        "version": outcome.version,
-        "data_hash": outcome.data_hash,
-        "task": outcome.task,
-        "model": outcome.model,
-        "metrics": {k: v for k, v in outcome.metrics.items() if isinstance(v, float)},
-        "decision": outcome.decision.as_dict(),
-        "shipped": False,
-        "sample_input": outcome.sample_input,
-        "pruned": [],
-    }
+def training_summary(outcome: TrainOutcome) -> RunResult:
+    return RunResult(
+        version=outcome.version,
+        data_hash=outcome.data_hash,
+        task=outcome.task,
+        model=outcome.model,
+        metrics={k: v for k, v in outcome.metrics.items() if isinstance(v, float)},
+        decision=outcome.decision.as_dict(),
+        sample_input=outcome.sample_input,
+    )
 
 
 def _parity_line(outcome: TrainOutcome) -> str:

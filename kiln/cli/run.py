@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.results import RunResult
 from kiln.cli.deploy import try_it_command
 from kiln.cli.options import (
     COption,
@@ -158,29 +159,30 @@ def run(
     print_summary(state.result(), output, flow_run_id, link)
 
 
-def print_summary(summary: dict[str, Any], output: str, flow_run_id: str, link: str | None) -> None:
+def print_summary(summary: RunResult, output: str, flow_run_id: str, link: str | None) -> None:
     """What the run decided and, when it shipped (or the same model answers already), where
     the model serves and how to try it."""
-    shipped, endpoint = summary["shipped"], summary.get("endpoint")
-    try_it = try_it_command(endpoint, summary.get("sample_input")) if endpoint else None
+    endpoint = summary.endpoint
+    try_it = try_it_command(endpoint, summary.sample_input) if endpoint else None
     if output == "json":
-        print_json({**summary, "flow_run_id": flow_run_id, "flow_run_url": link, "try_it": try_it})
+        extra = {"flow_run_id": flow_run_id, "flow_run_url": link, "try_it": try_it}
+        print_json({**summary.model_dump(), **extra})
         return
-    decision = summary["decision"]
-    print_line(f"version   {summary['version']}")
-    print_line(f"model     {summary.get('model', 'svm')} ({summary.get('task', 'classification')})")
+    decision = summary.decision
+    print_line(f"version   {summary.version}")
+    print_line(f"model     {summary.model} ({summary.task})")
     metric = decision.get("metric") or "accuracy"
-    if summary["metrics"].get(metric) is not None:
-        print_line(f"{metric:<9} {summary['metrics'][metric]:.4f}")
+    if summary.metrics.get(metric) is not None:
+        print_line(f"{metric:<9} {summary.metrics[metric]:.4f}")
     print_line(f"decision  {decision['outcome']}: {decision['reason']}")
-    if summary.get("shipped_again"):  # recorded as serving, but it did not answer
-        print_line(f"shipped   again: {summary['shipped_again']}")
-    if shipped:
-        print_line(f"image     {summary['image']} ({summary['builder']} builder)")
+    if summary.shipped_again:  # recorded as serving, but it did not answer
+        print_line(f"shipped   again: {summary.shipped_again}")
+    if summary.shipped:
+        print_line(f"image     {summary.image} ({summary.builder} builder)")
     if endpoint:
-        print_line(f"serving   {summary['target']} at {endpoint}")
-    if summary["pruned"]:
-        print_line(f"pruned    {', '.join(summary['pruned'])}")
+        print_line(f"serving   {summary.target} at {endpoint}")
+    if summary.pruned:
+        print_line(f"pruned    {', '.join(summary.pruned)}")
     print_line(f"flow run  {link or flow_run_id}")
     if try_it:
         print_line("try it:")

@@ -9,9 +9,11 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from flows.results import RunResult
 from kiln.cli.app import main
 from kiln.config.settings import get_settings
 from kiln.store.artifact_store import ArtifactStore
@@ -87,16 +89,19 @@ def test_a_failed_run_ends_in_one_summary_line(
     assert len(ArtifactStore(tmp_path / "store").list_versions()) == 1  # trained and stored
 
 
-def _summary(**changes: object) -> dict:
-    summary = {
+def _summary(**changes: Any) -> RunResult:
+    summary: dict[str, Any] = {
         "version": "abc123",
+        "data_hash": "0" * 64,
+        "task": "classification",
+        "model": "svm",
         "metrics": {"accuracy": 0.97},
         "decision": {"outcome": "same", "reason": "abc123 is the model local runs already"},
         "shipped": False,
-        "sample_input": [[5.1, 3.5, 1.4, 0.2]],
+        "sample_input": {"data": [[5.1, 3.5, 1.4, 0.2]]},
         "pruned": [],
     }
-    return {**summary, **changes}
+    return RunResult(**{**summary, **changes})
 
 
 def test_a_run_with_nothing_to_do_says_where_the_model_answers(capsys) -> None:

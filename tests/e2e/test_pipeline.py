@@ -62,13 +62,13 @@ def predict(endpoint: str) -> list[list[float]]:
 
 def test_whole_pipeline_ends_with_a_live_endpoint(kiln_env):
     summary = pipeline_flow()
-    assert summary["target"] == "local"
-    assert summary["endpoint"] == f"http://127.0.0.1:{kiln_env['KILN_LOCAL_PORT']}"
-    probabilities = predict(summary["endpoint"])[0]
+    assert summary.target == "local"
+    assert summary.endpoint == f"http://127.0.0.1:{kiln_env['KILN_LOCAL_PORT']}"
+    probabilities = predict(summary.endpoint)[0]
     assert len(probabilities) == 3 and probabilities[0] > 0.5  # setosa
     store = ArtifactStore(kiln_env["KILN_STORE"])
-    assert store.deployment("local").current == summary["version"]
-    assert store.image_refs(summary["version"]) == [summary["image"]]
+    assert store.deployment("local").current == summary.version
+    assert store.image_refs(summary.version) == [summary.image]
 
 
 def _stop_registry() -> None:
@@ -248,15 +248,15 @@ def test_a_scheduled_retrain_never_replaces_a_better_model(kiln_env):
     endpoint = f"http://127.0.0.1:{kiln_env['KILN_LOCAL_PORT']}"
     tuned = pipeline_flow(training=TrainParams(C=4.0), return_state=True)
     assert tuned.is_completed(), tuned.message
-    better = tuned.result()["version"]
-    assert tuned.result()["decision"]["basis"] == "the absolute gate alone (no champion)"
+    better = tuned.result().version
+    assert tuned.result().decision["basis"] == "the absolute gate alone (no champion)"
     assert _serving(endpoint) == better
     serving = _container(kiln_env)
 
     retrain = pipeline_flow(return_state=True)  # the weekly cron: data iris, defaults
     assert retrain.is_completed()
-    refused = retrain.result()["version"]
-    assert retrain.result()["shipped"] is False
+    refused = retrain.result().version
+    assert retrain.result().shipped is False
     for text in (refused, better, "accuracy 0.9474", "accuracy 0.9737", "refused"):
         assert text in retrain.message
     states = task_states(retrain.state_details.flow_run_id)
@@ -277,8 +277,8 @@ def test_a_scheduled_retrain_never_replaces_a_better_model(kiln_env):
     kill_unseen(engine_client(), _container_name(kiln_env))
     healed = pipeline_flow(training=TrainParams(C=4.0), return_state=True)
     assert healed.is_completed() and "shipped again" in healed.message, healed.message
-    assert "does not answer" in healed.result()["shipped_again"]
-    assert healed.result()["version"] == better and _serving(endpoint) == better
+    assert "does not answer" in healed.result().shipped_again
+    assert healed.result().version == better and _serving(endpoint) == better
     assert store.deployment("local").current == better
     serving = _container(kiln_env)
 
@@ -295,7 +295,7 @@ def test_a_scheduled_retrain_never_replaces_a_better_model(kiln_env):
     assert decisions == {better: "promote", refused: "refuse"}
 
     forced = pipeline_flow(force=True, return_state=True)
-    assert forced.is_completed() and forced.result()["shipped"] is True
+    assert forced.is_completed() and forced.result().shipped is True
     assert "forced" in forced.message and _serving(endpoint) == refused
     assert [d["outcome"] for d in store.decisions(refused)] == ["refuse", "force"]
 

@@ -77,7 +77,7 @@ def test_second_run_with_same_inputs_is_cached(tmp_path):
     assert first["train"] == ["Completed"] and first["export-onnx"] == ["Completed"]
     second_state, second = run(data=str(csv), label_column="species", store=store, seed=3)
     assert second["train"] == ["Cached"] and second["export-onnx"] == ["Cached"]
-    assert first_state.result()["version"] == second_state.result()["version"]
+    assert first_state.result().version == second_state.result().version
     assert len(ArtifactStore(store).list_versions()) == 1
 
 
@@ -136,4 +136,4 @@ def test_only_what_a_retry_resumes_from_is_persisted(tmp_path):
     # and the next run with the same inputs still finds training and export Cached
     again, again_states = run(store=store, seed=7)
     assert again_states["train"] == ["Cached"] and again_states["export-onnx"] == ["Cached"]
-    assert again.result()["version"] == state.result()["version"]
+    assert again.result().version == state.result().version
