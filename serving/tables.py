@@ -29,10 +29,7 @@ from typing import Any
 import numpy as np
 
 from serving.contract import (
-    BOOLEAN,
     COLUMNS,
-    FLOAT32,
-    INTEGER,
     NUMBER,
     TEXT,
     Feature,
@@ -40,21 +37,10 @@ from serving.contract import (
     v2_datatypes,
 )
 from serving.validation import RequestError, kind_of, parse_rows, shown
+from serving.values import FLOAT32_MAX, convert_column
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 ROW_FORMS = ("data", "instances", "dataframe_records", "dataframe_split")
 _NUMBER_TYPES = {float, int}
-_BOOL_TEXT = {"true": "True", "false": "False", "True": "True", "False": "False"}
-
-
-def _expected(feature: Feature) -> str:
-    text = {
-        NUMBER: "a number",
-        INTEGER: "an integer",
-        BOOLEAN: "true or false",
-        TEXT: "a string",
-    }[feature.type]
-    return text + (" or null" if feature.nullable else "")
 
 
 class Decoder:
@@ -133,7 +119,7 @@ class Decoder:
                     f"{self._shown_names()}",
                 )
         columns = [
-            self.convert(f, [row[j] for row in data], "row") for j, f in enumerate(self.features)
+            convert_column(f, [row[j] for row in data], "row") for j, f in enumerate(self.features)
         ]
         return self.assemble(columns), len(data)
 
@@ -163,7 +149,7 @@ class Decoder:
                     if name not in record:
                         self._columns_problem(record.keys(), f"record {i}")
                 raise  # unreachable: some record lacks the column
-            columns.append(self.convert(f, values, "record"))
+            columns.append(convert_column(f, values, "record"))
         return self.assemble(columns), len(records)
 
     def _one_record(self, record: dict) -> dict[str, np.ndarray]:
@@ -176,12 +162,12 @@ class Decoder:
                 self._columns_problem(record.keys(), "record 0")
                 raise
             t = type(value)
-            if fast == 1 and (t is float or t is int) and -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
+            if fast == 1 and (t is float or t is int) and -FLOAT32_MAX <= value <= FLOAT32_MAX:
                 feeds[onnx_input] = np.array([[value]], dtype=np.float32)
             elif fast == 2 and t is str:
                 feeds[onnx_input] = np.array([[value]], dtype=object)
             else:  # the exact check: converts, or raises naming the column
-                feeds[onnx_input] = self.convert(feature, [value], "record").reshape(1, 1)
+                feeds[onnx_input] = convert_column(feature, [value], "record").reshape(1, 1)
         return feeds
 
     def from_split(self, split: Any, max_rows: int) -> tuple[dict, int]:
@@ -221,7 +207,7 @@ class Decoder:
         columns = []
         for f in self.features:
             j = position[f.name]
-            columns.append(self.convert(f, [row[j] for row in data], "row"))
+            columns.append(convert_column(f, [row[j] for row in data], "row"))
         return self.assemble(columns), len(data)
 
     def from_v2(self, inputs: list, max_rows: int) -> tuple[dict, int]:
@@ -265,89 +251,9 @@ class Decoder:
                     "wrong_shape",
                     f"input {f.name!r} has {len(values)} rows; the other inputs have {rows}",
                 )
-            columns.append(self.convert(f, values, "element"))
+            columns.append(convert_column(f, values, "element"))
         assert rows is not None  # the schema has at least one feature
         return self.assemble(columns), rows
-
-    # -- values -------------------------------------------------------------------------
-
-    def convert(self, feature: Feature, values: list, row_word: str) -> np.ndarray:
-        """One column's JSON values -> a 1-D float32 or string (object) array."""
-        if feature.dtype == FLOAT32:
-            if feature.type != BOOLEAN:
-                array = _plain_floats(values, feature.type == INTEGER)
-                if array is not None:
-                    return array
-            return np.array(self._floats(feature, values, row_word), dtype=np.float32)
-        if set(map(type, values)) == {str} and feature.type == TEXT:
-            return np.array(values, dtype=object)
-        return np.array(self._strings(feature, values, row_word), dtype=object)
-
-    def _floats(self, feature: Feature, values: list, row_word: str) -> list[float]:
-        """Check every value; raise a 422 naming the column and row of the first bad one."""
-        out: list[float] = []
-        kind = feature.type
-        for i, v in enumerate(values):
-            t = type(v)
-            if t is float or t is int:
-                if not -_FLOAT32_MAX <= v <= _FLOAT32_MAX:
-                    raise RequestError(
-                        422,
-                        "non_finite",
-                        f"column {feature.name!r}, {row_word} {i}: {v!r} is not a finite "
-                        "float32 (beyond +-3.4e38)",
-                    )
-                if kind == BOOLEAN and v not in (0, 1):
-                    raise self._wrong_type(feature, v, row_word, i)
-                if kind == INTEGER and t is float and not v.is_integer():
-                    raise self._wrong_type(feature, v, row_word, i)
-                out.append(v)
-            elif v is None:
-                if not feature.nullable:
-                    raise self._null(feature, row_word, i)
-                out.append(np.nan)
-            elif t is bool and kind == BOOLEAN:
-                out.append(1.0 if v else 0.0)
-            else:
-                raise self._wrong_type(feature, v, row_word, i)
-        return out
-
-    def _strings(self, feature: Feature, values: list, row_word: str) -> list[str]:
-        out: list[str] = []
-        boolean = feature.type == BOOLEAN
-        for i, v in enumerate(values):
-            t = type(v)
-            if t is str:
-                if boolean:
-                    if v not in _BOOL_TEXT:
-                        raise self._wrong_type(feature, v, row_word, i)
-                    v = _BOOL_TEXT[v]
-                out.append(v)
-            elif v is None:
-                if not feature.nullable:
-                    raise self._null(feature, row_word, i)
-                out.append("")  # the graph's imputer reads "" as missing
-            elif t is bool and boolean:
-                out.append("True" if v else "False")  # what pandas' astype(str) writes
-            else:
-                raise self._wrong_type(feature, v, row_word, i)
-        return out
-
-    def _wrong_type(self, feature: Feature, value: Any, row_word: str, i: int) -> RequestError:
-        return RequestError(
-            422,
-            "wrong_type",
-            f"column {feature.name!r}, {row_word} {i}: {kind_of(value)}; "
-            f"the column takes {_expected(feature)}",
-        )
-
-    def _null(self, feature: Feature, row_word: str, i: int) -> RequestError:
-        return RequestError(
-            422,
-            "null_value",
-            f"column {feature.name!r}, {row_word} {i}: null; the column takes no missing "
-            f"values (none were seen in training); send {_expected(feature)}",
-        )
 
     def assemble(self, columns: list[np.ndarray]) -> dict[str, np.ndarray]:
         if self.columns_layout:
@@ -444,17 +350,3 @@ def _check_rows(data: Any, what: str, max_rows: int) -> list:
             422, "too_many_rows", f"{what} has {len(data)} rows; the limit is {max_rows} a request"
         )
     return data
-
-
-def _plain_floats(values: list, integer: bool) -> np.ndarray | None:
-    """The common case, checked at C speed (builtins over the list): every value a JSON
-    number within float32's range. None lets the exact per-value scan decide and word the
-    error."""
-    kinds = set(map(type, values))
-    if not kinds <= _NUMBER_TYPES:  # bool is its own type: not let through
-        return None
-    if not (min(values) >= -_FLOAT32_MAX and max(values) <= _FLOAT32_MAX):
-        return None
-    if integer and float in kinds and not all(v.is_integer() for v in values if type(v) is float):
-        return None
-    return np.array(values, dtype=np.float32)
