@@ -67,7 +67,8 @@ control_socket_disable = True  # gunicorn >= 24's control socket: not used by ki
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # Metrics across workers: prometheus_client reads PROMETHEUS_MULTIPROC_DIR when it is
-# imported, so the master sets it (on_starting) before any worker imports the app.
+# first imported, so the master sets it (on_starting) before any worker imports the app,
+# and nothing it imports earlier loads prometheus_client (serving/refusals.py).
 _OWNED = "KILN_OWN_METRICS_DIR"
 _failed_boots: FailedBoots | None = None  # the master's, made in on_starting
 
@@ -81,7 +82,17 @@ def _make_metrics_dir() -> Path:
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
+    _multiprocess_values_now()
     return metrics_dir
+
+
+def _multiprocess_values_now() -> None:
+    """If prometheus_client was imported before the variable was set (a worker class of
+    one's own that imports it), it counts in memory and every scrape is empty: pick its
+    multiprocess values now, while no metric exists yet (the apps make them, in workers)."""
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and hasattr(values, "get_value_class"):
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
 
 
 def _remove_own_dirs() -> None:

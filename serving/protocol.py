@@ -31,7 +31,7 @@ import orjson
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from serving.metrics import count_refused
+from serving.refusals import count_refused
 from serving.server_settings import ConnectionLimits
 
 
