@@ -348,3 +348,37 @@ def test_the_worker_class_import_leaves_prometheus_client_unloaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_temp_folders_of_a_killed_master_are_removed_at_the_next_start(
+    server_factory, model_dir, tmp_path
+):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    own = {"PROMETHEUS_MULTIPROC_DIR": "", "TMPDIR": str(scratch), "TIMEOUT": "1"}
+    killed = server_factory(model_dir, **own)
+    killed.wait_ready()
+    left = _kiln_dirs(scratch)
+    assert sorted(name.split("-")[1] for name in left) == ["boots", "metrics"], left
+    killed.process.kill()  # SIGKILL: no on_exit, nothing removed
+    killed.wait_exit()
+    assert _kiln_dirs(scratch) == left
+    alive = scratch / f"kiln-metrics-{os.getpid()}-live"  # a running master's: kept
+    alive.mkdir()
+    unrelated = scratch / "kiln-metrics-notapid"
+    unrelated.mkdir()
+
+    again = server_factory(model_dir, **own)
+    again.wait_ready()
+    now = _kiln_dirs(scratch)
+    assert not now & left, now
+    assert {alive.name, unrelated.name} <= now
+    mine = str(again.process.pid)
+    assert sorted(n.split("-")[1] for n in now if n.split("-")[2] == mine) == ["boots", "metrics"]
+    assert any("left by a server that was killed" in line for line in again.lines)
+    assert again.stop() == 0
+    assert _kiln_dirs(scratch) == {alive.name, unrelated.name}
+
+
+def _kiln_dirs(folder: Path) -> set[str]:
+    return {p.name for p in folder.glob("kiln-*")}
