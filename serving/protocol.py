@@ -1,8 +1,8 @@
 """uvicorn's httptools protocol with every read bounded, and JSON errors at the HTTP layer.
 
 What one connection may cost (``ConnectionLimits``, from the environment):
-- the request line (414) and the whole request head (431) in bytes, the header count
-  (431): checked while bytes arrive, before the parser buffers them;
+- the request line (414) and each request head (431) in bytes, the header count (431):
+  checked before the parser buffers the bytes;
 - the body (413), counted as it arrives on every route, and refused up front when
   Content-Length says it is too large (even 10**30, which the parser itself rejects);
 - time: a request head must arrive within HEADER_TIMEOUT (a new connection that sends
@@ -13,26 +13,44 @@ What one connection may cost (``ConnectionLimits``, from the environment):
 
 Errors the protocol answers itself use the API's body, ``{"error": ..., "code": ...}``,
 and close the connection; each one, and each idle or evicted connection it closes, is
-counted in the ``kiln_refused`` metric by reason (serving/metrics.py). Where no answer
-can be framed (a connection idle since it opened or since its last response, or one
-whose response has already started) it is closed without one.
+counted in the ``kiln_refused`` metric by reason (serving/metrics.py). Pipelined
+requests are answered in order: a request refused behind others still in flight is
+answered after them. Where no answer can be framed (a connection idle since it opened or
+since its last response, or one whose response has already started) it is closed
+without one.
+
+HTTP/1.1 only: an ``Upgrade`` (h2c, websocket) is ignored as RFC 9110 allows, and the
+request, body included, is answered over HTTP/1.1. CONNECT and request targets that are
+not a path get 400.
+
+Request heads are measured exactly, also when pipelined: the bytes are cut at each head's
+end and each Content-Length body's end before they reach the parser, so a body or a
+next request is never counted as (or hidden in) a head. After a chunked body the next
+head is charged what followed the body in the same read (an upper bound).
 
 Timers are armed only when a read stays incomplete: a request that arrives in one
-piece, as nearly all do, costs no timer at all.
+piece, as nearly all do, costs no timer but the keep-alive one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from typing import Any, ClassVar, cast
 
 import httptools
 import orjson
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from serving.refusals import count_refused
 from serving.server_settings import ConnectionLimits
+
+_HEAD_END = b"\r\n\r\n"
 
 
 class Refusal(Exception):
@@ -59,6 +77,13 @@ def protocol_class(limits: ConnectionLimits) -> type[KilnHttpProtocol]:
     return cast("type[KilnHttpProtocol]", bound)
 
 
+def _new_parser(callbacks: object) -> httptools.HttpRequestParser:
+    parser = httptools.HttpRequestParser(callbacks)
+    # As uvicorn does: answer the first of pipelined requests sent after "Connection: close".
+    parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    return parser
+
+
 class KilnHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
     # Open connections, oldest first (a dict is an ordered set): eviction candidates.
@@ -68,14 +93,26 @@ class KilnHttpProtocol(HttpToolsProtocol):
     _max_headers: ClassVar[int] = limits.max_headers
     _max_head: ClassVar[int] = limits.max_header_bytes
     _max_body: ClassVar[int] = limits.max_body_bytes
+    # Per-request state is reset when a message ends (and at the start): the parser then
+    # makes one Python call less per request.
+    on_message_begin = None  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._in_head = True
-        self._head_left = self._max_head
+        self.url = b""
+        self.headers = []
+        self._in_head = True  # until the current request's head is complete
+        self._head_used = 0  # bytes of the current head fed so far
+        self._tail = b""  # its last bytes, where its end may straddle two reads
+        self._declared = -1  # this request's Content-Length, -1 without one
+        self._body_left = -1  # bytes of a Content-Length body still to come; -1: none/chunked
         self._body_bytes = 0
+        self._unanswered = 0  # requests parsed whose responses are not complete
+        self._refusal: Refusal | None = None  # waits for the responses before it
+        self._skip_complete = False  # an ignored upgrade: its body follows the head
         self._timer: asyncio.TimerHandle | None = None
         self._over_capacity = False
+        self._asgi = {"version": self.asgi_version, "spec_version": "2.3"}
 
     # -- connections -----------------------------------------------------------------
 
@@ -89,13 +126,13 @@ class KilnHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.open.pop(self, None)
         self._disarm()
+        self._unset_keepalive_if_required()
         super().connection_lost(exc)
 
     def _evict_one(self) -> bool:
         """Close the oldest connection with no request in flight; False if all are busy."""
         for other in self.open:
-            cycle = other.cycle
-            if cycle is None or cycle.response_complete:
+            if not other._unanswered:
                 self.open.pop(other)
                 other._disarm()
                 other.transport.close()
@@ -104,63 +141,117 @@ class KilnHttpProtocol(HttpToolsProtocol):
         return False
 
     # -- reading ---------------------------------------------------------------------
-    # The hot path: uvicorn's own callbacks are inlined here (uvicorn 0.3x-0.5x's
-    # httptools_impl) rather than called through super(), which cost about 20% more per
-    # request in bench/bench_protocol.py.
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            if len(data) > self._head_left:
-                self._feed_over_budget(data)
-                return
-            self._head_left -= len(data)
-        self._feed(data)
-
-    def _feed(self, data: bytes) -> None:
-        """uvicorn's data_received, with kiln's answers to what the parser refuses."""
+        if self._refusal is not None:
+            return  # refused: nothing more is read on this connection
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
-        try:
-            self.parser.feed_data(data)
-        except Exception as err:
-            self._parse_failed(err)
-            return
-        if self._timer is None and (not self._in_head or self._head_left < self._max_head):
-            self._arm_if_incomplete()
+        while data:
+            if self._in_head:
+                data = self._feed_head(data)
+            elif 0 <= self._body_left < len(data):  # the body ends in this read
+                left = self._body_left
+                self._feed(data[:left])
+                data = data[left:]
+            elif self._body_left < 0:  # chunked
+                data = self._feed_chunked(data)
+            else:
+                self._feed(data)
+                data = b""
+            if self._refusal is not None or self.transport.is_closing():
+                return
+        if self._timer is None and (not self._in_head or self._head_used):
+            self._arm_incomplete()
 
-    def _feed_over_budget(self, data: bytes) -> None:
-        """Feed only what the head may still take; refuse if that does not end the head."""
-        allowed = self._head_left
-        self._head_left = 0
-        self._feed(data[:allowed])
-        if self.transport.is_closing():
-            return
-        if self._in_head and self._head_left == 0:  # the head is still not complete
+    def _feed_head(self, data: bytes) -> bytes:
+        """Feed a head's bytes, cut at its end; return what follows it (body, next request)."""
+        used = self._head_used
+        room = self._max_head - used
+        # A head that began in an earlier read may end across the two.
+        probe = self._tail + data if used else data
+        at = probe.find(_HEAD_END)
+        if at < 0:  # no end yet
+            if len(data) > room:
+                return self._head_too_large(data, room)
+            self._head_used = used + len(data)
+            self._tail = probe[-3:]
+            self._feed(data)
+            return b""
+        size = at + 4 - (len(probe) - len(data))
+        if size > room:
+            return self._head_too_large(data, room)
+        self._head_used = 0
+        if size >= len(data):
+            self._feed(data)
+            return b""
+        self._feed(data[:size])
+        return data[size:]
+
+    def _head_too_large(self, data: bytes, room: int) -> bytes:
+        # The parser sees what the head may hold first: a 414 or 400 there says more.
+        self._feed(data[: max(room, 0)])
+        if self._refusal is None and not self.transport.is_closing():
             message = f"the request head exceeds {self._max_head} bytes"
             self._refuse(Refusal(431, "headers_too_large", message))
-            return
-        self.data_received(data[allowed:])
+        return b""
 
-    def _parse_failed(self, err: Exception) -> None:
-        if isinstance(err, httptools.HttpParserUpgrade):
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-        elif isinstance(err, httptools.HttpParserCallbackError):
+    def _feed_chunked(self, data: bytes) -> bytes:
+        """A chunked body, fed at most a head's budget at a time; where it ends inside a
+        piece and a next head follows, that head is charged the whole piece (where it
+        begins there is not known)."""
+        piece = data[: self._max_head]
+        self._feed(piece)
+        if self._in_head and not piece.endswith(_HEAD_END):
+            self._head_used = len(piece)
+            self._tail = piece[-3:]
+        return data[len(piece) :]
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade_ignored(data, upgrade.args[0] if upgrade.args else len(data))
+        except httptools.HttpParserCallbackError as err:
             cause = err.__context__
             if isinstance(cause, Refusal):
                 self._refuse(cause)
-            else:
+            else:  # a bug here, not the client's fault: keep its traceback
                 self.logger.error("the HTTP protocol failed", exc_info=cause or err)
                 self._refuse(Refusal(400, "bad_request", "the request could not be read"))
-        elif isinstance(err, httptools.HttpParserError):
+        except httptools.HttpParserError as err:
             self._refuse(_parse_error(err, self._max_body))
-        else:
-            raise err
 
-    def _arm_if_incomplete(self) -> None:
+    def _upgrade_ignored(self, data: bytes, offset: int) -> None:
+        """The parser stops after a head asking for an upgrade (h2c, websocket), taking
+        any body to be the new protocol's. kiln speaks HTTP/1.1 only: a fresh parser
+        reads the body the head declared, then the connection goes on as before."""
+        if self._refusal is not None or self.transport.is_closing():
+            return
+        chunked = any(
+            name == b"transfer-encoding" and value.lower().endswith(b"chunked")
+            for name, value in self.cycle.scope["headers"]
+        )
+        if self._skip_complete:  # a body follows: frame it for a parser of its own
+            callbacks = _AfterUpgrade(self)
+            self.parser = _new_parser(callbacks)
+            framing = (
+                b"transfer-encoding: chunked"
+                if chunked
+                else b"content-length: %d" % (self._declared)
+            )
+            self.parser.feed_data(b"POST / HTTP/1.1\r\n%s\r\n\r\n" % framing)
+            callbacks.priming = False
+            self._skip_complete = False
+            self._in_head = False
+            self._body_left = -1 if chunked else self._declared
+        else:
+            self.parser = _new_parser(self)
+        if offset < len(data):  # bytes the old parser did not take: body or next request
+            self.data_received(data[offset:])
+
+    def _arm_incomplete(self) -> None:
         if self.transport.is_closing():
             return
         if not self._in_head:
@@ -178,31 +269,86 @@ class KilnHttpProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == b"expect" and value.lower() == b"100-continue":
+        if name == b"content-length":
+            self._declared = _declared_length(value, self._max_body)
+        elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
-        elif name == b"content-length":
-            _check_declared_length(value, self._max_body)
-        self.headers.append((name, value))
+        self.headers.append((name, value.rstrip(b" \t")))  # llhttp keeps trailing blanks
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._body_bytes = 0
-        if self._timer is not None:
-            self._disarm()
         if len(self.headers) > self._max_headers:  # their bytes are bounded by the head's
             message = f"the request has more than {self._max_headers} headers"
             raise Refusal(431, "too_many_headers", message)
         if self._over_capacity:
             self._over_capacity = False
             raise Refusal(503, "server_busy", "too many connections; try again shortly")
-        super().on_headers_complete()
+        parser = self.parser
+        method = parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            raise Refusal(400, "bad_request", "CONNECT is not served: this server is no proxy")
+        try:
+            url = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            raise Refusal(400, "bad_request", "the request target is not a path") from None
+        raw_path = url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root = self.root_path
+        version = parser.get_http_version()
+        self.scope = scope = {  # type: ignore[assignment]
+            "type": "http",
+            "asgi": self._asgi,
+            "http_version": version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": root,
+            "path": root + path,
+            "raw_path": root.encode("ascii") + raw_path,
+            "query_string": url.query or b"",
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
+        if parser.should_upgrade():  # ignored; a body it declares is read all the same
+            self._skip_complete = self._declared > 0 or any(
+                name == b"transfer-encoding" for name, _ in self.headers
+            )
+        running = self.cycle
+        self.cycle = cycle = RequestResponseCycle(
+            scope=scope,  # type: ignore[arg-type]
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=version != "1.0" and parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        self._unanswered += 1
+        self._in_head = False
+        self._body_left = self._declared
+        self._body_bytes = 0
+        if self._timer is not None:
+            self._disarm()
+        if running is None or running.response_complete:
+            self._start_asgi_task(cycle, self.app)
+        else:  # pipelined: started when the ones before it are answered
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self._max_body:
             raise _body_too_large(self._max_body)
+        if self._body_left > 0:
+            self._body_left -= len(body)
         cycle = self.cycle
-        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+        if cycle.response_complete:
             return
         cycle.body += body
         if len(cycle.body) > HIGH_WATER_LIMIT:
@@ -210,15 +356,43 @@ class KilnHttpProtocol(HttpToolsProtocol):
         cycle.message_event.set()
 
     def on_message_complete(self) -> None:
+        if self._skip_complete:
+            return  # an ignored upgrade's head: its body is still to come
         self._in_head = True
-        self._head_left = self._max_head
+        self._head_used = 0
+        self.url = b""
+        self.headers = []
+        self._declared = -1
+        self._body_left = -1
+        self.expect_100_continue = False
         if self._timer is not None:
             self._disarm()
         cycle = self.cycle
-        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+        if cycle.response_complete:
             return
         cycle.more_body = False
         cycle.message_event.set()
+
+    # -- responses ---------------------------------------------------------------------
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        self._unanswered -= 1
+        if self.transport.is_closing():
+            return
+        if self.pipeline:
+            self.flow.resume_reading()
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._refusal is not None:
+            if not self._unanswered:
+                self._answer(self._refusal)
+        else:
+            self.flow.resume_reading()
+            if self._in_head and not self._head_used:  # idle: uvicorn's keep-alive clock
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
 
     # -- timers ------------------------------------------------------------------------
 
@@ -235,7 +409,9 @@ class KilnHttpProtocol(HttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing():
             return
-        if self._head_left == self._max_head:  # nothing arrived: idle
+        if not self._head_used:  # nothing arrived: idle
+            if self._unanswered:
+                return  # requests in flight: their responses rearm the clock
             self.transport.close()
             count_refused("idle_timeout")
             return
@@ -249,42 +425,80 @@ class KilnHttpProtocol(HttpToolsProtocol):
             message = f"the request body took over {seconds:g} s"
             self._refuse(Refusal(408, "request_timeout", message))
 
-    # -- answering -----------------------------------------------------------------------
+    # -- refusing ----------------------------------------------------------------------
 
     def _refuse(self, refusal: Refusal) -> None:
-        """Answer ``refusal`` if no response is under way on this connection; close it."""
+        """Refuse the request being read: answered at once, or after the responses to
+        the requests before it; nothing more is read."""
         self._disarm()
         count_refused(refusal.code)
-        cycle = self.cycle
-        answerable = cycle is None or (
-            cycle.response_complete if self._in_head else not cycle.response_started
-        )
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         self.logger.warning("%s refused (%d): %s", client, refusal.status, refusal.message)
-        if answerable:
-            self.transport.write(self._error_response(refusal))
-        if cycle is not None and not cycle.response_complete:
+        self._refusal = refusal
+        self.transport.pause_reading()
+        if not self._in_head:  # refused in its body: the request has a cycle already
+            cycle = self.cycle
+            if cycle.response_started:  # answered or answering: no second answer fits
+                self.transport.close()
+                return
+            queued = next((item for item in self.pipeline if item[0] is cycle), None)
+            if queued is not None:  # never started: it leaves the queue
+                self.pipeline.remove(queued)
             cycle.disconnected = True  # the app stops waiting for this request's body
             cycle.message_event.set()
-        self.transport.close()
+            self._unanswered -= 1  # answered here, not by the app
+        if not self._unanswered:
+            self._answer(refusal)
 
-    def _error_response(self, refusal: Refusal) -> bytes:
+    def _answer(self, refusal: Refusal) -> None:
+        if self.transport.is_closing():
+            return
         body = orjson.dumps({"error": refusal.message, "code": refusal.code})
         head = [STATUS_LINE[refusal.status]]
         for name, value in self.server_state.default_headers:
             head.append(b"%s: %s\r\n" % (name, value))
         head.append(b"content-type: application/json\r\n")
         head.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
-        return b"".join(head) + body
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
 
-def _check_declared_length(value: bytes, limit: int) -> None:
+class _AfterUpgrade:
+    """The parser callbacks of a connection whose upgrade was ignored: the fresh parser
+    first reads a made-up head (swallowed here) that frames the body the real head
+    declared; from then on every callback goes to the protocol."""
+
+    def __init__(self, protocol: KilnHttpProtocol) -> None:
+        self.protocol = protocol
+        self.priming = True
+
+    def on_url(self, url: bytes) -> None:
+        if not self.priming:
+            self.protocol.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.priming:
+            self.protocol.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if not self.priming:
+            self.protocol.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.protocol.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.protocol.on_message_complete()
+
+
+def _declared_length(value: bytes, limit: int) -> int:
     try:
         declared = int(value)
     except ValueError:
-        return  # the parser refuses a malformed Content-Length itself
+        return -1  # the parser refuses a malformed Content-Length itself
     if declared > limit:
         raise _body_too_large(limit)
+    return declared
 
 
 def _body_too_large(limit: int) -> Refusal:

@@ -45,6 +45,7 @@ class KilnWorker(UvicornWorker):
         super().__init__(*args, **kwargs)
         limits = worker_limits(os.environ, raise_file_limit())
         self.config.http = protocol_class(limits)
+        self.config.ws = "none"  # HTTP only: the protocol ignores upgrades (serving/protocol.py)
 
     async def _serve(self) -> None:
         # uvicorn_worker's own _serve, with a mark once the app has started
