@@ -206,3 +206,38 @@ def test_a_target_that_is_not_a_path_is_400_without_an_error_in_the_log(server, 
 def test_an_absolute_form_target_is_served(server):
     request = b"GET http://kiln/health HTTP/1.1\r\nHost: kiln\r\n\r\n"
     assert [(a.status, a.json()) for a in send(server, request, 1)] == [(200, {"health": "ok"})]
+
+
+# -- methods -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        (b"DELETE", b"/health", {"GET", "HEAD"}),
+        (b"POST", b"/metadata", {"GET", "HEAD"}),
+        (b"GET", b"/predict", {"POST"}),
+        (b"PUT", b"/v2/models/model/infer", {"POST"}),
+    ],
+)
+def test_a_405_names_the_allowed_methods(server, method, path, allowed):
+    request = b"%s %s HTTP/1.1\r\nHost: kiln\r\nContent-Length: 0\r\n\r\n" % (method, path)
+    [answer] = send(server, request, 1)
+    _error(answer, 405, "method_not_allowed")
+    assert {m.strip() for m in answer.headers["allow"].split(",")} == allowed
+
+
+@pytest.mark.parametrize("path", [b"/health", b"/metadata", b"/v2/health/live", b"/metrics"])
+def test_head_answers_like_get_without_a_body(server, path):
+    get = b"GET %s HTTP/1.1\r\nHost: kiln\r\n\r\n" % path
+    head = b"HEAD %s HTTP/1.1\r\nHost: kiln\r\n\r\n" % path
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head)
+        [answer] = read_responses(sock, 1, head=True)
+        sock.sendall(get)  # the same connection: no body bytes were left behind
+        [full] = read_responses(sock, 1)
+    assert answer.status == full.status == 200
+    assert answer.body == b""
+    assert answer.headers["content-type"] == full.headers["content-type"]
+    if path != b"/metrics":  # its length moves with every scrape
+        assert answer.headers["content-length"] == full.headers["content-length"]
