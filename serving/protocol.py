@@ -35,6 +35,7 @@ piece, as nearly all do, costs no timer but the keep-alive one.
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.parse
 from typing import Any, ClassVar, cast
 
@@ -42,10 +43,13 @@ import httptools
 import orjson
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from serving.refusals import count_refused
 from serving.server_settings import ConnectionLimits
@@ -148,6 +152,20 @@ class KilnHttpProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
+        used = self._head_used
+        if self._in_head and len(data) <= self._max_head - used:
+            # Nearly every read: one or more whole requests within a head's budget, fed at
+            # once. A head left open at the end is charged exactly what it has here.
+            self._head_used = used + len(data)
+            self._feed(data)
+            if self._in_head and not self._head_used and self.url:
+                self._head_used = _open_head_bytes(data, used)
+                self._tail = data[-3:]
+            elif self._head_used:
+                self._tail = (self._tail + data)[-3:]
+            if self._timer is None and (not self._in_head or self._head_used):
+                self._arm_incomplete()
+            return
         while data:
             if self._in_head:
                 data = self._feed_head(data)
@@ -316,7 +334,7 @@ class KilnHttpProtocol(HttpToolsProtocol):
                 name == b"transfer-encoding" for name, _ in self.headers
             )
         running = self.cycle
-        self.cycle = cycle = RequestResponseCycle(
+        self.cycle = cycle = _Cycle(
             scope=scope,  # type: ignore[arg-type]
             transport=self.transport,
             flow=self.flow,
@@ -489,6 +507,144 @@ class _AfterUpgrade:
 
     def on_message_complete(self) -> None:
         self.protocol.on_message_complete()
+
+
+_defaults: list[Any] = [None, b""]  # the server's date and server headers, and their bytes
+
+
+def _default_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The server's own headers (a new list each second, for the date), as bytes: made
+    once per list, not per response."""
+    if headers is not _defaults[0]:
+        _defaults[:] = [headers, b"".join(b"%s: %s\r\n" % (n.lower(), v) for n, v in headers)]
+    return cast(bytes, _defaults[1])
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request/response cycle, but the response head is written together with
+    the first body bytes: one write (one syscall, usually one TCP segment) per response
+    instead of two."""
+
+    _head: bytes = b""
+
+    async def send(self, message: Any) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.response_started:
+            if kind != "http.response.start":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.start', but got '{kind}'."
+                )
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            self._head = self._response_head(message["status"], message.get("headers", ()))
+            return
+        if self.response_complete:
+            raise RuntimeError(
+                f"Unexpected ASGI message '{kind}' sent, after response already completed."
+            )
+        if kind != "http.response.body":
+            raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        out, self._head = self._head, b""
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+        elif self.chunked_encoding:
+            if body:
+                out += b"%x\r\n%s\r\n" % (len(body), body)
+            if not more_body:
+                out += b"0\r\n\r\n"
+        else:
+            if len(body) > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= len(body)
+            out += body
+        if out:
+            self.transport.write(out)
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+    def _response_head(self, status: int, headers: Any) -> bytes:
+        """Status line and headers, as uvicorn writes them (same checks, same defaults)."""
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(self.scope),
+                self.scope["method"],
+                get_path_with_query_string(self.scope),
+                self.scope["http_version"],
+                status,
+            )
+        content = [STATUS_LINE[status], _default_headers(self.default_headers)]
+        close = False
+        for name, value in headers:
+            if HEADER_RE.search(name):
+                raise RuntimeError("Invalid HTTP header name.")
+            if HEADER_VALUE_RE.search(value):
+                raise RuntimeError("Invalid HTTP header value.")
+            name = name.lower()
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection" and b"close" in (
+                t.strip() for t in value.lower().split(b",")
+            ):
+                self.keep_alive = False
+                close = True
+            content.append(b"%s: %s\r\n" % (name, value))
+        if not self.keep_alive and not close:
+            content.append(b"connection: close\r\n")
+        if (
+            self.chunked_encoding is None
+            and self.scope["method"] != "HEAD"
+            and status not in (204, 304)
+        ):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        return b"".join(content)
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.IGNORECASE)
+
+
+def _open_head_bytes(data: bytes, used: int) -> int:
+    """The bytes of the head still open at the end of ``data``, after the requests that
+    ended in it (rare: pipelining). The parser has taken every complete one, so each
+    head ends at the first blank line from its start and its body is its Content-Length.
+    Where that cannot be told (a chunked body, a head begun in an earlier read), all that
+    follows the first head's end is charged: an upper bound."""
+    first = data.find(_HEAD_END)
+    if used:  # the first head began in an earlier read
+        return len(data) - (first + 4)
+    at = 0
+    while True:
+        while data.startswith(b"\r\n", at):  # blank lines between requests are allowed
+            at += 2
+        end = data.find(_HEAD_END, at)
+        if end < 0:
+            return len(data) - at
+        head = data[at:end]
+        if _CHUNKED.search(head):
+            return len(data) - (end + 4)
+        length = _CONTENT_LENGTH.search(head)
+        at = end + 4 + (int(length.group(1)) if length else 0)
+        if at >= len(data):
+            return 0
 
 
 def _declared_length(value: bytes, limit: int) -> int:
