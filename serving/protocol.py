@@ -115,6 +115,7 @@ class KilnHttpProtocol(HttpToolsProtocol):
         self._refusal: Refusal | None = None  # waits for the responses before it
         self._skip_complete = False  # an ignored upgrade: its body follows the head
         self._timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
         self._over_capacity = False
         self._asgi = {"version": self.asgi_version, "spec_version": "2.3"}
 
@@ -149,15 +150,15 @@ class KilnHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
             return  # refused: nothing more is read on this connection
-        if self.timeout_keep_alive_task is not None:
-            self.timeout_keep_alive_task.cancel()
-            self.timeout_keep_alive_task = None
         used = self._head_used
         if self._in_head and len(data) <= self._max_head - used:
             # Nearly every read: one or more whole requests within a head's budget, fed at
             # once. A head left open at the end is charged exactly what it has here.
             self._head_used = used + len(data)
-            self._feed(data)
+            try:
+                self.parser.feed_data(data)
+            except Exception as err:
+                self._parse_failed(err, data)
             if self._in_head and not self._head_used and self.url:
                 self._head_used = _open_head_bytes(data, used)
                 self._tail = data[-3:]
@@ -229,17 +230,23 @@ class KilnHttpProtocol(HttpToolsProtocol):
     def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._upgrade_ignored(data, upgrade.args[0] if upgrade.args else len(data))
-        except httptools.HttpParserCallbackError as err:
+        except Exception as err:
+            self._parse_failed(err, data)
+
+    def _parse_failed(self, err: Exception, data: bytes) -> None:
+        if isinstance(err, httptools.HttpParserUpgrade):
+            self._upgrade_ignored(data, err.args[0] if err.args else len(data))
+        elif isinstance(err, httptools.HttpParserCallbackError):
             cause = err.__context__
             if isinstance(cause, Refusal):
                 self._refuse(cause)
             else:  # a bug here, not the client's fault: keep its traceback
                 self.logger.error("the HTTP protocol failed", exc_info=cause or err)
                 self._refuse(Refusal(400, "bad_request", "the request could not be read"))
-        except httptools.HttpParserError as err:
+        elif isinstance(err, httptools.HttpParserError):
             self._refuse(_parse_error(err, self._max_body))
+        else:
+            raise err
 
     def _upgrade_ignored(self, data: bytes, offset: int) -> None:
         """The parser stops after a head asking for an upgrade (h2c, websocket), taking
@@ -334,18 +341,18 @@ class KilnHttpProtocol(HttpToolsProtocol):
                 name == b"transfer-encoding" for name, _ in self.headers
             )
         running = self.cycle
-        self.cycle = cycle = _Cycle(
-            scope=scope,  # type: ignore[arg-type]
-            transport=self.transport,
-            flow=self.flow,
-            logger=self.logger,
-            access_logger=self.access_logger,
-            access_log=self.access_log,
-            default_headers=self.server_state.default_headers,
-            message_event=asyncio.Event(),
-            expect_100_continue=self.expect_100_continue,
-            keep_alive=version != "1.0" and parser.should_keep_alive(),
-            on_response=self.on_response_complete,
+        self.cycle = cycle = _Cycle(  # positional: cheaper than keywords, every request
+            scope,  # type: ignore[arg-type]
+            self.transport,
+            self.flow,
+            self.logger,
+            self.access_logger,
+            self.access_log,
+            self.server_state.default_headers,
+            asyncio.Event(),
+            self.expect_100_continue,
+            version != "1.0" and parser.should_keep_alive(),
+            self.on_response_complete,
         )
         self._unanswered += 1
         self._in_head = False
@@ -407,10 +414,26 @@ class KilnHttpProtocol(HttpToolsProtocol):
                 self._answer(self._refusal)
         else:
             self.flow.resume_reading()
-            if self._in_head and not self._head_used:  # idle: uvicorn's keep-alive clock
+            # Idle from now: the keep-alive clock. One timer per connection stays armed
+            # across requests and looks at the last response's time when it fires, instead
+            # of a timer made and cancelled for every request.
+            self._idle_since = self.loop.time()
+            if self.timeout_keep_alive_task is None:
                 self.timeout_keep_alive_task = self.loop.call_later(
-                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                    self.timeout_keep_alive, self._keep_alive_expired
                 )
+
+    def _keep_alive_expired(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self.transport.is_closing() or self._unanswered or not self._in_head:
+            return  # busy: the next response rearms it
+        if self._head_used:
+            return  # a head is arriving: the head timer applies
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_expired)
+        else:
+            self.transport.close()
 
     # -- timers ------------------------------------------------------------------------
 
