@@ -248,9 +248,11 @@ def measure(starters: dict, model_dir: Path, args, tmp: Path) -> dict[str, dict]
         for rows in args.rows:
             for server in started.values():
                 run_wrk(server.url, rows, 1, args.connections, args.threads, tmp)  # warm-up
+            names = list(started)
             for turn in range(args.rounds):
-                for name, server in started.items():
-                    load = run_measured(server, rows, args, tmp)
+                # Each round starts with the next server: none is always first (or last).
+                for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                    load = run_measured(started[name], rows, args, tmp)
                     results[name]["rounds"].setdefault(rows, []).append(load)
                     best = results[name].get(rows)
                     if best is None or load.rps > best.rps:
