@@ -23,13 +23,16 @@ HTTP/1.1 only: an ``Upgrade`` (h2c, websocket) is ignored as RFC 9110 allows, an
 request, body included, is answered over HTTP/1.1. CONNECT and request targets that are
 not a path get 400.
 
-Request heads are measured exactly, also when pipelined: the bytes are cut at each head's
-end and each Content-Length body's end before they reach the parser, so a body or a
-next request is never counted as (or hidden in) a head. After a chunked body the next
-head is charged what followed the body in the same read (an upper bound).
+Request heads are measured per head, also when pipelined, so a body or a next request
+is never counted as (or hidden in) a head: a read within the head budget is fed whole,
+and a head it leaves open after pipelined requests is charged exactly its bytes there;
+a larger read is cut at each head's end and each Content-Length body's end before the
+parser sees it. After a chunked body the next head is charged what followed the body in
+the same read (an upper bound).
 
-Timers are armed only when a read stays incomplete: a request that arrives in one
-piece, as nearly all do, costs no timer but the keep-alive one.
+Per request, the hot path costs one parser feed, no timer (head and body timers are
+armed only when a read stays incomplete; one keep-alive timer per connection is rearmed
+when it fires) and one write: the response head goes out with the body.
 """
 
 from __future__ import annotations
@@ -159,6 +162,8 @@ class KilnHttpProtocol(HttpToolsProtocol):
                 self.parser.feed_data(data)
             except Exception as err:
                 self._parse_failed(err, data)
+                if self._refusal is not None:
+                    return  # answered now or after the requests before it; no timer
             if self._in_head and not self._head_used and self.url:
                 self._head_used = _open_head_bytes(data, used)
                 self._tail = data[-3:]
