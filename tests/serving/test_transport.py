@@ -121,6 +121,20 @@ def test_an_oversized_head_behind_good_requests_is_answered_last(server):
     _error(answers[2], 431, "headers_too_large")
 
 
+def test_a_head_begun_behind_a_request_is_charged_what_it_had_in_that_read(server):
+    """Its first 10 KB arrive with a whole request, the next 10 KB later: 20 KB in all,
+    over the 16 KB limit, though neither read is."""
+    big = b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(post(b"/predict/label") + big[:10000])
+        [first] = read_responses(sock, 1)
+        sock.sendall(big[10000:])
+        answers = read_responses(sock, 2)
+    assert (first.status, first.json()) == (200, SETOSA)
+    assert len(answers) == 1, answers
+    _error(answers[0], 431, "headers_too_large")
+
+
 def test_many_pipelined_requests_are_answered_in_order(server):
     batch = b"".join(post(b"/predict/label") for _ in range(20))
     batch += b"GET /health HTTP/1.1\r\nHost: kiln\r\nConnection: close\r\n\r\n"
@@ -241,3 +255,16 @@ def test_head_answers_like_get_without_a_body(server, path):
     assert answer.headers["content-type"] == full.headers["content-type"]
     if path != b"/metrics":  # its length moves with every scrape
         assert answer.headers["content-length"] == full.headers["content-length"]
+
+
+def test_the_open_head_of_a_pipelined_read_is_measured_from_its_start():
+    from serving.protocol import _open_head_bytes
+
+    get = b"GET /health HTTP/1.1\r\nHost: kiln\r\n\r\n"
+    partial = b"GET /health HTTP/1.1\r\nX-A: 1"
+    assert _open_head_bytes(get + post(b"/predict") + partial, 0) == len(partial)
+    assert _open_head_bytes(get + b"\r\n" + partial, 0) == len(partial)  # blank line between
+    assert _open_head_bytes(get + get, 0) == 0
+    chunked = b"POST /predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n0\r\n\r\n"
+    body_and_partial = len(chunked) - chunked.index(b"\r\n\r\n") - 4 + len(partial)
+    assert _open_head_bytes(chunked + partial, 0) == body_and_partial  # an upper bound
