@@ -313,34 +313,8 @@ class KilnHttpProtocol(HttpToolsProtocol):
             self._over_capacity = False
             raise Refusal(503, "server_busy", "too many connections; try again shortly")
         parser = self.parser
-        method = parser.get_method().decode("ascii")
-        if method == "CONNECT":
-            raise Refusal(400, "bad_request", "CONNECT is not served: this server is no proxy")
-        try:
-            url = httptools.parse_url(self.url)
-        except httptools.HttpParserInvalidURLError:
-            raise Refusal(400, "bad_request", "the request target is not a path") from None
-        raw_path = url.path
-        path = raw_path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
-        root = self.root_path
-        version = parser.get_http_version()
-        self.scope = scope = {  # type: ignore[assignment]
-            "type": "http",
-            "asgi": self._asgi,
-            "http_version": version,
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "method": method,
-            "root_path": root,
-            "path": root + path,
-            "raw_path": root.encode("ascii") + raw_path,
-            "query_string": url.query or b"",
-            "headers": self.headers,
-            "state": self.app_state.copy(),
-        }
+        self.scope = scope = self._request_scope(parser)  # type: ignore[assignment]
+        version = scope["http_version"]
         if parser.should_upgrade():  # ignored; a body it declares is read all the same
             self._skip_complete = self._declared > 0 or any(
                 name == b"transfer-encoding" for name, _ in self.headers
@@ -370,6 +344,35 @@ class KilnHttpProtocol(HttpToolsProtocol):
         else:  # pipelined: started when the ones before it are answered
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, self.app))
+
+    def _request_scope(self, parser: httptools.HttpRequestParser) -> dict[str, Any]:
+        method = parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            raise Refusal(400, "bad_request", "CONNECT is not served: this server is no proxy")
+        try:
+            url = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            raise Refusal(400, "bad_request", "the request target is not a path") from None
+        raw_path = url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root = self.root_path
+        return {
+            "type": "http",
+            "asgi": self._asgi,
+            "http_version": parser.get_http_version(),
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": root,
+            "path": root + path,
+            "raw_path": root.encode("ascii") + raw_path,
+            "query_string": url.query or b"",
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
