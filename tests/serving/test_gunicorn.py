@@ -298,7 +298,7 @@ def _scrape_until(url: str, pattern: str, at_least: float) -> tuple[str, float]:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("metrics_dir", ["its own", "given"])
+@pytest.mark.parametrize("metrics_dir", ["its own", "given", "its own, worker class importing it"])
 def test_metrics_count_across_two_workers_as_kiln_serve_runs_them(
     server_factory, model_dir, tmp_path, metrics_dir
 ):
@@ -307,8 +307,11 @@ def test_metrics_count_across_two_workers_as_kiln_serve_runs_them(
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {"TMPDIR": str(scratch), "METRICS_FLUSH_SECONDS": "0.1"}
-    if metrics_dir == "its own":
+    if metrics_dir.startswith("its own"):
         env["PROMETHEUS_MULTIPROC_DIR"] = ""
+    if metrics_dir.endswith("importing it"):
+        env["PYTHONPATH"] = f"{REPO}:{Path(__file__).parent}"
+        env["GUNICORN_CMD_ARGS"] = "--worker-class early_import_worker.EarlyImportWorker"
     server = server_factory(model_dir, workers=2, **env)
     url = server.wait_ready()
     for _ in range(30):  # a new connection each: both workers answer some
