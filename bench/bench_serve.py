@@ -1,7 +1,8 @@
 """Benchmark kiln's server against a bare ASGI ceiling, with wrk on 127.0.0.1.
 
     python bench/bench_serve.py [--workers 1] [--duration 10] [--connections 16]
-                                [--rounds 1] [--compare OTHER_CHECKOUT]
+                                [--rounds 1] [--rows 1,100] [--before]
+                                [--compare OTHER_CHECKOUT ...]
 
 Starts (a) kiln's server (`python -m serving`: gunicorn, kiln's uvicorn worker, the
 real app) and (b) a bare ASGI callable that reads the body, parses it with orjson, runs
@@ -11,9 +12,12 @@ then 100 rows per request; with ``--rounds N`` the servers take turns N times an
 best round counts. Prints req/s, rows/s, p50/p99 latency, the kiln/ceiling ratio, the
 workers' CPU time per request (the steadiest figure on a busy machine), RSS per worker
 and the time from start to ready. Figures from one run only compare with each other: the
-machine is shared. ``--compare DIR`` also runs kiln's server from another checkout
-(``git worktree add DIR main``), in the same run, as the row ``other``: a before/after
-comparison of the server code.
+machine is shared. ``--compare DIR`` (repeatable) also runs kiln's server from another
+checkout (``git worktree add DIR main``), in the same run, as a row named after DIR: a
+before/after comparison of the server code. ``--before`` does that for the code just
+before the bounded HTTP protocol (the parent of the commit that added
+serving/protocol.py), from a temporary worktree. Every round is printed: req/s of each
+server and its ratio to the ceiling in that same round.
 
 Without --model-dir it trains the tests' small iris model (needs the dev extra).
 """
@@ -26,6 +30,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -232,23 +237,27 @@ def prepare_model_dir(tmp: Path) -> Path:
 def measure(starters: dict, model_dir: Path, args, tmp: Path) -> dict[str, dict]:
     """Start every server, then take turns: each wrk run goes to the servers in rotation,
     ``--rounds`` times, so a change in the machine's load touches them all alike. The
-    best round per server counts."""
+    best round per server counts; every round is kept (``rounds``) and printed."""
     started: dict[str, Started] = {}
     try:
         for name, start in starters.items():
             started[name] = start(model_dir, args.workers, tmp / f"{name}.log")
         results: dict[str, dict] = {
-            name: {"ready_s": s.ready_seconds} for name, s in started.items()
+            name: {"ready_s": s.ready_seconds, "rounds": {}} for name, s in started.items()
         }
-        for rows in (1, 100):
+        for rows in args.rows:
             for server in started.values():
                 run_wrk(server.url, rows, 1, args.connections, args.threads, tmp)  # warm-up
-            for _ in range(args.rounds):
-                for name, server in started.items():
-                    load = run_measured(server, rows, args, tmp)
+            names = list(started)
+            for turn in range(args.rounds):
+                # Each round starts with the next server: none is always first (or last).
+                for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                    load = run_measured(started[name], rows, args, tmp)
+                    results[name]["rounds"].setdefault(rows, []).append(load)
                     best = results[name].get(rows)
                     if best is None or load.rps > best.rps:
                         results[name][rows] = load
+                print_round(results, rows, turn)
         for name, server in started.items():
             results[name]["rss"] = worker_rss_mib(server.process.pid)
     finally:
@@ -266,26 +275,80 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="wrk runs per server, taking turns")
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument(
-        "--compare", type=Path, default=None, help="another checkout's server, same run"
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        help="another checkout's server, same run (repeatable)",
+    )
+    parser.add_argument(
+        "--before", action="store_true", help="also the code before the bounded protocol"
+    )
+    parser.add_argument(
+        "--rows", default="1,100", help="rows per request, comma-separated (default 1,100)"
     )
     args = parser.parse_args(argv)
+    args.rows = [int(r) for r in args.rows.split(",")]
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
     starters = {"kiln": start_kiln}
-    if args.compare is not None:
-        other = args.compare.resolve()
-
-        def start_other(model_dir: Path, workers: int, log: Path) -> Started:
-            return start_kiln(model_dir, workers, log, repo=other)
-
-        starters["other"] = start_other
-    starters["ceiling"] = start_ceiling
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        checkouts = [(path.resolve().name, path.resolve()) for path in args.compare]
+        if args.before:
+            checkouts.append(("before", before_protocol_checkout(tmp / "before")))
+        for name, checkout in checkouts:
+            starters[name] = _starter(checkout)
+        starters["ceiling"] = start_ceiling
         model_dir = args.model_dir or prepare_model_dir(tmp)
-        servers = measure(starters, model_dir, args, tmp)
+        try:
+            servers = measure(starters, model_dir, args, tmp)
+        finally:
+            if args.before:
+                subprocess.run(
+                    ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "before")],
+                    check=False,
+                    capture_output=True,
+                )
     report(servers, args)
+
+
+def _starter(checkout: Path):
+    def start(model_dir: Path, workers: int, log: Path) -> Started:
+        return start_kiln(model_dir, workers, log, repo=checkout)
+
+    return start
+
+
+def before_protocol_checkout(path: Path) -> Path:
+    """A worktree at the parent of the commit that added serving/protocol.py."""
+    git = ["git", "-C", str(REPO)]
+    added = subprocess.run(
+        [*git, "log", "--diff-filter=A", "--format=%H", "--", "serving/protocol.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if not added:
+        raise SystemExit("no commit adds serving/protocol.py in this checkout's history")
+    subprocess.run(
+        [*git, "worktree", "add", "--detach", str(path), f"{added[-1]}~1"],
+        capture_output=True,
+        check=True,
+    )
+    return path
+
+
+def print_round(results: dict[str, dict], rows: int, turn: int) -> None:
+    """One line per round: each server's req/s and its ratio to the ceiling's, same round."""
+    ceiling = results["ceiling"]["rounds"][rows][turn].rps
+    cells = []
+    for name, result in results.items():
+        rps = result["rounds"][rows][turn].rps
+        ratio = "" if name == "ceiling" else f" ({rps / ceiling:.0%})"
+        cells.append(f"{name} {rps:,.0f}{ratio}")
+    print(f"round {turn + 1}, {rows} row(s)/req: " + ", ".join(cells), flush=True)
 
 
 def report(servers: dict[str, dict], args: argparse.Namespace) -> None:
@@ -298,7 +361,7 @@ def report(servers: dict[str, dict], args: argparse.Namespace) -> None:
     header += f"{'p99 ms':>7} {'errors':>6} {'vs ceiling':>10} {'cpu us/req':>10}"
     print(header)
     print("-" * len(header))
-    for rows in (1, 100):
+    for rows in args.rows:
         for name, result in servers.items():
             load: Load = result[rows]
             ratio = load.rps / ceiling[rows].rps
@@ -307,6 +370,20 @@ def report(servers: dict[str, dict], args: argparse.Namespace) -> None:
                 f"{name:<8} {rows:>8} {load.rps:>9,.0f} {load.rps * rows:>10,.0f} "
                 f"{load.p50_ms:>7.2f} {load.p99_ms:>7.2f} {errors:>6} {ratio:>9.0%} "
                 f"{load.cpu_us_per_request:>10.1f}"
+            )
+    print()
+    for rows in args.rows:
+        for name, result in servers.items():
+            if name == "ceiling":
+                continue
+            ratios = [
+                load.rps / top.rps
+                for load, top in zip(result["rounds"][rows], ceiling["rounds"][rows], strict=True)
+            ]
+            print(
+                f"{name:<8} {rows:>3} row(s): vs ceiling per round "
+                + " ".join(f"{r:.2f}" for r in ratios)
+                + f"; median {statistics.median(ratios):.2f}"
             )
     print()
     for name, result in servers.items():

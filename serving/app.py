@@ -94,11 +94,18 @@ class KilnApp:
     async def _forward(self, scope: dict, receive: Any, send: Any) -> None:
         start = perf_counter()
         status = 500
+        method = scope["method"]
+        if method == "HEAD":
+            # FastAPI's routes take GET only: HEAD is a GET whose body the server (uvicorn,
+            # which still sees HEAD) leaves out, Content-Length kept.
+            scope = {**scope, "method": "GET"}
 
         async def send_status(message: MutableMapping[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if status == 405:
+                    message = {**message, "headers": _allow_head(message.get("headers", ()))}
             await send(message)
 
         try:
@@ -107,7 +114,7 @@ class KilnApp:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             rows = scope.get("kiln.rows", 0)
-            self.metrics.observe(template, scope["method"], status, perf_counter() - start, rows)
+            self.metrics.observe(template, method, status, perf_counter() - start, rows)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         message = await receive()
@@ -145,3 +152,15 @@ class KilnApp:
     @property
     def model_name(self) -> str:
         return self.service.model_name
+
+
+def _allow_head(headers: Any) -> list[tuple[bytes, bytes]]:
+    """A 405's headers, its ``Allow`` naming HEAD wherever it names GET (see _forward)."""
+    out = []
+    for name, value in headers:
+        if name.lower() == b"allow":
+            methods = [m.strip() for m in value.split(b",")]
+            if b"GET" in methods and b"HEAD" not in methods:
+                value = b", ".join([*methods, b"HEAD"])
+        out.append((name, value))
+    return out

@@ -38,7 +38,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
         return error_response(503, NOT_READY.code, NOT_READY.message)
     code = str(exc.detail).lower().replace(" ", "_")
     message = f"{request.method} {request.url.path}: {exc.detail}"
-    return error_response(exc.status_code, code, message)
+    response = error_response(exc.status_code, code, message)
+    response.headers.update(exc.headers or {})  # a 405's Allow, above all
+    return response
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:

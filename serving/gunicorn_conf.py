@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -67,21 +68,71 @@ control_socket_disable = True  # gunicorn >= 24's control socket: not used by ki
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # Metrics across workers: prometheus_client reads PROMETHEUS_MULTIPROC_DIR when it is
-# imported, so the master sets it (on_starting) before any worker imports the app.
+# first imported, so the master sets it (on_starting) before any worker imports the app,
+# and nothing it imports earlier loads prometheus_client (serving/refusals.py).
 _OWNED = "KILN_OWN_METRICS_DIR"
 _failed_boots: FailedBoots | None = None  # the master's, made in on_starting
+# Temp folders a master makes carry its pid, so a later master can tell a killed one's.
+_TEMP_PREFIXES = ("kiln-metrics-", "kiln-boots-")
+
+
+def _own_temp_dir(prefix: str) -> Path:
+    """A new private temp folder named after this master: ``<prefix><pid>-<random>``."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
+def remove_dead_masters_dirs(tmp: Path | None = None) -> list[Path]:
+    """Remove the temp folders of masters that died without cleaning up (SIGKILL, OOM):
+    only this user's, and only those whose master pid no longer runs."""
+    removed = []
+    root = Path(tmp or tempfile.gettempdir())
+    uid = os.getuid()
+    for prefix in _TEMP_PREFIXES:
+        for path in root.glob(f"{prefix}*"):
+            pid = path.name[len(prefix) :].split("-", 1)[0]
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if not pid.isdigit() or info.st_uid != uid or not stat.S_ISDIR(info.st_mode):
+                continue  # someone else's, a symlink, or not named by kiln
+            if int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _make_metrics_dir() -> Path:
     """The workers' metrics directory, made (and owned) here unless one is given; emptied."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kiln-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_own_temp_dir("kiln-metrics-"))
         os.environ[_OWNED] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
+    _multiprocess_values_now()
     return metrics_dir
+
+
+def _multiprocess_values_now() -> None:
+    """If prometheus_client was imported before the variable was set (a worker class of
+    one's own that imports it), it counts in memory and every scrape is empty: pick its
+    multiprocess values now, while no metric exists yet (the apps make them, in workers)."""
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and hasattr(values, "get_value_class"):
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
 
 
 def _remove_own_dirs() -> None:
@@ -102,6 +153,8 @@ def on_starting(server) -> None:
     keep it before forking workers."""
     if _bad_setting is not None:
         _stop(server, EXIT_BAD_SETTING, "bad server setting, not serving: %s", _bad_setting)
+    for leftover in remove_dead_masters_dirs():
+        server.log.info("removed %s, left by a server that was killed", leftover)
     _make_metrics_dir()
 
     from serving.artifacts import ModelLoadError, keep_verified, read_artifacts
@@ -118,9 +171,7 @@ def on_starting(server) -> None:
         _stop(server, EXIT_MODEL_NOT_LOADED, "model not loaded, not serving: %s", err)
     keep_verified(config, artifacts)  # the workers, restarted ones too, serve these bytes
     global _failed_boots
-    _failed_boots = FailedBoots(
-        Path(tempfile.mkdtemp(prefix="kiln-boots-")), _settings.max_failed_boots
-    )
+    _failed_boots = FailedBoots(_own_temp_dir("kiln-boots-"), _settings.max_failed_boots)
     os.environ[BOOT_DIR] = str(_failed_boots.directory)  # the workers mark their start there
     server.log.info(
         "model %s verified: version %s, sha256 %s; starting %d worker(s)",

@@ -24,17 +24,10 @@ from prometheus_client import (
     multiprocess,
 )
 
-REFUSAL_REASONS = (
-    "headers_too_large",
-    "too_many_headers",
-    "uri_too_long",
-    "body_too_large",
-    "request_timeout",
-    "server_busy",
-    "bad_request",
-    "idle_timeout",
-    "evicted",
-)
+from serving.refusals import REFUSAL_REASONS, count_refused, refused
+
+__all__ = ["REFUSAL_REASONS", "Metrics", "count_refused"]
+
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -49,16 +42,6 @@ LATENCY_BUCKETS = (
     1.0,
     2.5,
 )
-
-
-# What serving/protocol.py refused or closed, by reason, since the last flush. Module
-# level: the protocol has no handle on the app; both live in the one worker process.
-_refused: dict[str, int] = {}
-
-
-def count_refused(reason: str) -> None:
-    """Called by the protocol for each request or connection it refuses or closes."""
-    _refused[reason] = _refused.get(reason, 0) + 1
 
 
 class Metrics:
@@ -145,8 +128,8 @@ class Metrics:
                 _observe_many(self.latency.labels(route), values)
         for route, count in rows.items():
             self.rows.labels(route).inc(count)
-        while _refused:
-            reason, count = _refused.popitem()
+        while refused:
+            reason, count = refused.popitem()
             self.refused.labels(reason).inc(count)
 
     async def flush_periodically(self) -> None:

@@ -4,7 +4,8 @@ load failure that costs only this worker.
 ``uvicorn_worker.UvicornWorker`` hands uvicorn gunicorn's keep-alive, timeout, backlog
 and max_requests, nothing else; gunicorn's request limits do not reach it. This class
 puts serving/protocol.py's ``KilnHttpProtocol`` (bounded request line, head, header
-count, body, time and connections) in uvicorn's place, raises the worker's open-file
+count, body, time and connections; HTTP/1.1 only, so no websocket protocol is loaded)
+in uvicorn's place, raises the worker's open-file
 limit to its hard limit so connections are refused by kiln's cap and not by the kernel,
 and changes one exit: a worker whose app fails to start (the model does not load) exits
 with ``EXIT_WORKER_NOT_READY`` after ``RESTART_DELAY`` seconds, so gunicorn starts
@@ -45,6 +46,7 @@ class KilnWorker(UvicornWorker):
         super().__init__(*args, **kwargs)
         limits = worker_limits(os.environ, raise_file_limit())
         self.config.http = protocol_class(limits)
+        self.config.ws = "none"  # HTTP only: the protocol ignores upgrades (serving/protocol.py)
 
     async def _serve(self) -> None:
         # uvicorn_worker's own _serve, with a mark once the app has started

@@ -6,6 +6,9 @@ import json
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -269,3 +272,116 @@ def test_on_a_shared_port_the_older_server_takes_every_new_connection(server_fac
     for _ in range(5):
         assert httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=5).status_code == 200
     assert _logged(new, 5), new.lines
+
+
+SERIES = (
+    "kiln_requests_total",
+    "kiln_request_duration_seconds_bucket",
+    "kiln_request_duration_seconds_count",
+    "kiln_request_duration_seconds_sum",
+    "kiln_rows_predicted_total",
+    "kiln_refused_total",
+    "kiln_model_info",
+)
+
+
+def _scrape_until(url: str, pattern: str, at_least: float) -> tuple[str, float]:
+    """Scrape /metrics until the sample ``pattern`` reaches ``at_least`` (each worker
+    flushes every METRICS_FLUSH_SECONDS), or WAIT passes; the text and the value."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        text = httpx.get(f"{url}/metrics", timeout=WAIT).text
+        found = re.search(pattern, text)
+        value = float(found.group(1)) if found else 0.0
+        if value >= at_least or time.monotonic() > deadline:
+            return text, value
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("metrics_dir", ["its own", "given", "its own, worker class importing it"])
+def test_metrics_count_across_two_workers_as_kiln_serve_runs_them(
+    server_factory, model_dir, tmp_path, metrics_dir
+):
+    """`kiln serve` and `python -m serving` give gunicorn no PROMETHEUS_MULTIPROC_DIR: the
+    master makes one, after it has imported the worker class."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch), "METRICS_FLUSH_SECONDS": "0.1"}
+    if metrics_dir.startswith("its own"):
+        env["PROMETHEUS_MULTIPROC_DIR"] = ""
+    if metrics_dir.endswith("importing it"):
+        env["PYTHONPATH"] = f"{REPO}:{Path(__file__).parent}"
+        env["GUNICORN_CMD_ARGS"] = "--worker-class early_import_worker.EarlyImportWorker"
+    server = server_factory(model_dir, workers=2, **env)
+    url = server.wait_ready()
+    for _ in range(30):  # a new connection each: both workers answer some
+        answer = httpx.post(f"{url}/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]] * 2})
+        assert answer.status_code == 200
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:  # one refusal
+        sock.sendall(b"GARBAGE\r\n\r\n")
+        sock.recv(1024)
+    pattern = r'kiln_requests_total\{[^}]*route="/predict",status="200"\} (\S+)'
+    text, count = _scrape_until(url, pattern, 30)
+    assert count == 30, text
+    for series in SERIES:
+        assert re.search(rf"^{series}\{{", text, re.M), (series, text)
+    assert re.search(r'kiln_rows_predicted_total\{route="/predict"\} 60\.0', text)
+    assert re.search(r'kiln_request_duration_seconds_count\{route="/predict"\} 30\.0', text)
+    _, refused = _scrape_until(url, r'kiln_refused_total\{reason="bad_request"\} (\S+)', 1)
+    assert refused == 1
+    files = list(Path(_metrics_dir(server, scratch, tmp_path)).glob("counter_*.db"))
+    assert len({f.stem.split("_")[1] for f in files}) == 2  # each worker keeps its values there
+    assert server.stop() == 0
+
+
+def _metrics_dir(server, scratch: Path, tmp_path: Path) -> Path:
+    made = list(scratch.glob("kiln-metrics-*"))
+    return made[0] if made else tmp_path / "metrics"
+
+
+def test_the_worker_class_import_leaves_prometheus_client_unloaded():
+    """The master imports the config and the worker class before on_starting sets
+    PROMETHEUS_MULTIPROC_DIR: neither may load prometheus_client."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(REPO)
+    code = (
+        "import sys, serving.gunicorn_conf, serving.worker\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_temp_folders_of_a_killed_master_are_removed_at_the_next_start(
+    server_factory, model_dir, tmp_path
+):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    own = {"PROMETHEUS_MULTIPROC_DIR": "", "TMPDIR": str(scratch), "TIMEOUT": "1"}
+    killed = server_factory(model_dir, **own)
+    killed.wait_ready()
+    left = _kiln_dirs(scratch)
+    assert sorted(name.split("-")[1] for name in left) == ["boots", "metrics"], left
+    killed.process.kill()  # SIGKILL: no on_exit, nothing removed
+    killed.wait_exit()
+    assert _kiln_dirs(scratch) == left
+    alive = scratch / f"kiln-metrics-{os.getpid()}-live"  # a running master's: kept
+    alive.mkdir()
+    unrelated = scratch / "kiln-metrics-notapid"
+    unrelated.mkdir()
+
+    again = server_factory(model_dir, **own)
+    again.wait_ready()
+    now = _kiln_dirs(scratch)
+    assert not now & left, now
+    assert {alive.name, unrelated.name} <= now
+    mine = str(again.process.pid)
+    assert sorted(n.split("-")[1] for n in now if n.split("-")[2] == mine) == ["boots", "metrics"]
+    assert any("left by a server that was killed" in line for line in again.lines)
+    assert again.stop() == 0
+    assert _kiln_dirs(scratch) == {alive.name, unrelated.name}
+
+
+def _kiln_dirs(folder: Path) -> set[str]:
+    return {p.name for p in folder.glob("kiln-*")}

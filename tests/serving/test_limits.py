@@ -266,3 +266,19 @@ def test_refusals_are_counted_in_the_metrics_by_reason(model_dir, server_factory
     assert after["idle_timeout"] >= 1
     assert after["evicted"] >= 1
     assert after["body_too_large"] == 0
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_its_requests(server):
+    """KEEPALIVE counts from the last response: the timer armed after the first response
+    finds a later one and waits again before closing."""
+    request = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.settimeout(WAIT)
+        for _ in range(3):
+            sock.sendall(request)
+            raw = b""
+            while not raw.endswith(b'{"health":"ok"}'):
+                chunk = sock.recv(65536)
+                assert chunk, raw  # closed before answering
+                raw += chunk
+        assert sock.recv(1) == b""  # then, idle, closed without a word
