@@ -13,16 +13,22 @@ cluster components a rollout depends on, with the timing a real cluster shows:
   immutable (422); `Status` error bodies; an optional RBAC allow-list (403); the
   restricted Pod Security Standard enforced on pods when the namespace says so.
 - the deployment controller, one step per request that names a Deployment: a write is
-  first seen one step later (observedGeneration lags), then pods surge one at a time
-  (maxSurge / maxUnavailable), become ready a step after creation, and old pods linger
-  a step as terminating; a paused Deployment does not roll; pods the admission refuses
-  make a ReplicaFailure condition; no progress for `polls_to_deadline` steps makes
-  ProgressDeadlineExceeded.
+  first noticed, then observed a step later (observedGeneration set, no new pod yet);
+  from the next step pods change one at a time, within maxSurge / maxUnavailable: one
+  created per step, ready READY_AFTER_STEPS steps after creation, one old pod told to
+  stop per step, lingering a step as terminating; the status counts report the pods as
+  the step found them (a ReplicaSet's counts lag its pods). A paused Deployment does not
+  roll, wherever its rollout stands; pods the admission refuses make a ReplicaFailure
+  condition; no progress for `polls_to_deadline` steps makes ProgressDeadlineExceeded.
 - the endpoints controller: a Service's endpoints follow pod readiness one step late.
-- the proxies: `services/NAME:PORT/proxy` picks a random ready endpoint through a named
-  Service port (503 on a miss); `pods/NAME:PORT/proxy` reaches one pod by port number.
-  Behind them, the server answers as kiln's would, for the image the pod runs: /metadata
-  reports the version baked into that image (the `images` registry), never an annotation.
+- the proxies, resolving `[SCHEME:]NAME[:PORT]` as the API server does:
+  `services/.../proxy` takes a Service port by number or by name (none: the unnamed
+  port; 503 on a miss), picks a random ready endpoint and dials the pod port its
+  targetPort names; `pods/.../proxy` dials the port as written (none: the first declared).
+  The request goes on with its method, path, query and body, and the answer comes back
+  as the pod's server gave it. Only port 8000 answers: the server answers as kiln's would,
+  for the image the pod runs: /metadata reports the version baked into that image (the
+  `images` registry), never an annotation.
 - the kubelet's logs: `pods/NAME/log` (verb get on pods/log) answers text/plain, chunked,
   with the container's lines (its start, then one access line per proxied request);
   `container`, `tailLines`, `limitBytes` and `timestamps` as the API server reads them;
@@ -53,6 +59,8 @@ import yaml
 
 ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
 SERVER_PORT = 8000
+# A new pod's server answers its readiness probe this many controller steps after creation.
+READY_AFTER_STEPS = 2
 
 _COLLECTIONS = {
     ("", "v1", "namespaces"): ("Namespace", False),
@@ -72,8 +80,8 @@ _PATH = re.compile(
 )
 _LOG = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)/log$")
 _PROXY = re.compile(
-    r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>services|pods)/(?P<name>[^/:]+)"
-    r"(?::(?P<port>[^/]+))?/proxy(?P<path>/.*)?$"
+    r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>services|pods)/(?P<id>[^/]+)"
+    r"/proxy(?P<path>/.*)?$"
 )
 
 
@@ -81,6 +89,15 @@ class ApiError(Exception):
     def __init__(self, code: int, reason: str, message: str, **details: Any) -> None:
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """A pod server's own answer, which the proxy relays as it came: status, type, bytes."""
+
+    status: int
+    content_type: str
+    body: bytes
 
 
 def status_body(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
@@ -260,6 +277,7 @@ class Pod:
     ip: str
     ready: bool = False
     terminating: bool = False
+    age: int = 0  # controller steps since it was created
     log: list[tuple[str, str]] = field(default_factory=list)  # (RFC 3339 time, line)
 
     def write_log(self, line: str) -> None:
@@ -508,59 +526,85 @@ class EmulatedCluster:
         meta, spec = deployment["metadata"], deployment["spec"]
         status = copy.deepcopy(deployment.get("status") or {})
         controller = self.controllers.setdefault((namespace, name), _Controller())
-        if status.get("observedGeneration", 0) < meta["generation"]:
+        observing = status.get("observedGeneration", 0) < meta["generation"]
+        if observing:
             if controller.seen_write != meta["resourceVersion"]:
                 controller.seen_write = meta["resourceVersion"]  # noticed; synced next step
                 return
             status["observedGeneration"] = meta["generation"]
+            controller.stuck_steps = 0  # a new template: its progress deadline starts now
         if spec.get("paused"):
             _condition(status, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused")
         else:
-            self._roll(namespace, name, spec, status, controller)
+            # The sync that observes a generation only makes its (empty) ReplicaSet: the
+            # pods come on later syncs.
+            self._roll(namespace, name, spec, status, controller, create=not observing)
         if status != deployment.get("status"):
             deployment["status"] = status
             meta["resourceVersion"] = self.next_rv()  # a status write, like any other
 
-    def _roll(self, namespace: str, name: str, spec: dict, status: dict, ctl: _Controller) -> None:
+    def _roll(
+        self, namespace: str, name: str, spec: dict, status: dict, ctl: _Controller, create: bool
+    ) -> None:
+        """Pods move one change at a time: one created, one made ready, one told to stop, and
+        each a step apart; the status reports the pods as the step found them (a
+        ReplicaSet's counts lag its pods)."""
         before = [(p.name, p.ready, p.terminating) for p in ctl.pods]
-        ctl.pods = [p for p in ctl.pods if not p.terminating]  # gone one step after
-        for pod in ctl.pods:
-            pod.ready = pod.ready or self._can_start(namespace, pod)
+        seen = [(p.template_hash, p.ready, p.terminating) for p in ctl.pods]
         want = spec.get("replicas", 1)
         template = spec["template"]
         digest = _hash(template)
+        refused = self._admission(namespace, template)
+        _condition(status, "ReplicaFailure", "True", "FailedCreate", refused, keep=bool(refused))
+        if create:
+            self._move_pods(namespace, name, spec, ctl, digest, refused)
+        self._status(name, status, ctl, seen, digest, want, before)
+
+    def _move_pods(
+        self, namespace: str, name: str, spec: dict, ctl: _Controller, digest: str, refused: str
+    ) -> None:
+        ctl.pods = [p for p in ctl.pods if not p.terminating]  # gone one step after
+        for pod in ctl.pods:
+            pod.age += 1
+        starting = [p for p in ctl.pods if not p.ready and p.age >= READY_AFTER_STEPS]
+        for pod in starting[:1]:
+            pod.ready = self._can_start(namespace, pod)
+        want = spec.get("replicas", 1)
         rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
         surge = _count(rolling.get("maxSurge", "25%"), want, round_up=True)
         unavailable = _count(rolling.get("maxUnavailable", "25%"), want, round_up=False)
         new = [p for p in ctl.pods if p.template_hash == digest]
         old = [p for p in ctl.pods if p.template_hash != digest]
-        refused = self._admission(namespace, template)
-        _condition(status, "ReplicaFailure", "True", "FailedCreate", refused, keep=bool(refused))
-        while not refused and len(new) < want and len(new) + len(old) < want + surge:
-            new.append(self._new_pod(namespace, name, digest, template))
+        if not refused and len(new) < want and len(new) + len(old) < want + surge:
+            new.append(self._new_pod(namespace, name, digest, spec["template"]))
         ctl.pods = old + new
         ready = sum(p.ready for p in ctl.pods)
-        for pod in sorted(old, key=lambda p: p.ready):  # unready old pods go first
-            if ready - pod.ready < want - unavailable and pod.ready:
-                break
-            pod.terminating, ready = True, ready - pod.ready
-        for pod in new[want:]:  # scaled in (the HPA lowered replicas)
+        for pod in sorted(old, key=lambda p: p.ready)[:1]:  # unready old pods go first
+            if ready - pod.ready >= want - unavailable or not pod.ready:
+                pod.terminating = True
+        for pod in new[want:][:1]:  # scaled in (the HPA lowered replicas)
             pod.terminating = True
-        self._status(name, status, ctl, digest, want, before)
 
     def _status(
-        self, name: str, status: dict, ctl: _Controller, digest: str, want: int, before: list
+        self,
+        name: str,
+        status: dict,
+        ctl: _Controller,
+        seen: list[tuple[str, bool, bool]],
+        digest: str,
+        want: int,
+        before: list,
     ) -> None:
-        updated = [p for p in ctl.pods if p.template_hash == digest and not p.terminating]
-        available = sum(p.ready and not p.terminating for p in ctl.pods)
+        updated = [ready for hash_, ready, gone in seen if hash_ == digest and not gone]
+        available = sum(ready and not gone for _, ready, gone in seen)
         status.update(
-            replicas=len(ctl.pods),  # terminating pods still counted: the RS status lags
+            replicas=len(seen),  # terminating pods still counted: the RS status lags
             updatedReplicas=len(updated),
             readyReplicas=available,
             availableReplicas=available,
             unavailableReplicas=max(0, want - available),
         )
-        done = len(updated) == want == len(ctl.pods) and all(p.ready for p in updated)
+        done = len(updated) == want == len(seen) and all(updated)
         progressed = [(p.name, p.ready, p.terminating) for p in ctl.pods] != before
         ctl.stuck_steps = 0 if progressed or done else ctl.stuck_steps + 1
         if done:
@@ -620,50 +664,70 @@ class EmulatedCluster:
 
     # -- the proxies ------------------------------------------------------------------------
 
-    def proxy(self, match: re.Match, method: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        namespace, name, port = match["ns"], match["name"], match["port"]
-        path = match["path"] or "/"
+    def proxy(self, match: re.Match, method: str, query: str, body: bytes) -> Relayed:
+        """The proxy subresources: find a pod and a port as the API server does, then
+        forward the request (method, path, query, body) to the server listening there and
+        relay its answer as it came."""
+        namespace, path = match["ns"], match["path"] or "/"
         if match["plural"] == "services":
-            pod = self._pick_endpoint(namespace, name, port)
+            pod, port = self._service_target(namespace, match["id"])
         else:
-            pod = next((p for p in self.all_pods(namespace) if p.name == name), None)
-            if pod is None:
-                raise ApiError(404, "NotFound", f'pods "{name}" not found')
-            ports = [
-                str(p["containerPort"])
-                for p in pod.template["spec"]["containers"][0].get("ports", [])
-            ]
-            if port is not None and port not in ports:
-                return _unreachable(pod, port)
-        if pod.terminating or not pod.ready:
-            return _unreachable(pod, str(SERVER_PORT))
+            pod, port = self._pod_target(namespace, match["id"])
+        if pod.terminating or not pod.ready or port != str(SERVER_PORT):
+            raise _unreachable(pod, port)  # nothing listens there (yet, or any more)
         self.proxied.append((pod.name, method, path))
-        return self._serve(pod, method, path, body)
+        return self._serve(pod, method, path + (f"?{query}" if query else ""), body)
 
-    def _pick_endpoint(self, namespace: str, service: str, port: str | None) -> Pod:
+    def _pod_target(self, namespace: str, pod_id: str) -> tuple[Pod, str]:
+        """`pods/[SCHEME:]NAME[:PORT]`: the port is dialled as written (a name is not looked
+        up, so it fails to dial); none means the first port the pod's containers declare."""
+        scheme, name, port = _split_id(pod_id)
+        pod = self.find_pod(namespace, name)
+        if pod is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found')
+        if not port:
+            declared = [p for c in pod.template["spec"]["containers"] for p in c.get("ports", [])]
+            port = str(declared[0]["containerPort"]) if declared else "80"
+        if scheme == "https":  # the server speaks plain HTTP: the TLS handshake fails
+            raise _unreachable(pod, port)
+        return pod, port
+
+    def _service_target(self, namespace: str, service_id: str) -> tuple[Pod, str]:
+        """`services/[SCHEME:]NAME[:PORT]`: a number names the Service port with that `port`,
+        anything else a port by its name (none: the unnamed port); then one ready endpoint,
+        at the pod port the Service port's targetPort resolves to."""
+        scheme, service, port = _split_id(service_id)
         svc = self.objects.get(("Service", namespace, service))
         if svc is None:
             raise ApiError(404, "NotFound", f'services "{service}" not found')
-        names = [p.get("name") for p in svc["spec"].get("ports", [])]
+        ports = svc["spec"].get("ports") or []
+        if port.isdigit():
+            numbered = next((p for p in ports if str(p.get("port")) == port), None)
+            if numbered is None:
+                message = f'no service port {port} found for service "{service}"'
+                raise ApiError(503, "ServiceUnavailable", message)
+            port = numbered.get("name", "")
+        named = next((p for p in ports if p.get("name", "") == port), None)
         endpoints = self.endpoints.get((namespace, service)) or []
-        if (port is not None and port not in names) or not endpoints:
-            raise ApiError(
-                503,
-                "ServiceUnavailable",
-                f'no endpoints available for service "{service}{":" + port if port else ""}"',
-            )
+        if named is None or not endpoints:
+            message = f'no endpoints available for service "{service_id}"'
+            raise ApiError(503, "ServiceUnavailable", message)
         chosen = self.rng.choice(endpoints)
-        pod = next((p for p in self.all_pods(namespace) if p.name == chosen), None)
+        pod = self.find_pod(namespace, chosen)
         if pod is None:  # the endpoint outlived its pod: the lag a real cluster shows
             raise ApiError(503, "ServiceUnavailable", f"error trying to reach {chosen}")
-        return pod
+        target = _target_port(named, pod)
+        if scheme == "https" or target is None:
+            raise _unreachable(pod, str(target or named.get("targetPort")))
+        return pod, target
 
-    def _serve(self, pod: Pod, method: str, path: str, body: bytes) -> tuple[int, dict]:
-        code, answer = self._answer(pod, method, path, body)
-        pod.write_log(f'{pod.ip} "{method} {path} HTTP/1.1" {code}')
-        return code, answer
+    def _serve(self, pod: Pod, method: str, path: str, body: bytes) -> Relayed:
+        status, answer = self._answer(pod, method, path.split("?")[0], body)
+        pod.write_log(f'{pod.ip} "{method} {path} HTTP/1.1" {status}')
+        return Relayed(status, "application/json", json.dumps(answer).encode())
 
     def _answer(self, pod: Pod, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        """What kiln's server in the pod's image answers."""
         image = self.images[pod.image]
         if method == "GET" and path in ("/health", "/ready"):
             return 200, {"status": "ok"}
@@ -743,9 +807,37 @@ def _selects(selector: dict[str, str], pod: Pod) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def _unreachable(pod: Pod, port: str) -> tuple[int, dict[str, Any]]:
+def _unreachable(pod: Pod, port: str) -> ApiError:
     message = f"error trying to reach service: dial tcp {pod.ip}:{port}: connect: refused"
-    return 503, status_body(503, "ServiceUnavailable", message)
+    return ApiError(503, "ServiceUnavailable", message)
+
+
+def _split_id(proxy_id: str) -> tuple[str, str, str]:
+    """(scheme, name, port) of a proxy path's `[SCHEME:]NAME[:PORT]`, as the API server
+    splits it (k8s.io/apimachinery's SplitSchemeNamePort); 400 when it is not one."""
+    parts = proxy_id.split(":")
+    if len(parts) == 3:
+        scheme, name, port = parts
+    elif len(parts) in (1, 2):
+        scheme, name, port = "", parts[0], parts[1] if len(parts) == 2 else ""
+    else:
+        scheme, name, port = "invalid", "", ""
+    if not name or scheme not in ("", "http", "https"):
+        raise ApiError(400, "BadRequest", f"invalid request {proxy_id!r}")
+    return scheme, name, port
+
+
+def _target_port(service_port: dict[str, Any], pod: Pod) -> str | None:
+    """The pod port a Service port's targetPort means (a number, or a container port's name;
+    none: the Service port's own number), or None when the pod has no port by that name."""
+    target = service_port.get("targetPort", service_port.get("port"))
+    if isinstance(target, int) or str(target).isdigit():
+        return str(target)
+    for container in pod.template["spec"]["containers"]:
+        for declared in container.get("ports") or []:
+            if declared.get("name") == target:
+                return str(declared["containerPort"])
+    return None
 
 
 def _condition(
@@ -793,10 +885,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet tests
         pass
 
-    def _send(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+    def _send(self, code: int, body: dict[str, Any] | Relayed) -> None:
+        relayed = body if isinstance(body, Relayed) else None
+        data = relayed.body if relayed else json.dumps(body).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", relayed.content_type if relayed else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -826,14 +919,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(
         self, cluster: EmulatedCluster, method: str, path: str, query: dict, body: bytes
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, dict[str, Any] | Relayed]:
         proxy = _PROXY.match(path)
         if proxy:
-            cluster.authorize(_VERBS[method], "", f"{proxy['plural']}/proxy", proxy["name"])
+            # RBAC sees the path's whole NAME:PORT as the resource name, as the API server does
+            cluster.authorize(_VERBS[method], "", f"{proxy['plural']}/proxy", proxy["id"])
+            target = _split_id(proxy["id"])[1]
             for (ns, name), ctl in list(cluster.controllers.items()):
-                if ns == proxy["ns"] and any(p.name == proxy["name"] for p in ctl.pods):
+                if ns == proxy["ns"] and any(p.name == target for p in ctl.pods):
                     cluster.step(ns, name)
-            return cluster.proxy(proxy, method, body)
+            relayed = cluster.proxy(proxy, method, urllib.parse.urlsplit(self.path).query, body)
+            return relayed.status, relayed
         match = _PATH.match(path)
         if not match:
             raise ApiError(404, "NotFound", f"the server could not find the resource {path}")

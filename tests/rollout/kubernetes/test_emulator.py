@@ -87,6 +87,42 @@ def test_the_controller_sees_a_write_one_step_late(api: KubeApi, server) -> None
     assert second["status"]["observedGeneration"] == second["metadata"]["generation"]
 
 
+def test_the_rollout_lags_the_write_one_change_per_poll(api: KubeApi, server) -> None:
+    """As a real cluster's counts lag: the generation is observed before any new pod
+    exists, pods are created and made ready over several polls, old pods leave one by one."""
+    deployment = objects(IMAGE_A, "va")["Deployment"]
+    deployment["spec"]["replicas"] = 3
+    apply(api, deployment)
+    settle(api)
+    changed = objects(IMAGE_B, "vb")["Deployment"]
+    changed["spec"]["replicas"] = 3
+    apply(api, changed)
+
+    get(api)  # noticed
+    observed = get(api)
+    assert observed["status"]["observedGeneration"] == observed["metadata"]["generation"]
+    assert observed["status"]["updatedReplicas"] == 0
+    assert {pod.image for pod in server.cluster.pods(NS, "kiln")} == {IMAGE_A}
+    seen: list[list[tuple[str, str, bool, bool]]] = []
+    for _ in range(60):
+        status = get(api)["status"]
+        pods = server.cluster.pods(NS, "kiln")
+        seen.append([(p.name, p.image, p.ready, p.terminating) for p in pods])
+        if status["updatedReplicas"] == status["availableReplicas"] == status["replicas"] == 3:
+            break
+    assert {pod.image for pod in server.cluster.pods(NS, "kiln")} == {IMAGE_B}
+    before: set[str] = set()
+    for pods in seen:
+        created = {name for name, image, _, _ in pods if image == IMAGE_B}
+        assert len(created - before) <= 1  # one pod created per poll
+        assert not any(ready for name, _, ready, _ in pods if name in created - before)
+        assert sum(gone for *_, gone in pods) <= 1  # old pods leave one at a time
+        before |= created
+    ready = [sum(ready for _, image, ready, _ in pods if image == IMAGE_B) for pods in seen]
+    assert all(now - then <= 1 for then, now in zip(ready, ready[1:], strict=False))
+    assert len(seen) >= 9  # three pods, each created, made ready and swapped for an old one
+
+
 def test_a_rolling_update_surges_and_old_pods_linger(api: KubeApi, server) -> None:
     deployment = objects(IMAGE_A, "va")["Deployment"]
     deployment["spec"]["replicas"] = 3
@@ -109,19 +145,49 @@ def test_a_rolling_update_surges_and_old_pods_linger(api: KubeApi, server) -> No
     assert seen[-1] == (3, 3, 3)
 
 
-def test_endpoints_lag_and_the_service_proxy_wants_the_named_port(api: KubeApi, server) -> None:
+def test_endpoints_lag_the_pods_and_the_service_proxy_resolves_its_port(
+    api: KubeApi, server
+) -> None:
     parts = objects(IMAGE_A, "va")
     apply(api, parts["Service"])
     apply(api, parts["Deployment"])
     proxy = f"/api/v1/namespaces/{NS}/services/kiln:http/proxy/metadata"
-    get(api)  # noticed
-    get(api)  # pod created
-    get(api)  # pod ready; endpoints not yet
-    assert api.raw("GET", proxy).status == 503
+    for _ in range(10):
+        get(api)
+        if any(pod.ready for pod in server.cluster.pods(NS, "kiln")):
+            break
+    assert api.raw("GET", proxy).status == 503  # the pod is ready; its endpoint not yet
     get(api)
     assert api.raw("GET", proxy).json()["version"] == "va"
-    wrong_port = f"/api/v1/namespaces/{NS}/services/kiln:web/proxy/metadata"
-    assert api.raw("GET", wrong_port).status == 503
+    # a port number names the Service port with that number, as the API server reads it
+    by_number = api.raw("GET", f"/api/v1/namespaces/{NS}/services/kiln:8000/proxy/metadata")
+    assert by_number.json()["version"] == "va"
+    with_scheme = api.raw("GET", f"/api/v1/namespaces/{NS}/services/http:kiln:http/proxy/ready")
+    assert with_scheme.status == 200
+    wrong_number = api.raw("GET", f"/api/v1/namespaces/{NS}/services/kiln:80/proxy/metadata")
+    assert wrong_number.status == 503
+    assert 'no service port 80 found for service \\"kiln\\"' in wrong_number.body.decode()
+    for service in ("kiln:web", "kiln"):  # a name it has not got; none: its port is named
+        wrong = api.raw("GET", f"/api/v1/namespaces/{NS}/services/{service}/proxy/metadata")
+        assert wrong.status == 503, service
+        assert "no endpoints available" in wrong.body.decode()
+
+
+def test_the_service_proxy_forwards_the_request_and_relays_the_answer(api: KubeApi, server) -> None:
+    parts = objects(IMAGE_A, "va")
+    apply(api, parts["Service"])
+    apply(api, parts["Deployment"])
+    settle(api)
+    get(api)  # the endpoints controller catches up
+    base = f"/api/v1/namespaces/{NS}/services/kiln:http/proxy"
+    reply = api.raw("POST", f"{base}/predict?labels=true", {"data": [[1.0], [2.0]]})
+    assert (reply.status, reply.json()) == (200, {"prediction": [[1.0, 0.0], [1.0, 0.0]]})
+    assert api.raw("GET", f"{base}/nowhere").status == 404  # the server's own 404, relayed
+    assert api.raw("GET", f"{base}//metadata").status == 404  # a path the server has not got
+    [pod] = server.cluster.pods(NS, "kiln")
+    assert ("10.244.0.2", "POST /predict?labels=true") in [
+        (line.split()[0], " ".join(line.split()[1:3]).strip('"')) for _, line in pod.log
+    ]
 
 
 def test_metadata_reports_the_version_baked_into_the_image(api: KubeApi, server) -> None:

@@ -804,6 +804,9 @@ def test_the_wait_gives_up_when_its_timeout_has_passed_not_a_poll_later(
     version, image = add_version("a")
     emulator.cluster.fault(image, stuck=True)
     cluster.apply(render_manifests(image, version, NS))
+    emulator.cluster.polls_to_deadline = 10**9  # our timeout, not the controller's verdict
+    while cluster.api.call("GET", cluster._path())["status"].get("updatedReplicas") != 1:
+        pass  # the controller creates the pod over a few polls; it never gets ready
     ticks = itertools.count()  # one second passes per look at the clock
     cluster.clock, cluster.timeout = lambda: float(next(ticks)), 2
     before = len(emulator.cluster.requests)
