@@ -133,3 +133,15 @@ def server_port(deployment: dict[str, Any], name: str = "http") -> int:
                 if port.get("name") == name:
                     return int(port["containerPort"])
     raise RolloutError(f"the Deployment's {CONTAINER_NAME} container has no port named {name}")
+
+
+def service_port(objects: list[dict[str, Any]], name: str = "http") -> tuple[str, str]:
+    """(Service name, port name) of the Service in front of the server: its port called
+    `name`, or its only port; the API server's service proxy takes either by name."""
+    for obj in objects:
+        if obj["kind"] == "Service":
+            ports = obj["spec"].get("ports") or []
+            named = [p for p in ports if p.get("name") == name] or ports[:1]
+            if named:
+                return obj["metadata"]["name"], str(named[0].get("name") or named[0]["port"])
+    raise RolloutError(f"the manifests have no Service with a port (looked for {name!r})")

@@ -45,9 +45,11 @@ from kiln.rollout.kubernetes.manifests import (
     MANIFEST_DIR,
     VERSION_ANNOTATION,
     candidate_of,
+    load_base,
     namespace_manifest,
     render_manifests,
     server_port,
+    service_port,
 )
 from kiln.rollout.smoke import Caller, Reply, SmokeTest
 from kiln.rollout.target import KUBERNETES, Deployed
@@ -88,10 +90,10 @@ class KubernetesTarget:
 
     @property
     def endpoint(self) -> str:
-        return (
-            f"{self.api.host}/api/v1/namespaces/{self.namespace}/services/"
-            f"{self.deployment}:http/proxy/"
-        )
+        """The Service through the API server's service proxy, with no trailing slash:
+        `{endpoint}/predict` is the server's /predict (with the API server's credentials)."""
+        service, port = service_port(load_base(self.manifest_dir))
+        return f"{self.api.host}/api/v1/namespaces/{self.namespace}/services/{service}:{port}/proxy"
 
     def _path(self, name: str | None = None) -> str:
         return object_path("Deployment", name or self.deployment, self.namespace)

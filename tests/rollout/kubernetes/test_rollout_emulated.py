@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +28,31 @@ from kiln.rollout.kubernetes.manifests import (
     render_manifests,
 )
 from kiln.rollout.kubernetes.target import KubernetesTarget, RolloutStuck
+from kiln.rollout.smoke import http_caller
 from kiln.rollout.target import Deployed
 from kiln.store.artifact_store import ArtifactStore
-from tests.rollout.kubernetes.conftest import NS, AddVersion
+from tests.rollout.kubernetes.conftest import NS, SAMPLE_INPUT, AddVersion
 from tests.support.k8s_emulator import EmulatedApiServer
 
 CANDIDATE = "kiln-candidate"
+
+
+@pytest.fixture(autouse=True)
+def the_endpoint_serves_the_recorded_version(
+    store: ArtifactStore, cluster: KubernetesTarget, emulator: EmulatedApiServer
+) -> Iterator[None]:
+    """After every test here that leaves a version recorded: the endpoint kiln reports
+    answers, through the Service, with that version, from whichever pod the proxy picks.
+    A user's request, not the deployer's: the deployer's Role has no services/proxy."""
+    yield
+    record = store.deployment(KUBERNETES)
+    if record is None:
+        return
+    emulator.cluster.rbac = None
+    call = http_caller(cluster.endpoint)
+    for _ in range(3):
+        reply = call("GET", "/metadata", None)
+        assert (reply.status, reply.json().get("version")) == (200, record.current)
 
 
 def deployment_writes(emulator: EmulatedApiServer, name: str = "kiln") -> list[str]:
@@ -72,7 +92,9 @@ def test_first_rollout_creates_everything_waits_smoke_tests_and_records(
     assert state.deployment(NS, CANDIDATE) is None  # removed once it passed
     assert (result.target, result.version, result.image) == (KUBERNETES, version, image)
     assert result.previous_version is None and not result.rolled_back
-    assert result.endpoint.startswith(emulator.url)
+    assert result.endpoint == f"{emulator.url}/api/v1/namespaces/{NS}/services/kiln:http/proxy"
+    reply = http_caller(result.endpoint)("POST", "/predict", {"data": SAMPLE_INPUT})
+    assert (reply.status, len(reply.json()["prediction"])) == (200, len(SAMPLE_INPUT))
     record = store.deployment(KUBERNETES)
     assert record is not None and (record.current, record.image) == (version, image)
 
@@ -723,6 +745,10 @@ def test_a_failed_reship_of_the_running_version_restores_the_one_before_it(
     assert str(caught.value).endswith(f"; rolled back to {a} ({a_image})")
     assert f"restoring {a} ({a_image})" in [r.getMessage() for r in caplog.records]
     assert_untouched(emulator, a, a_image)
+    # the record says what runs: A, with B rolled back (it said B, which no pod ran)
+    record = store.deployment(KUBERNETES)
+    assert (record.current, record.image) == (a, a_image)
+    assert [entry["version"] for entry in record.rolled_back] == [b]
 
 
 def test_a_failed_reship_of_the_only_version_has_nothing_to_restore(
