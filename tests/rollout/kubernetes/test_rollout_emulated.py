@@ -843,3 +843,52 @@ def test_the_wait_gives_up_when_its_timeout_has_passed_not_a_poll_later(
     polls = [m for m, _ in emulator.cluster.requests[before:]]
     assert polls == ["GET", "GET"]  # at 1 s and at 2 s: the deadline
     assert str(caught.value) == "timed out after 2s: kiln: 0 of 1 updated replicas available"
+
+
+def test_a_deployment_paused_in_the_middle_of_a_rollout_stops_the_wait_and_is_restored(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    """`kubectl rollout pause` while kiln waits, with old and new pods both running: kiln
+    stops waiting at once and says why; its restore writes the old template back, and a
+    resume finishes that restore: the recorded version serves again, and only it."""
+    old, old_image = add_version("a")
+    new, new_image = add_version("b")
+    roll_out(store, old, cluster)
+    emulator.cluster.scale(NS, "kiln", 3)
+    roll_out(store, old, cluster)
+    state = emulator.cluster
+
+    paused: list[bool] = []
+
+    def pause_halfway(_seconds: float) -> None:
+        images = {pod.image for pod in state.pods(NS, "kiln") if pod.ready}
+        if images == {old_image, new_image} and not paused:
+            paused.append(True)
+            cluster.api.call(
+                "PATCH",
+                cluster._path(),
+                {"spec": {"paused": True}},
+                content_type="application/merge-patch+json",
+                query=[("fieldManager", "kubectl-rollout")],
+            )
+
+    cluster.sleep = pause_halfway
+    with pytest.raises(RolloutError, match="kiln is paused: resume it") as caught:
+        roll_out(store, new, cluster)
+
+    assert "\n" not in str(caught.value)
+    assert {pod.image for pod in state.pods(NS, "kiln")} == {old_image, new_image}  # halfway
+    assert state.template_image(NS, "kiln") == old_image  # the restore wrote it back
+    assert store.deployment(KUBERNETES).current == old  # the new one is never recorded
+    cluster.api.call(
+        "PATCH",
+        cluster._path(),
+        {"spec": {"paused": False}},  # what `kubectl rollout resume` sends
+        content_type="application/merge-patch+json",
+        query=[("fieldManager", "kubectl-rollout")],
+    )
+    cluster.wait_rolled_out()
+    assert_untouched(emulator, old, old_image)
