@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sys
 from functools import partial
 from typing import Annotated, Any
@@ -21,13 +23,36 @@ from kiln.store.artifact_store import ArtifactStore
 err_console = make_console(stderr=True)
 
 
-def try_it_command(endpoint: str, sample_input: Any) -> str | None:
-    """A curl line that asks the endpoint for a prediction on the model's own sample rows."""
+# The Service behind the API server's service proxy: the endpoint a Kubernetes rollout reports.
+_SERVICE_PROXY = re.compile(
+    r"^https?://[^/]+(?P<path>/api/v1/namespaces/[^/]+/services/[^/]+/proxy)$"
+)
+KUBECTL_PROXY_PORT = 8001  # `kubectl proxy`'s own default
+
+
+def try_it_command(endpoint: str, sample_input: Any, context: str | None = None) -> str | None:
+    """Shell lines that ask the endpoint for a prediction on the model's own sample rows.
+
+    A local endpoint is plain HTTP: one curl line. A Kubernetes endpoint is the Service
+    through the API server, which wants the caller's credentials: `kubectl proxy` (at
+    kiln's context, if one is set) lends the kubeconfig's, and the curl goes through it.
+    (`kubectl create --raw` would POST too, but sends no Content-Type: the server's 415.)
+    """
     if not endpoint.startswith("http") or sample_input is None:
         return None
     body = sample_input if isinstance(sample_input, dict) else {"data": sample_input}
     payload = json.dumps(body, separators=(",", ":")).replace("'", "'\\''")
-    return f"curl -s -X POST {endpoint}/predict -H 'Content-Type: application/json' -d '{payload}'"
+    proxied = _SERVICE_PROXY.match(endpoint)
+    url = endpoint
+    lines = []
+    if proxied is not None:
+        at = f" --context {shlex.quote(context)}" if context else ""
+        lines.append(f"kubectl{at} proxy --port {KUBECTL_PROXY_PORT} &")
+        url = f"http://127.0.0.1:{KUBECTL_PROXY_PORT}{proxied['path']}"
+    lines.append(
+        f"curl -s -X POST {url}/predict -H 'Content-Type: application/json' -d '{payload}'"
+    )
+    return "\n".join(lines)
 
 
 def latest_image(store: ArtifactStore, version: str) -> str | None:
@@ -40,8 +65,10 @@ def result_dict(result: RolloutResult, try_it: str | None) -> dict[str, Any]:
     return {**result.__dict__, "try_it": try_it}
 
 
-def _print_result(result: RolloutResult, sample_input: Any, output: str) -> None:
-    try_it = try_it_command(result.endpoint, sample_input)
+def _print_result(
+    result: RolloutResult, sample_input: Any, output: str, context: str | None = None
+) -> None:
+    try_it = try_it_command(result.endpoint, sample_input, context)
     if output == "json":
         print_json(result_dict(result, try_it))
         return
@@ -53,7 +80,8 @@ def _print_result(result: RolloutResult, sample_input: Any, output: str) -> None
     print_line(f"  endpoint  {result.endpoint}")
     if try_it:
         print_line("try it:")
-        print_line(f"  {try_it}")
+        for line in try_it.splitlines():
+            print_line(f"  {line}")
 
 
 def deploy(
@@ -86,7 +114,7 @@ def deploy(
             image=chosen,
             ship_rolled_back=ship_rolled_back,
         )
-    _print_result(result, stored.metadata.get("sample_input"), output)
+    _print_result(result, stored.metadata.get("sample_input"), output, settings.k8s_context)
 
 
 def rollback(
@@ -99,7 +127,7 @@ def rollback(
     with progress(err_console, f"rolling {settings.target} back"):
         result = roll_back(the_store, wiring.make_target(settings, settings.target))
     sample = the_store.metadata(result.version).get("sample_input")
-    _print_result(result, sample, output)
+    _print_result(result, sample, output, settings.k8s_context)
 
 
 def undeploy(target: TargetOption = None, store: StoreOption = None) -> None:

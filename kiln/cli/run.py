@@ -186,7 +186,8 @@ def print_summary(summary: RunResult, output: str, flow_run_id: str, link: str |
     print_line(f"flow run  {link or flow_run_id}")
     if try_it:
         print_line("try it:")
-        print_line(f"  {try_it}")
+        for line in try_it.splitlines():
+            print_line(f"  {line}")
 
 
 def _failure(state: Any, step: str | None, flow_run_id: str, link: str | None) -> RunFailed:

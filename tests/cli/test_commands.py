@@ -154,6 +154,18 @@ def test_the_try_it_line_uses_the_version_sample() -> None:
     assert try_it_command("kubernetes://ns/kiln", [[1.0]]) is None
 
 
+def test_the_try_it_lines_for_kubernetes_go_through_kubectl_proxy() -> None:
+    endpoint = "https://10.0.0.1:6443/api/v1/namespaces/ns/services/kiln:http/proxy"
+    lines = try_it_command(endpoint, [[1.0]], context="prod cluster")
+    assert lines is not None
+    proxy, curl = lines.splitlines()
+    assert proxy == "kubectl --context 'prod cluster' proxy --port 8001 &"
+    assert curl.startswith(
+        "curl -s -X POST http://127.0.0.1:8001/api/v1/namespaces/ns/services/kiln:http/proxy"
+        "/predict -H 'Content-Type: application/json' "
+    )
+
+
 def test_progress_follows_steps_and_remembers_the_failed_one() -> None:
     import io
     import logging
