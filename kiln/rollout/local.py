@@ -34,7 +34,8 @@ file lock named after the port (kiln.infra.locks.FileLocks); the second waits, s
 A stable port that a program other than kiln holds fails the deploy at once, in one line naming
 the port, before any container starts.
 
-Containers carry labels (io.kiln.*), so the engine itself says what runs where.
+Containers carry labels (io.kiln.*), so the engine itself says what runs where. This module
+decides what to start, check and stop; kiln/rollout/local_containers.py does it on the engine.
 """
 
 from __future__ import annotations
@@ -49,39 +50,18 @@ from typing import Any
 
 from kiln.config.errors import RolloutError
 from kiln.infra import locks
+from kiln.rollout.local_containers import (
+    CANDIDATE,
+    CURRENT,
+    EngineContainers,
+    LocalContainer,
+    free_port,
+)
 from kiln.rollout.smoke import SmokeTest, http_caller
 from kiln.rollout.target import LOCAL, Deployed
 from serving import reuseport
 
 log = logging.getLogger(__name__)
-
-LABEL_TARGET = "io.kiln.target"
-LABEL_VERSION = "io.kiln.version"
-LABEL_IMAGE = "io.kiln.image"
-LABEL_ROLE = "io.kiln.role"
-LABEL_PORT = "io.kiln.port"
-CONTAINER_PORT = "8000/tcp"
-CURRENT, CANDIDATE = "current", "candidate"
-
-
-@dataclass(frozen=True)
-class LocalContainer:
-    name: str
-    version: str
-    image: str
-    role: str
-    port: int
-    status: str
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -106,24 +86,22 @@ class LocalTarget:
 
     # -- what runs -------------------------------------------------------------------------
 
-    def containers(self) -> list[LocalContainer]:
-        found = self.docker.containers.list(
-            all=True, filters={"label": [f"{LABEL_TARGET}={self.name_prefix}"]}
+    @property
+    def on_engine(self) -> EngineContainers:
+        """The containers' side of the job, with this target's settings as they are now."""
+        return EngineContainers(
+            self.docker,
+            self.port,
+            self.name_prefix,
+            self.timeout,
+            self.poll_interval,
+            self.inspect_interval,
+            self.environment,
+            self.sleep,
         )
-        out = []
-        for container in found:
-            labels = container.labels or {}
-            out.append(
-                LocalContainer(
-                    name=container.name,
-                    version=labels.get(LABEL_VERSION, "?"),
-                    image=labels.get(LABEL_IMAGE, "?"),
-                    role=labels.get(LABEL_ROLE, "?"),
-                    port=int(labels.get(LABEL_PORT, "0")),
-                    status=container.status,
-                )
-            )
-        return sorted(out, key=lambda c: (c.role, c.name))
+
+    def containers(self) -> list[LocalContainer]:
+        return self.on_engine.list()
 
     def current(self) -> Deployed | None:
         running = [c for c in self.containers() if c.role == CURRENT and c.status == "running"]
@@ -168,14 +146,14 @@ class LocalTarget:
                     before.handle,
                     err,
                 )
-                self._remove_broken(before.handle)
+                self.on_engine.remove_broken(before.handle)
                 before = None
                 self._check_port_free()
-        self._ensure_image(image)
+        self.on_engine.ensure_image(image)
         name = f"{self.name_prefix}-{version[:12]}"
         if before is not None and before.handle == name:  # same version, another image
             name = f"{name}-{int(time.time())}"
-        self._remove(name)
+        self.on_engine.remove(name)
         check_port = self.candidate_port()
         if before is None:
             self._first(name, image, version, check_port, smoke)
@@ -184,7 +162,7 @@ class LocalTarget:
         # One worker per container (the environment's default): one socket each on the port
         if _oldest_takes_all(old) and self.environment.get("WORKERS") == "1":
             log.info("starting %s (%s) beside %s", name, image, old.name)
-            new = self._run_current(name, image, version, check_port)
+            new = self.on_engine.create_current(name, image, version, check_port)
             self._switch(new, name, check_port, None, old, smoke)
         else:
             self._through_candidate(name, image, version, check_port, old, smoke)
@@ -197,17 +175,17 @@ class LocalTarget:
         server from before serving/reuseport.py), or holds the port alone: the new version
         must pass its checks on a port of its own first."""
         candidate = f"{self.name_prefix}-{version[:12]}-candidate"
-        self._remove(candidate)
+        self.on_engine.remove(candidate)
         port = self.candidate_port()
         log.info("starting candidate %s (%s) on 127.0.0.1:%d", candidate, image, port)
-        self._run(candidate, image, version, CANDIDATE, port, start=True)
+        self.on_engine.run(candidate, image, version, CANDIDATE, port, start=True)
         try:
             # Created, not started, while the candidate boots: it binds nothing until started.
-            new = self._run_current(name, image, version, check_port)
+            new = self.on_engine.create_current(name, image, version, check_port)
             self._check(candidate, f"http://127.0.0.1:{port}", smoke)
         except Exception:
-            self._remove(candidate)
-            self._remove(name)
+            self.on_engine.remove(candidate)
+            self.on_engine.remove(name)
             raise
         self._switch(new, name, check_port, candidate, old, smoke)
 
@@ -217,12 +195,12 @@ class LocalTarget:
         """A first deploy: nothing serves on the stable port (checked under the lock), so
         no candidate is needed; the version starts once, there, and is removed if it fails."""
         log.info("first deploy on %s: starting %s (%s)", self.endpoint, name, image)
-        new = self._run_current(name, image, version, check_port)
+        new = self.on_engine.create_current(name, image, version, check_port)
         try:
             new.start()
             self._check(name, f"http://127.0.0.1:{check_port}", smoke)
         except Exception as err:
-            self._remove(name)
+            self.on_engine.remove(name)
             if isinstance(err, RolloutError):
                 raise
             raise RolloutError(f"starting {name} on {self.endpoint}: {err}") from err
@@ -239,7 +217,7 @@ class LocalTarget:
     ) -> None:
         alone = not _shares_port(old)
         if alone:  # an earlier kiln's container holds the port alone: a gap, this once
-            self._remove(candidate)
+            self.on_engine.remove(candidate)
             log.info(
                 "switching %s: stopping %s (it does not share the port)", self.endpoint, old.name
             )
@@ -249,11 +227,13 @@ class LocalTarget:
                 new.start()
             finally:
                 # The candidate passed its checks: removed while the new one boots.
-                self._remove(candidate)
+                self.on_engine.remove(candidate)
             # its own port: a reply through the stable one may come from the old version
             self._check(name, f"http://127.0.0.1:{check_port}", smoke)
         except Exception as err:
-            self._remove(name)  # the old one serves on; restore() starts it if it was stopped
+            self.on_engine.remove(
+                name
+            )  # the old one serves on; restore() starts it if it was stopped
             raise RolloutError(f"on {self.endpoint}: {err}") from err
         if not alone:
             log.info("switching %s: draining %s", self.endpoint, old.name)
@@ -280,7 +260,7 @@ class LocalTarget:
         if found[0].status == "running":  # the candidate failed: it was never touched
             return f"{before.version} keeps serving on {self.endpoint}"
         self.docker.containers.get(found[0].name).start()
-        self._wait_ready(found[0].name, self.endpoint)
+        self.on_engine.wait_ready(found[0].name, self.endpoint)
         return f"{before.version} serves again"
 
     # -- helpers ---------------------------------------------------------------------------
@@ -299,146 +279,15 @@ class LocalTarget:
                 ) from None
 
     def _check(self, name: str, base_url: str, smoke: SmokeTest) -> None:
-        self._wait_ready(name, base_url)
+        self.on_engine.wait_ready(name, base_url)
         try:
             smoke(http_caller(base_url))
         except Exception as err:
             raise RolloutError(f"smoke test on {base_url}: {err}") from err
 
-    def _wait_ready(self, name: str, base_url: str) -> None:
-        """Ask /ready every `poll_interval` until `timeout`; ask the engine whether the
-        container exited at most every `inspect_interval` (each inspect costs the engine
-        CPU that the booting container needs)."""
-        call = http_caller(base_url, timeout=2.0)
-        deadline = time.monotonic() + self.timeout
-        inspect_at = 0.0
-        last = "no answer yet"
-        while True:
-            if time.monotonic() >= inspect_at:
-                inspect_at = time.monotonic() + self.inspect_interval
-                container = self.docker.containers.get(name)
-                if container.status in ("exited", "dead"):
-                    raise RolloutError(
-                        f"container {name} exited with code "
-                        f"{container.attrs.get('State', {}).get('ExitCode')} before it was "
-                        f"ready; its last lines:\n{self._last_lines(container)}"
-                    )
-            try:
-                reply = call("GET", "/ready", None)
-                if reply.status == 200:
-                    return
-                last = f"/ready answered {reply.status}"
-            except OSError as err:
-                last = str(err)
-            if time.monotonic() >= deadline:
-                raise RolloutError(f"container {name} not ready after {self.timeout:g}s: {last}")
-            self.sleep(self.poll_interval)
-
-    def _last_lines(self, container: Any, tries: int = 10) -> str:
-        """The container's last log lines (the engine may still be writing them out)."""
-        for _ in range(tries):
-            # podman's API sometimes answers a `tail` request with a bare newline: no tail
-            logs = container.logs(stdout=True, stderr=True).decode(errors="replace").strip()
-            if logs:
-                return "\n".join(logs.splitlines()[-15:])
-            self.sleep(0.1)
-        return "(no output)"
-
-    def _run(self, name: str, image: str, version: str, role: str, port: int, start: bool) -> Any:
-        """A container behind a published 127.0.0.1 port (the candidate)."""
-        network = {"ports": {CONTAINER_PORT: ("127.0.0.1", port)}}
-        return self._container(
-            name, image, version, role, port, network, dict(self.environment), start
-        )
-
-    def _run_current(self, name: str, image: str, version: str, check_port: int) -> Any:
-        """A created (not started) container for the stable port, on the host network, that
-        shares the port with the one it replaces and answers on `check_port` too."""
-        environment = dict(self.environment)
-        binds = f"--bind=127.0.0.1:{self.port} --bind=127.0.0.1:{check_port}"
-        extra = environment.get("GUNICORN_CMD_ARGS", "")
-        environment["GUNICORN_CMD_ARGS"] = f"{extra} --reuse-port {binds}".strip()
-        network = {"network_mode": "host"}
-        return self._container(
-            name, image, version, CURRENT, self.port, network, environment, start=False
-        )
-
-    def _container(
-        self,
-        name: str,
-        image: str,
-        version: str,
-        role: str,
-        port: int,
-        network: dict[str, Any],
-        environment: dict[str, str],
-        start: bool,
-    ) -> Any:
-        kwargs: dict[str, Any] = dict(
-            image=image,
-            name=name,
-            labels={
-                LABEL_TARGET: self.name_prefix,
-                LABEL_VERSION: version,
-                LABEL_IMAGE: image,
-                LABEL_ROLE: role,
-                LABEL_PORT: str(port),
-            },
-            environment=environment,
-            detach=True,
-            # the same confinement as the Kubernetes pod
-            read_only=True,
-            tmpfs={"/tmp": "rw,size=16m"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            **network,
-        )
-        try:
-            if start:
-                return self.docker.containers.run(**kwargs)
-            kwargs.pop("detach")
-            return self.docker.containers.create(**kwargs)
-        except Exception as err:  # docker.errors.APIError and friends
-            raise RolloutError(f"starting container {name} from {image}: {err}") from err
-
-    def _ensure_image(self, image: str) -> None:
-        import docker.errors
-
-        try:
-            self.docker.images.get(image)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as err:
-            log.debug("looking up %s: %s", image, err)
-        log.info("pulling %s", image)
-        try:
-            self.docker.images.pull(image)
-        except docker.errors.APIError as err:
-            raise RolloutError(f"pulling {image}: {err}") from err
-
-    def _remove(self, name: str | None) -> None:
-        import docker.errors
-
-        if name is None:
-            return
-        with contextlib.suppress(docker.errors.NotFound):
-            self.docker.containers.get(name).remove(force=True)
-
-    def _remove_broken(self, name: str) -> None:
-        """Remove a container whose process is gone or stuck. Removing one whose process
-        died unseen fails in podman ("container state improper"): stopping it first makes
-        podman find out."""
-        import docker.errors
-
-        with contextlib.suppress(docker.errors.APIError):
-            self.docker.containers.get(name).stop(timeout=0)
-        self._remove(name)
-
     def stop_all(self) -> None:
         """Remove every kiln container on this engine (tests, `kiln undeploy`)."""
-        for container in self.containers():
-            self._remove_broken(container.name)
+        self.on_engine.remove_all()
 
 
 def _shares_port(container: Any) -> bool:

@@ -281,8 +281,10 @@ def test_a_container_that_holds_the_port_alone_is_stopped_then_replaced(
     broken, broken_image = make_image("broken", break_sha=True)
     roll_out(store, old, engine, image=old_image)
     engine.stop_all()
-    engine._run(f"{engine.name_prefix}-earlier", old_image, old, CURRENT, engine.port, start=True)
-    engine._wait_ready(f"{engine.name_prefix}-earlier", engine.endpoint)
+    engine.on_engine.run(
+        f"{engine.name_prefix}-earlier", old_image, old, CURRENT, engine.port, start=True
+    )
+    engine.on_engine.wait_ready(f"{engine.name_prefix}-earlier", engine.endpoint)
 
     with pytest.raises(RolloutError, match="exited with code 3"):
         roll_out(store, broken, engine, image=broken_image)
