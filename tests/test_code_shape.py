@@ -41,7 +41,7 @@ CLASS_LIMIT = 300
 # Over the limits before they were checked here, each with an open issue (19); one leaves
 # its list when it is split, and nothing joins it. The bounded HTTP protocol grew its
 # pipelining and upgrade handling in the same round the limits arrived.
-CLASSES_OVER_LIMIT = {"kiln.rollout.local.LocalTarget", "serving.protocol.KilnHttpProtocol"}
+CLASSES_OVER_LIMIT = {"serving.protocol.KilnHttpProtocol"}
 MODULES_OVER_LIMIT = {"serving.protocol"}
 
 
@@ -57,6 +57,21 @@ def test_no_module_over_500_lines_and_no_class_over_300():
                 if length > CLASS_LIMIT:
                     large.append(f"{module}.{node.name}: {length} lines")
     assert large == []
+
+
+def test_what_is_listed_over_a_limit_still_is():
+    """A split that brings a module or class under its limit takes it off its list too, so
+    the lists only shrink and a stale name never lets a new long one in later."""
+    sizes = {}
+    for module, tree in _sources():
+        sizes[module] = max((getattr(node, "end_lineno", 0) or 0) for node in ast.walk(tree))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                sizes[f"{module}.{node.name}"] = length
+    under = [m for m in MODULES_OVER_LIMIT if sizes.get(m, 0) <= MODULE_LIMIT]
+    under += [c for c in CLASSES_OVER_LIMIT if sizes.get(c, 0) <= CLASS_LIMIT]
+    assert under == []
 
 
 def _import_time_imports(module: str, tree: ast.Module, known: set[str]) -> set[str]:
