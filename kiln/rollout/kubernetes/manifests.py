@@ -136,8 +136,9 @@ def server_port(deployment: dict[str, Any], name: str = "http") -> int:
 
 
 def service_port(objects: list[dict[str, Any]], name: str = "http") -> tuple[str, str]:
-    """(Service name, port name) of the Service in front of the server: its port called
-    `name`, or its only port; the API server's service proxy takes either by name."""
+    """(Service name, port) of the Service in front of the server, as the API server's
+    service proxy takes them: the port called `name`, else the first port by its name, or
+    by its number when it has no name."""
     for obj in objects:
         if obj["kind"] == "Service":
             ports = obj["spec"].get("ports") or []

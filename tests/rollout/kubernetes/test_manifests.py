@@ -204,3 +204,18 @@ def test_load_base_refuses_kustomization_fields_it_does_not_implement(tmp_path: 
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     with pytest.raises(RolloutError, match="patches"):
         load_base(tmp_path)
+
+
+def test_the_service_port_is_the_named_one_or_the_first_by_name_or_number() -> None:
+    from kiln.rollout.kubernetes.manifests import load_base, service_port
+
+    objects = load_base()
+    assert service_port(objects) == ("kiln", "http")
+    [service] = [o for o in objects if o["kind"] == "Service"]
+    service["spec"]["ports"] = [{"name": "web", "port": 80}, {"port": 81}]
+    assert service_port(objects) == ("kiln", "web")
+    service["spec"]["ports"] = [{"port": 8000, "targetPort": 8000}]
+    assert service_port(objects) == ("kiln", "8000")
+    service["spec"]["ports"] = []
+    with pytest.raises(RolloutError, match="no Service with a port"):
+        service_port(objects)

@@ -892,3 +892,24 @@ def test_a_deployment_paused_in_the_middle_of_a_rollout_stops_the_wait_and_is_re
     )
     cluster.wait_rolled_out()
     assert_untouched(emulator, old, old_image)
+
+
+def test_a_service_with_one_unnamed_port_is_reported_by_its_number(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+    tmp_path: Path,
+) -> None:
+    version, _ = add_version("a")
+    manifests = copy_manifests(tmp_path)
+    path = manifests / "service.yaml"
+    service = yaml.safe_load(path.read_text())
+    service["spec"]["ports"] = [{"port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    path.write_text(yaml.safe_dump(service))
+    cluster.manifest_dir = manifests
+
+    result = roll_out(store, version, cluster)
+
+    assert result.endpoint.endswith(f"/namespaces/{NS}/services/kiln:8000/proxy")
+    # the autouse check requests it after this test: the API server takes the number
