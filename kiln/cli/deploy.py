@@ -36,7 +36,6 @@ def try_it_command(endpoint: str, sample_input: Any, context: str | None = None)
     A local endpoint is plain HTTP: one curl line. A Kubernetes endpoint is the Service
     through the API server, which wants the caller's credentials: `kubectl proxy` (at
     kiln's context, if one is set) lends the kubeconfig's, and the curl goes through it.
-    (`kubectl create --raw` would POST too, but sends no Content-Type: the server's 415.)
     """
     if not endpoint.startswith("http") or sample_input is None:
         return None
