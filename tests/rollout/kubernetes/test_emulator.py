@@ -6,6 +6,8 @@ that made the emulator easier to please would fail here first.
 
 from __future__ import annotations
 
+import http.client
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -184,6 +186,16 @@ def test_the_service_proxy_forwards_the_request_and_relays_the_answer(api: KubeA
     assert (reply.status, reply.json()) == (200, {"prediction": [[1.0, 0.0], [1.0, 0.0]]})
     assert api.raw("GET", f"{base}/nowhere").status == 404  # the server's own 404, relayed
     assert api.raw("GET", f"{base}//metadata").status == 404  # a path the server has not got
+    chunked = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=5)
+    chunked.request(
+        "POST",
+        f"{base}/predict",
+        body=iter([b'{"data": ', b"[[1.0]]}"]),
+        headers={"Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    assert json.loads(chunked.getresponse().read()) == {"prediction": [[1.0, 0.0]]}
+    chunked.close()
     [pod] = server.cluster.pods(NS, "kiln")
     assert ("10.244.0.2", "POST /predict?labels=true") in [
         (line.split()[0], " ".join(line.split()[1:3]).strip('"')) for _, line in pod.log
