@@ -88,11 +88,11 @@ def _roll_out_locked(
         log.error("rollout of %s %s failed: %s", version, target.where, reason)
         message = f"rolling out {version} {target.where}: {reason}"
         good = rollback_target(store, target.name, version)
-        restored, serves = _restore(target, good)
+        restored, back = _restore(target, good)
         if good is not None and _failed_smoke_test(err):
             _record_rollback(store, target.name, version, reason)
-        if good is not None and serves:  # the record's previous, when it shipped its current
-            _record(store, target.name, str(good.version), str(good.image))
+        if back is not None:  # the record's previous, when it named the failed one
+            _record(store, target.name, str(back.version), str(back.image))
         raise RolloutError(f"{message}; {restored}") from err
     _record(store, target.name, version, image)
     return RolloutResult(
@@ -171,15 +171,15 @@ def rollback_target(store: ArtifactStore, target: str, shipping: str) -> Deploye
     return None
 
 
-def _restore(target: Target, before: Deployed | None) -> tuple[str, bool]:
-    """What the restore did (one phrase), and whether `before` serves now."""
+def _restore(target: Target, before: Deployed | None) -> tuple[str, Deployed | None]:
+    """What the restore did (one phrase), and `before` when it serves again."""
     if before is None:
-        return f"nothing to restore (no other good version is recorded for {target.name})", False
+        return f"nothing to restore (no other good version is recorded for {target.name})", None
     log.warning("restoring %s (%s)", before.version, before.image)
     try:
-        return target.restore(before), True
+        return target.restore(before), before
     except Exception as err:
-        return f"restoring {before.version} ({before.image}) failed too: {err}", False
+        return f"restoring {before.version} ({before.image}) failed too: {err}", None
 
 
 def _refuse_rolled_back(store: ArtifactStore, target: Target, version: str) -> None:

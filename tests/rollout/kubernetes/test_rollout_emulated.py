@@ -913,3 +913,25 @@ def test_a_service_with_one_unnamed_port_is_reported_by_its_number(
 
     assert result.endpoint.endswith(f"/namespaces/{NS}/services/kiln:8000/proxy")
     # the autouse check requests it after this test: the API server takes the number
+
+
+def test_a_failed_reship_whose_restore_fails_too_records_no_restored_version(
+    store: ArtifactStore,
+    add_version: AddVersion,
+    cluster: KubernetesTarget,
+    emulator: EmulatedApiServer,
+) -> None:
+    """B runs and fails now; A's pods never get ready, so its restore fails: the record
+    must not say A serves. B's pods keep serving (no pod leaves before a new one is ready)."""
+    a, a_image = add_version("a")
+    b, _ = add_version("b")
+    roll_out(store, a, cluster)
+    roll_out(store, b, cluster)
+    emulator.cluster.fault(emulator.cluster.template_image(NS, "kiln"), predict_status=500)
+    emulator.cluster.fault(a_image, stuck=True)
+
+    with pytest.raises(RolloutError, match=f"restoring {a} \\({a_image}\\) failed too"):
+        roll_out(store, b, cluster)
+
+    record = store.deployment(KUBERNETES)
+    assert (record.current, record.previous) == (b, a)
