@@ -22,16 +22,18 @@ echo "work directory: $work"
 python3 -c "import mutmut" 2>/dev/null || python3 -m pip install -q "mutmut==3.8.1"
 git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 cp -P --parents -t "$work")
 cd "$work"
-# mutmut copies flows/ without following symlinks: make the shipped resources real copies.
-for link in flows/resources/*; do
+# mutmut copies kiln/ without following symlinks: make the shipped resources real copies.
+for link in kiln/infra/resources/*; do
     if [ -L "$link" ]; then cp -rL "$link" "$link.real" && rm "$link" && mv "$link.real" "$link"; fi
 done
 cat > setup.cfg <<'CFG'
 [mutmut]
-source_paths=flows/
+source_paths=kiln/
 only_mutate=kiln/rollout/kubernetes/target.py
     kiln/rollout/orchestrator.py
 also_copy=k8s/
+    serving/
+    flows/
     tests/
 pytest_add_cli_args=-p
     no:cacheprovider
