@@ -2,8 +2,8 @@
 # Mutation testing of the Kubernetes target (kiln/rollout/kubernetes/target.py: the wait, apply,
 # candidate smoke test and restore) and of what decides the rollback target
 # (kiln/rollout/orchestrator.py) against the emulated suite, with mutmut from PyPI.
-# Too slow for scripts/test.sh (wait-restore: 330 mutants, about 20 minutes here; both whole
-# files: 928): run it by hand after changing the target or the emulator.
+# Too slow for scripts/test.sh (its dated figures: docs/testing.md): run it by hand after
+# changing the target or the emulator.
 #
 #   bench/mutation.sh              # every mutant of both files
 #   bench/mutation.sh wait-restore # only the wait and restore logic (the goal)
