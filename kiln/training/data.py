@@ -25,7 +25,6 @@ from kiln.training.schema import (
     TargetSpec,
     Task,
     feature_spec,
-    json_row,
 )
 from kiln.training.table import DataLimits, read_table
 
@@ -250,7 +249,7 @@ def hash_data(frame: pd.DataFrame, y: np.ndarray, schema: TableSchema) -> str:
     return digest.hexdigest()
 
 
-def from_arrays(
+def make_dataset(
     X: np.ndarray,
     y: np.ndarray,
     feature_names: tuple[str, ...],
@@ -270,7 +269,7 @@ def load_iris_dataset() -> Dataset:
 
     iris = load_iris()
     names = tuple(n.replace(" (cm)", "").replace(" ", "_") for n in iris.feature_names)
-    return from_arrays(iris.data, iris.target, names, tuple(iris.target_names), "iris")
+    return make_dataset(iris.data, iris.target, names, tuple(iris.target_names), "iris")
 
 
 def make_synthetic(
@@ -290,7 +289,7 @@ def make_synthetic(
     )
     features = tuple(f"f{i}" for i in range(n_features))
     classes = tuple(f"class_{i}" for i in range(n_classes))
-    return from_arrays(X, y, features, classes, f"synthetic:{n_samples}x{n_features}")
+    return make_dataset(X, y, features, classes, f"synthetic:{n_samples}x{n_features}")
 
 
 def load_table(
@@ -331,19 +330,3 @@ def load_data(
         return make_synthetic(rows, features)
     delimiter = choices.pop("delimiter", None)
     return load_table(spec, Columns(label=label_column, **choices), limits, delimiter)
-
-
-def sample_row(data: Dataset, index: int = 0) -> list[Any]:
-    """Row `index` as JSON values (the stored sample input)."""
-    return json_row(data.schema, data.frame, index)
-
-
-def make_dataset(
-    X: np.ndarray,
-    y: np.ndarray,
-    feature_names: tuple[str, ...],
-    class_names: tuple[str, ...],
-    source: str,
-) -> Dataset:
-    """A classification dataset from arrays (kept for callers that build data in code)."""
-    return from_arrays(X, y, feature_names, class_names, source)

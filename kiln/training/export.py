@@ -26,7 +26,7 @@ import numpy as np
 
 from kiln.config.errors import ParameterError, ParityError
 from kiln.training.converters import repair_integer_attributes
-from kiln.training.models import family, uses_columns_by_name
+from kiln.training.models import estimator_parts, family, uses_columns_by_name
 from kiln.training.schema import COLUMNS, TENSOR, TENSOR_INPUT, TableSchema, onnx_feed
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def _unsupported(err: Exception) -> str:
 
 def _register_optional_converters(model: Any) -> None:
     """LightGBM and XGBoost estimators convert through onnxmltools, once registered."""
-    modules = {type(step).__module__.split(".")[0] for step in _steps(model)}
+    modules = {type(part).__module__.split(".")[0] for part in estimator_parts(model)}
     if "lightgbm" in modules:
         from kiln.training.converters import register_lightgbm
 
@@ -156,18 +156,6 @@ def _register_optional_converters(model: Any) -> None:
         from kiln.training.converters import register_xgboost
 
         register_xgboost()
-
-
-def _steps(model: Any) -> list[Any]:
-    found, stack = [], [model]
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        if hasattr(current, "get_params"):
-            stack.extend(v for v in current.get_params(deep=False).values() if hasattr(v, "fit"))
-            stack.extend(step for _, step in getattr(current, "steps", []) or [])
-            stack.extend(t for _, t, _ in getattr(current, "transformers_", []) or [])
-    return found
 
 
 def default_tolerance(model: Any, task: str) -> float:

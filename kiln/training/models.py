@@ -350,15 +350,24 @@ PRESET_FACTORIES: dict[str, Callable[..., Any]] = {
 }
 
 
+def estimator_parts(model: Any) -> list[Any]:
+    """The model and every estimator inside it: pipeline steps, wrapped estimators, a
+    ColumnTransformer's transformers (fitted or not)."""
+    found, stack = [], [model]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        if hasattr(current, "get_params"):
+            inner = current.get_params(deep=False).values()
+            stack.extend(value for value in inner if hasattr(value, "fit"))
+            stack.extend(step for _, step in getattr(current, "steps", None) or [])
+            parts = getattr(current, "transformers", None) or []
+            stack.extend(part for _, part, _ in parts if hasattr(part, "fit"))
+    return found
+
+
 def uses_columns_by_name(model: Any) -> bool:
     """Whether the model picks columns by name anywhere (it then needs one input per column)."""
     from sklearn.compose import ColumnTransformer
 
-    stack = [model]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, ColumnTransformer):
-            return True
-        stack.extend(getattr(current, "get_params", lambda deep=False: {})(deep=False).values())
-        stack.extend(step for _, step in getattr(current, "steps", []) or [])
-    return False
+    return any(isinstance(part, ColumnTransformer) for part in estimator_parts(model))
