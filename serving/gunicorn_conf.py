@@ -286,13 +286,17 @@ def post_worker_init(worker) -> None:
 def post_fork(server, worker) -> None:
     """Worker, once forked: with --reuse-port gunicorn binds each worker's own sockets, and
     on a port shared with another version (the local target's switch, one worker per
-    server) the oldest server takes every new connection (serving/reuseport.py)."""
+    server) the oldest server takes every new connection (serving/reuseport.py), and
+    hands them over to the next one when it stops (serving/worker.py)."""
     if not server.cfg.reuse_port or server.cfg.workers != 1:
         return  # several workers: each has its own socket, and the hash must spread them
     from serving.reuseport import oldest_takes_all
 
+    steered = getattr(worker, "steered_sockets", [])  # KilnWorker hands them over at exit
     for listener in worker.sockets:
-        if not oldest_takes_all(listener.sock):
+        if oldest_takes_all(listener.sock):
+            steered.append(listener.sock)
+        else:
             server.log.warning(
                 "%s: the kernel refused the reuseport program; new connections on a shared "
                 "port are spread over its servers",

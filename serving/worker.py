@@ -17,6 +17,7 @@ says so (serving/boots.py), so the master can tell a bad worker beside healthy o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import resource
@@ -29,7 +30,7 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from serving import boots
+from serving import boots, reuseport
 from serving.config import ConfigError
 from serving.protocol import protocol_class
 from serving.server_settings import ConnectionLimits, connection_limits
@@ -37,6 +38,7 @@ from serving.server_settings import ConnectionLimits, connection_limits
 EXIT_WORKER_NOT_READY = 5  # neither 3 (WORKER_BOOT_ERROR) nor 4 (APP_LOAD_ERROR): both halt
 RESTART_DELAY = 1.0  # seconds: a worker that cannot load is not restarted in a tight loop
 _FILES_RESERVED = 64  # descriptors kept for the listening socket, logs, the model, metrics
+_DRAIN_POLL = 0.01  # seconds between looks at a handed-over socket's queue
 
 
 class KilnWorker(UvicornWorker):
@@ -47,6 +49,8 @@ class KilnWorker(UvicornWorker):
         limits = worker_limits(os.environ, raise_file_limit())
         self.config.http = protocol_class(limits)
         self.config.ws = "none"  # HTTP only: the protocol ignores upgrades (serving/protocol.py)
+        # Sockets whose port's new connections this server keeps (gunicorn_conf.post_fork)
+        self.steered_sockets: list[Any] = []
 
     async def _serve(self) -> None:
         # uvicorn_worker's own _serve, with a mark once the app has started
@@ -59,7 +63,14 @@ class KilnWorker(UvicornWorker):
             if server.started:
                 boots.mark_started(os.environ, os.getpid())
 
+        shutdown = server.shutdown
+
+        async def hand_over_then_shutdown(sockets: Any = None) -> None:
+            await hand_over(self.steered_sockets)
+            await shutdown(sockets=sockets)
+
         server.startup = startup_and_mark  # type: ignore[method-assign]
+        server.shutdown = hand_over_then_shutdown  # type: ignore[method-assign]
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if not server.started:
@@ -77,6 +88,19 @@ class KilnWorker(UvicornWorker):
             )
             time.sleep(RESTART_DELAY)
             sys.exit(EXIT_WORKER_NOT_READY)
+
+
+async def hand_over(sockets: list[Any]) -> None:
+    """Before the listening sockets close: send the shared port's new connections to the
+    next server there, and keep accepting until what was queued here has been taken.
+    Closing a socket resets the connections still queued on it (serving/reuseport.py)."""
+    handed = [sock for sock in sockets if reuseport.hand_over(sock)]
+    if not handed:
+        return
+    loop = asyncio.get_running_loop()
+    drain = reuseport.Drain(handed, loop.time())
+    while not drain.settled(loop.time()):
+        await asyncio.sleep(_DRAIN_POLL)  # the event loop accepts meanwhile
 
 
 def worker_limits(environ: Mapping[str, str], open_files: int) -> ConnectionLimits:

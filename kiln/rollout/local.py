@@ -13,8 +13,8 @@ says so in the label io.kiln.reuseport). So `ship`:
 2. beside a current container whose server keeps the port's new connections: starts the
    new version beside it, where it takes no client, and checks it on its check port. On
    failure it is removed; no client ever reached it. On success the old one is stopped:
-   SIGTERM makes gunicorn stop accepting, answer what it has accepted and exit, and the
-   kernel sends every new connection to the new one from then on;
+   on SIGTERM its server hands the port's new connections to the new one, answers what is
+   queued on its socket until the queue stays empty, then exits (serving/worker.py);
 3. beside a current container from before serving/reuseport.py (the kernel would spread
    new connections over both): starts a *candidate* container on a free port first (the
    stable port's container is created, not started, while it boots), checks it there,
@@ -237,7 +237,7 @@ class LocalTarget:
             raise RolloutError(f"on {self.endpoint}: {err}") from err
         if not alone:
             log.info("switching %s: draining %s", self.endpoint, old.name)
-            old.stop(timeout=self.stop_timeout)  # SIGTERM: gunicorn answers what it accepted
+            old.stop(timeout=self.stop_timeout)  # SIGTERM: hand over, drain, exit
         old.remove(force=True)
         log.info("%s now serves %s", self.endpoint, name)
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -272,6 +273,39 @@ def test_on_a_shared_port_the_older_server_takes_every_new_connection(server_fac
     for _ in range(5):
         assert httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=5).status_code == 200
     assert _logged(new, 5), new.lines
+
+
+def test_a_server_stopping_on_a_shared_port_hands_its_clients_over(server_factory, model_dir):
+    """The switch's last step, under load: the old server stops while clients keep opening
+    connections to the stable port; it hands the port over before it closes, so none of
+    them is reset (a connection queued on a closing socket would be)."""
+    port = _free_port()
+    shared = f"--reuse-port --bind 127.0.0.1:{port}"
+    old = server_factory(model_dir, GUNICORN_CMD_ARGS=shared)
+    _wait_until_ready(old, port)
+    check = _free_port()
+    new = server_factory(model_dir, GUNICORN_CMD_ARGS=f"{shared} --bind 127.0.0.1:{check}")
+    _wait_until_ready(new, check)
+
+    outcomes: list[object] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
+                outcomes.append(answer.status_code)
+            except httpx.HTTPError as err:
+                outcomes.append(repr(err))
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    time.sleep(0.3)
+    assert old.stop() == 0
+    time.sleep(0.3)
+    stop.set()
+    poller.join()
+    assert len(outcomes) > 20 and set(outcomes) == {200}, outcomes
 
 
 SERIES = (

@@ -1,4 +1,4 @@
-"""Images of the stand-in server (tests/flows/standin/server.py) with a model baked in: the
+"""Images of the stand-in server (tests/support/standin/server.py) with a model baked in: the
 shape of a kiln serving image, built in seconds, for rollout tests with the real engine."""
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ GUNICORN_CMD_ARGS: `--bind HOST:PORT` (repeatable; default 0.0.0.0:8000) and
 `--reuse-port` (SO_REUSEPORT, so two versions share the stable port during a switch; with
 OLDEST_TAKES_ALL=1 it keeps that port's new connections for the oldest server there, with
 kiln's own serving/reuseport.py, which the image carries beside it). On
-SIGTERM it stops the way gunicorn does: no new accept loop, every connection already
-queued on its sockets answered, then the sockets closed.
+SIGTERM it stops the way kiln's server does: the shared port handed over to the next server
+(serving/reuseport.py), every connection queued on its sockets answered until the queues
+stay empty, then the sockets closed.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import shlex
 import signal
 import socket
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 with open("/models/model.bin", "rb") as fh:
@@ -90,17 +92,35 @@ def listen(address, reuse_port):
     return server
 
 
-def drain(server):
-    """Answer every connection already queued on the socket, then close it."""
-    server.socket.setblocking(False)
+def drain(servers):
+    """Hand the shared port over to the next server (as kiln's does), answer every
+    connection queued here until the queues stay empty, then close the sockets."""
+    sockets = [server.socket for server in servers]
+    if OLDEST_TAKES_ALL:
+        import reuseport
+
+        sockets = [sock for sock in sockets if reuseport.hand_over(sock)]
+        drained = reuseport.Drain(sockets, time.monotonic())
+    for server in servers:
+        server.socket.setblocking(False)
+    while True:
+        for server in servers:
+            accept_queued(server)
+        if not OLDEST_TAKES_ALL or drained.settled(time.monotonic()):
+            break
+        time.sleep(0.01)
+    for server in servers:
+        server.server_close()
+
+
+def accept_queued(server):
     while True:
         try:
             conn, address = server.socket.accept()
         except BlockingIOError:
-            break
+            return
         conn.setblocking(True)
         server.process_request(conn, address)
-    server.server_close()
 
 
 binds, reuse_port = gunicorn_args()
@@ -114,5 +134,4 @@ for server in servers:
 while not stopping:
     for key, _ in selector.select(timeout=0.1):
         key.data.handle_request()
-for server in servers:
-    drain(server)
+drain(servers)
