@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kiln.config.defaults import DEFAULT_STATE_DIR
 from kiln.config.errors import SettingsError
+from kiln.config.names import DEFAULT_NAME, NAME_PATTERN
 
 ENV_PREFIX = "KILN_"
 REPOSITORY_NAME = r"^[a-z0-9]+([._/-][a-z0-9]+)*$"  # the OCI distribution spec's repository names
@@ -40,6 +41,14 @@ class KilnSettings(BaseSettings):
     # shell, and one that was not set there arrives as "".
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
+    model: str = Field(
+        default=DEFAULT_NAME,
+        pattern=NAME_PATTERN,
+        description="The model name commands and the pipeline work on (`--name` per call): "
+        "its own versions, pins, retention, champion, image repository and endpoint in a "
+        "store shared with other names. A DNS label starting with a letter, at most 40 "
+        "characters.",
+    )
     store: str = Field(
         default="artifacts",
         min_length=1,
