@@ -15,9 +15,10 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.states import Completed
@@ -168,7 +169,8 @@ def rollout_task(
     settings: KilnSettings,
     ship_rolled_back: bool = False,
 ) -> RolloutResult:
-    with rollout_slot(target):  # one rollout per target at a time, across workers
+    # one rollout of a name to a target at a time, across workers
+    with rollout_slot(target, settings.model):
         result = roll_out(
             _store(settings, store_url),
             version,
@@ -193,13 +195,20 @@ def check_serving_task(
 
 
 @task(name="retain", **UNCACHED)
-def retain_task(store_url: str, keep: int, settings: KilnSettings, dry_run: bool = False) -> dict:
+def retain_task(
+    store_url: str,
+    keep: int,
+    settings: KilnSettings,
+    dry_run: bool = False,
+    every_name: bool = False,
+) -> dict:
     with wiring.open_registry(settings, retried_outside=True) as registry:  # see build_task
         pruned = prune_versions(
             _store(settings, store_url),
             keep,
             registry=registry,
             dry_run=dry_run,
+            every_name=every_name,
         )
     summary = {
         "removed_versions": [info.version for info in pruned.versions.removed],
@@ -228,14 +237,32 @@ def ship_steps(
     return build, rollout
 
 
-def retain(settings: KilnSettings, dry_run: bool = False) -> dict[str, Any]:
+def retain(settings: KilnSettings, dry_run: bool = False, every_name: bool = False) -> dict:
     step = retried(retain_task, settings)
-    return step(settings.store, settings.keep, settings, dry_run=dry_run)
+    return step(settings.store, settings.keep, settings, dry_run=dry_run, every_name=every_name)
 
 
 def resolved_settings(**overrides: Any) -> KilnSettings:
     """Environment settings with the flow's non-empty parameters on top, validated."""
     return get_settings().with_overrides(**overrides)
+
+
+def run_name(verb: str) -> Callable[[], str]:
+    """A flow-run name that says which model the run is about: `retrain-wine-<time>`, so
+    the UI's run list reads by model (the `name` parameter, else KILN_MODEL)."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        model = flow_run.parameters.get("name") or get_settings().model
+        return f"{verb}-{model}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+    return name
+
+
+def model_tags(settings: KilnSettings) -> Any:
+    """Tags every task run of the flow carries: the model name (UI filters read them)."""
+    return tags(f"model:{settings.model}")
 
 
 def train_steps(
@@ -265,10 +292,12 @@ def finished(summary: RunResult, message: str) -> Any:
     return Completed(message=message, data=summary)
 
 
-@flow(name="kiln-pipeline")
+@flow(name="kiln-pipeline", flow_run_name=run_name("retrain"))
 def pipeline_flow(
     training: TrainParams = TrainParams(),  # noqa: B008 (a frozen, validated value)
+    name: str | None = None,
     target: str | None = None,
+    port: int | None = None,
     builder: str | None = None,
     keep: int | None = None,
     store: str | None = None,
@@ -286,8 +315,11 @@ def pipeline_flow(
     other input than the champion ships only with `replace_schema`. The model the
     target runs already is smoke-tested there, and shipped again if it does not answer. A
     version rolled back on the target after a failed smoke test is refused unless
-    `ship_rolled_back`."""
+    `ship_rolled_back`. `name` is the model name (KILN_MODEL when unset): its own versions,
+    champion, image repository and endpoint (`port`, locally)."""
     settings = resolved_settings(
+        model=name,
+        port=port,
         store=store,
         target=target,
         builder=builder,
@@ -298,15 +330,16 @@ def pipeline_flow(
     )
     # No registry check before training here (`kiln run` makes one): a scheduled run whose
     # registry is briefly down still trains and stores, so its retry resumes from the store.
-    outcome = train_steps(settings, training, settings.target, force, replace_schema)
-    decision = outcome.decision
-    the_store = wiring.open_store(settings)
-    summary = training_summary(outcome)
-    same = ship and decision.outcome == SAME
-    again = not_serving(settings, outcome, summary) if same else None
-    if not ship or not (decision.ships or again):
-        return held_back(the_store, settings, outcome, summary, ship)
-    return shipped(the_store, settings, outcome, summary, ship_rolled_back, again)
+    with model_tags(settings):
+        outcome = train_steps(settings, training, settings.target, force, replace_schema)
+        decision = outcome.decision
+        the_store = wiring.open_store(settings)
+        summary = training_summary(outcome)
+        same = ship and decision.outcome == SAME
+        again = not_serving(settings, outcome, summary) if same else None
+        if not ship or not (decision.ships or again):
+            return held_back(the_store, settings, outcome, summary, ship)
+        return shipped(the_store, settings, outcome, summary, ship_rolled_back, again)
 
 
 def not_serving(settings: KilnSettings, outcome: TrainOutcome, summary: RunResult) -> str | None:
@@ -396,33 +429,40 @@ def _parity_line(outcome: TrainOutcome) -> str:
     return f"max abs diff {outcome.parity.max_abs_diff:.2g} on {outcome.parity.rows} rows"
 
 
-@flow(name="kiln-ship")
+@flow(name="kiln-ship", flow_run_name=run_name("ship"))
 def ship_flow(
     version: str | int = "latest",
+    name: str | None = None,
     target: str | None = None,
+    port: int | None = None,
     store: str | None = None,
     ship_rolled_back: bool = False,
 ) -> dict[str, Any]:
-    """Build (or find) the image of a stored version and roll it out: redeploy, rollback.
-    A version rolled back on the target after a failed smoke test is refused unless
-    `ship_rolled_back`."""
-    settings = resolved_settings(store=store, target=target)
+    """Build (or find) the image of a stored version of model `name` and roll it out:
+    redeploy, rollback. A version rolled back on the target after a failed smoke test is
+    refused unless `ship_rolled_back`."""
+    settings = resolved_settings(model=name, port=port, store=store, target=target)
     the_store = wiring.open_store(settings)
     # `prefect deployment run --param version=123456` parses an all-digit prefix as a number
-    version = the_store.resolve(str(version))
-    build, rollout = ship_steps(
-        settings.store, version, settings.target, settings, ship_rolled_back
-    )
+    version = the_store.resolve_own(str(version))
+    with model_tags(settings):
+        build, rollout = ship_steps(
+            settings.store, version, settings.target, settings, ship_rolled_back
+        )
     publish_version_table(the_store)
     return {"version": version, "image": build.image, "endpoint": rollout.endpoint}
 
 
-@flow(name="kiln-prune")
+@flow(name="kiln-prune", flow_run_name=run_name("prune"))
 def prune_flow(
-    keep: int | None = None, dry_run: bool = False, store: str | None = None
+    keep: int | None = None,
+    dry_run: bool = False,
+    store: str | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Retention for the store and the registry; never what is deployed or pinned."""
-    settings = resolved_settings(store=store, keep=keep)
-    summary = retain(settings, dry_run=dry_run)
+    """Retention for the store and the registry, `keep` versions of each model name (of
+    `name` only, when given); never what any name deploys, may roll back to, or pinned."""
+    settings = resolved_settings(store=store, keep=keep, model=name)
+    summary = retain(settings, dry_run=dry_run, every_name=name is None)
     publish_version_table(wiring.open_store(settings))
     return summary

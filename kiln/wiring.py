@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from kiln.config.errors import ClusterUnavailable
+from kiln.config.names import DEFAULT_NAME
 from kiln.config.settings import KilnSettings
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ def open_store(settings: KilnSettings) -> ArtifactStore:
     """The artifact store; each S3 call is tried KILN_RETRIES + 1 times, as other calls are."""
     from kiln.store.artifact_store import ArtifactStore
 
-    return ArtifactStore(settings.store, attempts=settings.retries + 1)
+    return ArtifactStore(settings.store, attempts=settings.retries + 1, name=settings.model)
 
 
 def open_registry(settings: KilnSettings, *, retried_outside: bool = False) -> Registry:
@@ -141,16 +143,33 @@ def kube_cluster(settings: KilnSettings) -> KubernetesTarget:
 
 
 def local_engine(settings: KilnSettings) -> LocalTarget:
+    """The local target of the settings' model name: its own containers and stable port."""
     from kiln.rollout.local import LocalTarget
 
+    default = settings.model == DEFAULT_NAME
     return LocalTarget(
         engine_client(settings),
-        port=settings.local_port,
-        name_prefix=settings.local_name,
+        port=local_port(settings),
+        name_prefix=settings.local_name if default else f"{settings.local_name}-{settings.model}",
         timeout=settings.local_timeout,
         poll_interval=settings.local_poll_interval,
         stop_timeout=settings.local_stop_timeout,
     )
+
+
+def local_port(settings: KilnSettings) -> int:
+    """The name's stable port: asked for, KILN_LOCAL_PORT for the default name, else the one
+    its deployment record names, else a free one (recorded by the deploy that takes it)."""
+    from kiln.rollout.local_containers import free_port
+    from kiln.rollout.target import LOCAL
+
+    if settings.port is not None:
+        return settings.port
+    if settings.model == DEFAULT_NAME:
+        return settings.local_port
+    record = open_store(settings).deployment(LOCAL)
+    recorded = urlsplit(record.endpoint).port if record and record.endpoint else None
+    return recorded or free_port()
 
 
 def make_target(settings: KilnSettings, name: str) -> Target:

@@ -48,6 +48,8 @@ def settings_rows() -> list[tuple[str, str, str, str]]:
 def type_name(annotation: Any) -> str:
     """A type as a reader wants it: `one of a, b`, `path`, `integer`, `(optional)`."""
     args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:  # an optional port: its bounds
+        return type_name(args[0]) + constraints(list(args[1:]))
     if typing.get_origin(annotation) is typing.Literal:
         return "one of " + ", ".join(f"`{arg}`" for arg in args)
     if type(None) in args:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from kiln import wiring
-from kiln.cli.options import OutputOption, StoreOption, TargetOption
+from kiln.cli.options import NameOption, OutputOption, PortOption, StoreOption, TargetOption
 from kiln.cli.output import make_console, print_json, print_line
 from kiln.cli.progress import progress
 from kiln.config.settings import KilnSettings, get_settings
@@ -91,6 +91,8 @@ def deploy(
         typer.Option(help="Ship this image (registry/repo@sha256:...), not the recorded one."),
     ] = None,
     output: OutputOption = "text",
+    name: NameOption = None,
+    port: PortOption = None,
     store: StoreOption = None,
     ship_rolled_back: Annotated[
         bool,
@@ -101,7 +103,7 @@ def deploy(
     ] = False,
 ) -> None:
     """Roll a stored version out: wait until ready, smoke-test, roll back by itself on failure."""
-    settings = get_settings().with_overrides(store=store, target=target)
+    settings = get_settings().with_overrides(model=name, port=port, store=store, target=target)
     the_store = wiring.open_store(settings)
     stored = the_store.get(version)
     chosen = image or latest_image(the_store, stored.version)
@@ -117,10 +119,13 @@ def deploy(
 
 
 def rollback(
-    target: TargetOption = None, output: OutputOption = "text", store: StoreOption = None
+    target: TargetOption = None,
+    output: OutputOption = "text",
+    name: NameOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Ship the version that ran before the current one (recorded in the store)."""
-    settings = get_settings().with_overrides(store=store, target=target)
+    settings = get_settings().with_overrides(model=name, store=store, target=target)
     the_store = wiring.open_store(settings)
     previous_of(the_store, settings.target)  # nothing to go back to: say so before connecting
     with progress(err_console, f"rolling {settings.target} back"):
@@ -129,13 +134,15 @@ def rollback(
     _print_result(result, sample, output, settings.k8s_context)
 
 
-def undeploy(target: TargetOption = None, store: StoreOption = None) -> None:
+def undeploy(
+    target: TargetOption = None, name: NameOption = None, store: StoreOption = None
+) -> None:
     """Stop what kiln runs on a target and forget its deployment record.
 
     Locally: kiln's containers. On Kubernetes: kiln's objects in the namespace (the
     Deployment, Service, autoscaler, disruption budget); the namespace itself stays.
     """
-    settings = get_settings().with_overrides(store=store, target=target)
+    settings = get_settings().with_overrides(model=name, store=store, target=target)
     the_store = wiring.open_store(settings)
     if settings.target == LOCAL:
         engine = wiring.local_engine(settings)
@@ -168,54 +175,66 @@ def _delete_kubernetes_objects(settings: KilnSettings) -> list[str]:
 
 
 def status(
-    target: TargetOption = None, output: OutputOption = "text", store: StoreOption = None
+    target: TargetOption = None,
+    output: OutputOption = "text",
+    name: NameOption = None,
+    store: StoreOption = None,
 ) -> None:
-    """What runs where: recorded and live versions, with image digests.
+    """What runs where, for every model name: recorded and live versions, image digests,
+    since when, and the rollback target.
 
-    Shows the targets the store has a record for, or the one asked for with --target.
+    Shows each (name, target) the store has a record for; --name and --target narrow it.
     """
     settings = get_settings().with_overrides(store=store)
     opened = wiring.open_store(settings)
-    recorded = {d.target for d in opened.deployments()}
-    asked = [target] if target else [t for t in TARGETS if t in recorded]
-    states = [
-        target_status(opened, name, partial(wiring.make_target, settings, name)) for name in asked
-    ]
-    warnings = [warning for state in states for warning in drift(state)]
+    rows = []
+    for model in [name] if name else opened.names():
+        named = settings.with_overrides(model=model)
+        recorded = {d.target for d in opened.named(model).deployments()}
+        for where in [target] if target else [t for t in TARGETS if t in recorded]:
+            make = partial(wiring.make_target, named, where)
+            rows.append((model, target_status(opened.named(model), where, make)))
     if output == "json":
-        print_json(
-            [
-                {
-                    "target": s.target,
-                    "recorded": s.recorded.__dict__ if s.recorded else None,
-                    "live": s.live,
-                    "error": s.error,
-                    "warnings": drift(s),
-                }
-                for s in states
-            ]
-        )
-    elif not states:
+        print_json([_status_dict(model, state) for model, state in rows])
+    elif not rows:
         print_line("nothing deployed (no target has a record); `kiln deploy VERSION` ships one")
-    for state in states if output == "text" else []:
-        print_line(state.target)
-        record = state.recorded
-        if record is None:
-            print_line("  recorded  nothing deployed")
-        else:
-            print_line(f"  recorded  {record.current} {record.image} ({record.updated})")
-            if record.previous:
-                print_line(f"  previous  {record.previous} {record.previous_image}")
-            for entry in record.rolled_back:  # refused by deploys unless --ship-rolled-back
-                print_line(f"  rolled back  {entry['version']} ({entry['at']}): {entry['reason']}")
-        if state.error:
-            print_line(f"  live      unknown: {state.error}")
-        elif not state.live:
-            print_line("  live      nothing running")
-        for line in state.live:
-            print_line(f"  live      {line}")
-    for warning in warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+    for model, state in rows if output == "text" else []:
+        _print_status(model, state)
+    for _, state in rows:
+        for warning in drift(state):
+            sys.stderr.write(f"warning: {warning}\n")
+
+
+def _status_dict(model: str, state: Any) -> dict[str, Any]:
+    return {
+        "name": model,
+        "target": state.target,
+        "recorded": state.recorded.__dict__ if state.recorded else None,
+        "live": state.live,
+        "error": state.error,
+        "warnings": drift(state),
+    }
+
+
+def _print_status(model: str, state: Any) -> None:
+    print_line(f"{model} on {state.target}")
+    record = state.recorded
+    if record is None:
+        print_line("  recorded  nothing deployed")
+    else:
+        print_line(f"  recorded  {record.current} {record.image} (since {record.updated})")
+        if record.endpoint:
+            print_line(f"  endpoint  {record.endpoint}")
+        if record.previous:
+            print_line(f"  previous  {record.previous} {record.previous_image}")
+        for entry in record.rolled_back:  # refused by deploys unless --ship-rolled-back
+            print_line(f"  rolled back  {entry['version']} ({entry['at']}): {entry['reason']}")
+    if state.error:
+        print_line(f"  live      unknown: {state.error}")
+    elif not state.live:
+        print_line("  live      nothing running")
+    for line in state.live:
+        print_line(f"  live      {line}")
 
 
 def drift(state: Any) -> list[str]:

@@ -13,6 +13,7 @@ from kiln.cli.build import RunnerOption, build_runner_image
 from kiln.cli.options import (
     BaseRepositoryOption,
     BuilderOption,
+    NameOption,
     OutputOption,
     RegistryOption,
     RepositoryOption,
@@ -36,6 +37,7 @@ def build(
         str | None, typer.Argument(help="Stored version id, a unique prefix, or latest.")
     ] = None,
     builder: BuilderOption = None,
+    name: NameOption = None,
     store: StoreOption = None,
     registry: RegistryOption = None,
     repository: RepositoryOption = None,
@@ -54,6 +56,7 @@ def build(
         build_runner_image(version, runner, registry, repository, force=force, output=output)
         return
     settings = get_settings().with_overrides(
+        model=name,
         builder=builder,
         store=store,
         registry=registry,

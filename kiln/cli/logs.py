@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from kiln import wiring
-from kiln.cli.options import TargetOption
+from kiln.cli.options import NameOption, TargetOption
 from kiln.config.errors import KilnError
 from kiln.config.settings import KilnSettings, get_settings
 from kiln.rollout import LOCAL
@@ -20,13 +20,14 @@ def logs(
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,
     tail: Annotated[int, typer.Option(min=1, help="Lines from the end to start with.")] = 100,
+    name: NameOption = None,
 ) -> None:
     """Print the server logs of what runs on a target.
 
     Locally: the current container. On Kubernetes: every pod of kiln's Deployment (each
     line prefixed with its pod's name when there are several), through the API server.
     """
-    settings = get_settings().with_overrides(target=target)
+    settings = get_settings().with_overrides(model=name, target=target)
     try:
         if settings.target == LOCAL:
             _local_logs(settings, follow, tail)

@@ -21,6 +21,7 @@ from kiln.cli.options import (
     LabelColumnOption,
     MinScoreOption,
     ModelOption,
+    NameOption,
     OutputOption,
     ParamOption,
     ReplaceSchemaOption,
@@ -38,8 +39,8 @@ from kiln.training.summary import headline, metric_values, value_range
 console = make_console()
 
 
-def open_store(store: str | None) -> ArtifactStore:
-    return wiring.open_store(get_settings().with_overrides(store=store))
+def open_store(store: str | None, name: str | None = None) -> ArtifactStore:
+    return wiring.open_store(get_settings().with_overrides(model=name, store=store))
 
 
 def train(
@@ -61,13 +62,14 @@ def train(
         typer.Option(help="Also judge the model against what this target runs (ships nothing)."),
     ] = None,
     replace_schema: ReplaceSchemaOption = False,
+    name: NameOption = None,
     store: StoreOption = None,
 ) -> None:
     """Train, gate, export to ONNX (parity-checked) and store; prints the version."""
     from kiln.training.promotion import SAME
     from kiln.training.sequence import TrainingSteps, run_training
 
-    settings = get_settings().with_overrides(store=store, gate_threshold=min_score)
+    settings = get_settings().with_overrides(model=name, store=store, gate_threshold=min_score)
     params = training_from_flags(locals())
     policy = wiring.gate_policy(settings, target, replace_schema=replace_schema)
     with console.status("training...") as status:
@@ -113,48 +115,54 @@ def models(
     ctx: typer.Context,
     output: OutputOption = "text",
     as_json: Annotated[bool, typer.Option("--json", help="Same as -o json.")] = False,
+    name: NameOption = None,
     store: StoreOption = None,
 ) -> None:
-    """List stored versions, newest first."""
+    """List stored versions by model name, newest first (--name: one name's)."""
     if ctx.invoked_subcommand is not None:
         return
     the_store = open_store(store)
     # Verified: a model whose bytes no longer match its recorded sha256 is listed as broken
     # (one read of each model and labels, hashed; nothing is loaded).
-    versions, broken = the_store.scan(verify=True)
-    deployed: dict[str, list[str]] = {}
-    for d in the_store.deployments():
-        deployed.setdefault(d.current, []).append(d.target)
-    decisions = {v.version: latest_decision(the_store, v.version) for v in versions}
+    verified, broken = the_store.scan(verify=True, every_name=True)
+    intact = {v.version for v in verified}
+    rows = []
+    for model in [name] if name else the_store.names():
+        named = the_store.named(model)
+        deployed: dict[str, list[str]] = {}
+        for d in named.deployments():
+            deployed.setdefault(d.current, []).append(d.target)
+        for v in named.list_versions():
+            if v.version in intact:
+                rows.append((model, v, deployed.get(v.version, [])))
+    decisions = {v.version: latest_decision(the_store, v.version) for _, v, _ in rows}
     if as_json or output == "json":
-        rows = [
-            {
-                **v.__dict__,
-                "deployed_on": deployed.get(v.version, []),
-                "decision": decisions[v.version],
-            }
-            for v in versions
+        listed: list[dict[str, Any]] = [
+            {**v.__dict__, "name": model, "deployed_on": on, "decision": decisions[v.version]}
+            for model, v, on in rows
         ]
-        rows += [{"version": b.version, b.kind: b.reason} for b in broken]
-        print_json(rows)
+        listed += [{"version": b.version, b.kind: b.reason} for b in broken]
+        print_json(listed)
         return
     for b in broken:  # reported, never listed as usable (every other command skips them)
         console.print(f"[red]{b.kind}[/] {b.version}: {b.reason}", highlight=False, soft_wrap=True)
-    if not versions:
-        console.print(f"no versions in {the_store.url}", highlight=False, crop=False)
+    if not rows:
+        of_name = f" of model {name}" if name else ""
+        console.print(f"no versions{of_name} in {the_store.url}", highlight=False, crop=False)
         return
     table = Table(box=box.SIMPLE_HEAD)
-    columns = ("version", "created", "score", "decision", "pinned", "deployed")
+    columns = ("name", "version", "created", "score", "decision", "pinned", "deployed")
     for column in (*columns, "images"):
         table.add_column(column, no_wrap=True)
-    for v in versions:
+    for model, v, on in rows:
         table.add_row(
+            model,
             v.version,
             v.created,
             headline(v.metrics),
             decision_summary(decisions[v.version]),
             "yes" if v.pinned else "",
-            ", ".join(deployed.get(v.version, [])),
+            ", ".join(on),
             str(len(v.images)),
         )
     print_table(table)
@@ -170,10 +178,11 @@ def print_table(table: Table) -> None:
 def show(
     version: Annotated[str, typer.Argument(help="A version id, a unique prefix, or latest.")],
     output: OutputOption = "json",
+    name: NameOption = None,
     store: StoreOption = None,
 ) -> None:
     """Print one version's metadata (verified), with its images and pin."""
-    the_store = open_store(store)
+    the_store = open_store(store, name)
     stored = the_store.get(version)
     shown = {
         **stored.metadata,
@@ -254,10 +263,11 @@ def diff(
     a: Annotated[str, typer.Argument(help="A version (id, unique prefix, latest).")],
     b: Annotated[str, typer.Argument(help="The version to compare it with.")],
     output: OutputOption = "text",
+    name: NameOption = None,
     store: StoreOption = None,
 ) -> None:
     """Compare two versions: parameters, metrics, data and libraries."""
-    the_store = open_store(store)
+    the_store = open_store(store, name)
     left, right = the_store.resolve(a), the_store.resolve(b)
     rows = diff_metadata(the_store.metadata(left), the_store.metadata(right))
     if output == "json":
@@ -288,28 +298,32 @@ def _short(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def pin(version: str, store: StoreOption = None) -> None:
+def pin(version: str, name: NameOption = None, store: StoreOption = None) -> None:
     """Keep a version through every prune."""
-    print_line(f"pinned {open_store(store).pin(version)}")
+    print_line(f"pinned {open_store(store, name).pin(version)}")
 
 
-def unpin(version: str, store: StoreOption = None) -> None:
+def unpin(version: str, name: NameOption = None, store: StoreOption = None) -> None:
     """Let retention remove a version again."""
-    print_line(f"unpinned {open_store(store).unpin(version)}")
+    print_line(f"unpinned {open_store(store, name).unpin(version)}")
 
 
 def keep_reasons(store: ArtifactStore, keep: int) -> dict[str, list[str]]:
-    """Why retention keeps each version it keeps: newest N, pinned, deployed, rollback."""
+    """Why retention keeps each version it keeps: newest N of a name, pinned, deployed,
+    rollback target (each reason naming its model name)."""
     reasons: dict[str, list[str]] = {}
-    for index, info in enumerate(store.list_versions()):
-        if index < keep:
-            reasons.setdefault(info.version, []).append(f"one of the newest {keep}")
-    for version in store.pinned():
-        reasons.setdefault(version, []).append("pinned")
-    for d in store.deployments():
-        reasons.setdefault(d.current, []).append(f"deployed on {d.target}")
-        if d.previous:
-            reasons.setdefault(d.previous, []).append(f"rollback target on {d.target}")
+    for model in store.names():  # another name's keep protects a shared version too
+        named = store.named(model)
+        for info in named.list_versions()[:keep]:
+            reasons.setdefault(info.version, []).append(f"one of the newest {keep} of {model}")
+        for version in named.pinned():
+            reasons.setdefault(version, []).append(f"pinned ({model})")
+        for d in named.deployments():
+            reasons.setdefault(d.current, []).append(f"deployed on {d.target} ({model})")
+            if d.previous:
+                reasons.setdefault(d.previous, []).append(
+                    f"rollback target on {d.target} ({model})"
+                )
     return reasons
 
 
@@ -318,12 +332,14 @@ def prune(
         int | None, typer.Option(min=1, help="Newest versions to keep [KILN_KEEP].")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go.")] = False,
+    name: NameOption = None,
     store: StoreOption = None,
 ) -> None:
-    """Remove old versions; pinned, deployed and rollback versions always stay."""
+    """Remove old versions: each model name keeps its newest --keep (every name's, or
+    --name's); pinned, deployed and rollback versions of any name always stay."""
     from kiln.images.retention import prune_versions
 
-    settings = get_settings().with_overrides(store=store, keep=keep)
+    settings = get_settings().with_overrides(model=name, store=store, keep=keep)
     the_store = wiring.open_store(settings)
     reasons = keep_reasons(the_store, settings.keep)
     with wiring.open_registry(settings) as registry:
@@ -333,6 +349,7 @@ def prune(
             registry=registry,
             dry_run=dry_run,
             base_repositories=(settings.base_repository,),
+            every_name=name is None,
         )
     verb = "would remove" if dry_run else "removed"
     for info in pruned.versions.kept:

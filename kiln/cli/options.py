@@ -114,6 +114,39 @@ MinScoreOption = Annotated[
         "largest error for rmse and mae].",
     ),
 ]
+
+
+def _model_name(value: str | None) -> str | None:
+    from kiln.config.errors import SettingsError
+    from kiln.config.names import check_name
+
+    if value is None:
+        return None
+    try:
+        return check_name(value)
+    except SettingsError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+NameOption = Annotated[
+    str | None,
+    typer.Option(
+        "--name",
+        callback=_model_name,
+        help="The model name: its own versions, champion, image repository and endpoint "
+        "[KILN_MODEL; default: model].",
+    ),
+]
+PortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--port",
+        min=1,
+        max=65535,
+        help="The name's stable local port [KILN_PORT; default: KILN_LOCAL_PORT for the "
+        "default name, the recorded or a free one for others].",
+    ),
+]
 StoreOption = Annotated[
     str | None, typer.Option("--store", help="Artifact store path or fsspec URL [KILN_STORE].")
 ]

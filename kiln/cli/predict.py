@@ -16,7 +16,7 @@ import numpy as np
 import typer
 
 from kiln.cli.models import open_store
-from kiln.cli.options import OutputOption, StoreOption
+from kiln.cli.options import NameOption, OutputOption, StoreOption
 from kiln.cli.output import print_json, print_line
 from kiln.config.errors import DataError, KilnError
 from kiln.training.schema import TableSchema, frame_of_rows, onnx_feed, schema_of_metadata
@@ -168,13 +168,14 @@ def predict(
         typer.Option(help="Ask this running server instead (e.g. http://127.0.0.1:8000)."),
     ] = None,
     output: OutputOption = "text",
+    name: NameOption = None,
     store: StoreOption = None,
 ) -> None:
     """Predict for rows, offline with a stored version or from a live endpoint."""
     if endpoint is not None and not endpoint.startswith(("http://", "https://")):
         raise typer.BadParameter(f"{endpoint!r} is not an http(s) URL", param_hint="--endpoint")
     if endpoint is None:
-        the_store = open_store(store)
+        the_store = open_store(store, name)
         answer = predict_offline(the_store, the_store.resolve(version), rows_file)
     else:
         answer = predict_live(endpoint, rows_file)

@@ -30,8 +30,10 @@ from kiln.cli.options import (
     LabelColumnOption,
     MinScoreOption,
     ModelOption,
+    NameOption,
     OutputOption,
     ParamOption,
+    PortOption,
     ReplaceSchemaOption,
     SeedOption,
     StoreOption,
@@ -119,15 +121,17 @@ def run(
         int | None, typer.Option(min=1, help="Versions retention keeps [KILN_KEEP].")
     ] = None,
     output: OutputOption = "text",
+    name: NameOption = None,
+    port: PortOption = None,
     store: StoreOption = None,
     force: ForceOption = False,
     replace_schema: ReplaceSchemaOption = False,
 ) -> None:
     """Train, gate, export, store, build, push, roll out and prune, as one Prefect flow run."""
     # Validate every setting and flag together before Prefect or any step starts.
-    settings = get_settings().with_overrides(
-        store=store, target=target, builder=builder, keep=keep, gate_threshold=min_score
-    )
+    shared: dict[str, Any] = dict(port=port, store=store, target=target, builder=builder)
+    shared.update(keep=keep, gate_threshold=min_score)  # flow parameters named as settings
+    settings = get_settings().with_overrides(model=name, **shared)
     training = training_from_flags(locals())
 
     def say(text: str) -> None:
@@ -138,25 +142,27 @@ def run(
     warm.refresh_prefect()  # in the warm runner, Prefect was imported before this point
     if api is not None:
         say(f"Prefect: {api.removesuffix('/api')}")
-    from flows.pipeline import pipeline_flow
-
-    with progress(err_console, "starting", level=logging.DEBUG) as watcher:
-        state = pipeline_flow(
-            training=training,
-            gate_threshold=min_score,
-            target=target,
-            builder=builder,
-            keep=keep,
-            store=store,
-            force=force,
-            replace_schema=replace_schema,
-            return_state=True,
-        )
+    flags = dict(name=name, force=force, replace_schema=replace_schema)
+    state, watcher = _run_flow(settings, training, {**shared, **flags})
     flow_run_id = str(state.state_details.flow_run_id or watcher.flow_run_id or "")
     link = flow_run_link(api, flow_run_id)
     if not state.is_completed():
         raise _failure(state, watcher.failed_step, flow_run_id, link)
     print_summary(state.result(), output, flow_run_id, link)
+
+
+def _run_flow(settings: KilnSettings, training: Any, parameters: dict[str, Any]) -> Any:
+    """The pipeline flow's final state, and the watcher that saw its steps."""
+    from prefect import tags
+
+    from flows.pipeline import pipeline_flow
+
+    with (
+        progress(err_console, "starting", level=logging.DEBUG) as watcher,
+        tags(f"model:{settings.model}"),  # the flow run's, as a deployment's run has them
+    ):
+        state = pipeline_flow(training=training, return_state=True, **parameters)
+    return state, watcher
 
 
 def print_summary(summary: RunResult, output: str, flow_run_id: str, link: str | None) -> None:

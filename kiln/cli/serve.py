@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from kiln import wiring
-from kiln.cli.options import StoreOption
+from kiln.cli.options import NameOption, StoreOption
 from kiln.cli.output import make_console
 from kiln.config.errors import KilnError
 from kiln.config.settings import get_settings
@@ -26,12 +26,13 @@ def serve(
         int | None, typer.Option(min=1, max=65535, help="Port to bind [KILN_SERVE_PORT].")
     ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes [WORKERS].")] = None,
+    name: NameOption = None,
     store: StoreOption = None,
 ) -> None:
     """Serve a stored version locally with gunicorn, as its image would."""
     from serving.runner import exec_server, private_model_dir, remove_private_dir
 
-    settings = get_settings().with_overrides(store=store, serve_port=port)
+    settings = get_settings().with_overrides(model=name, store=store, serve_port=port)
     port = settings.serve_port
     check_port_free(host, port)
     the_store = wiring.open_store(settings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +27,7 @@ TEAM_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 Target = Literal["local", "kubernetes"]
 TARGETS: tuple[str, ...] = get_args(Target)  # where kiln can roll out: declared here, once
 BuilderName = Literal["auto", "engine", "layer"]
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
 GateMetric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2", "rmse", "mae"]
 
 
@@ -163,10 +164,8 @@ class KilnSettings(BaseSettings):
     engine_timeout: int = Field(
         default=300, ge=1, description="Seconds per container engine request."
     )
-    prefect_port: int = Field(
+    prefect_port: PortNumber = Field(
         default=4200,
-        ge=1,
-        le=65535,
         description="The port of the Prefect server `kiln up` starts, and that `kiln run` "
         "looks for.",
     )
@@ -188,17 +187,23 @@ class KilnSettings(BaseSettings):
         description="Where `kiln deploy`, `kiln run` and the pipeline roll out: `local` or "
         "`kubernetes`.",
     )
-    local_port: int = Field(
+    local_port: PortNumber = Field(
         default=8000,
-        ge=1,
-        le=65535,
-        description="The local target's stable port on 127.0.0.1.",
+        description="The local target's stable port on 127.0.0.1, for the default model "
+        "name; other names get ports of their own (KILN_PORT).",
+    )
+    port: PortNumber | None = Field(
+        default=None,
+        description="The stable local port of the model name being deployed (`--port`). "
+        "Unset: KILN_LOCAL_PORT for the default name; for any other name the port its "
+        "deployment record names, or a free one, chosen once and recorded.",
     )
     local_name: str = Field(
         default="kiln",
         pattern=r"^[a-z0-9][a-z0-9_.-]*$",
-        description="The local target's containers are named `<local_name>-<version>` and "
-        "labelled with it, so separate setups on one engine never share containers.",
+        description="The local target's containers are named `<local_name>-<version>` "
+        "(`<local_name>-<model name>-<version>` for a name other than the default) and "
+        "labelled with it, so separate setups and names on one engine never share containers.",
     )
     local_timeout: float = Field(
         default=120.0,
@@ -244,10 +249,8 @@ class KilnSettings(BaseSettings):
         "it is missing; an existing namespace is never touched.",
     )
 
-    serve_port: int = Field(
+    serve_port: PortNumber = Field(
         default=8700,
-        ge=1,
-        le=65535,
         description="The port of `kiln serve`, apart from the local target's so the two "
         "never collide.",
     )
@@ -256,10 +259,8 @@ class KilnSettings(BaseSettings):
         default=None,
         description="The team setup's state (`kiln up --team`); unset, `<state dir>/team`.",
     )
-    team_postgres_port: int = Field(
+    team_postgres_port: PortNumber = Field(
         default=54320,
-        ge=1,
-        le=65535,
         description="The port of the team setup's PostgreSQL cluster.",
     )
     team_s3_port: int = Field(

@@ -164,7 +164,7 @@ def build_image(
     its image.
     """
     locks = locks or store_locks(store)
-    with locks.hold(store_key(store.url), f"building {version}"):
+    with locks.hold(store_key(store.url, store.name), f"building {version}"):
         return _build_locked(
             store, version, registry, options, engine, cache_dir, environ, builders
         )

@@ -11,6 +11,7 @@ turns instead of removing the same version twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ def protected_digests(store: Any, kept: Iterable[Any]) -> set[str]:
     """Digests that must stay: what any target runs, each target's rollback image, and the
     images of the versions the store keeps."""
     keep = set()
-    for deployment in store.deployments():
+    for deployment in store.every_deployment():  # every name's
         for ref in (deployment.image, deployment.previous_image):
             if ref and "@" in ref:
                 keep.add(ref.split("@", 1)[1])
@@ -106,13 +107,17 @@ def prune_versions(
     dry_run: bool = False,
     base_repositories: Iterable[str] = (DEFAULT_BASE_REPOSITORY,),
     locks: Locks | None = None,
+    every_name: bool = False,
 ) -> Pruned:
-    """Keep the newest `keep` versions plus pinned, deployed and rollback ones."""
+    """Keep the newest `keep` versions of each name plus pinned, deployed and rollback ones;
+    remove the rest of the store's name (of every name with `every_name`)."""
     if dry_run:  # changes nothing: no need to wait for a build or a deploy
-        return _prune_locked(store, keep, registry, dry_run, base_repositories)
+        return _prune_locked(store, keep, registry, dry_run, base_repositories, every_name)
     locks = locks or store_locks(store)
-    with locks.hold(store_key(store.url), f"pruning {store.url}"):
-        return _prune_locked(store, keep, registry, dry_run, base_repositories)
+    with contextlib.ExitStack() as held:  # every name's: no build or deploy of any name runs
+        for name in store.names():
+            held.enter_context(locks.hold(store_key(store.url, name), f"pruning {store.url}"))
+        return _prune_locked(store, keep, registry, dry_run, base_repositories, every_name)
 
 
 def _prune_locked(
@@ -121,8 +126,9 @@ def _prune_locked(
     registry: Registry | None,
     dry_run: bool,
     base_repositories: Iterable[str],
+    every_name: bool,
 ) -> Pruned:
-    plan = store.prune(keep, dry_run=True)
+    plan = store.prune(keep, dry_run=True, every_name=every_name)
     images = None
     if registry is not None and any(info.images for info in plan.removed):
         images = delete_pruned_images(

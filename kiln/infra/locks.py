@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kiln.config.errors import KilnError
+from kiln.config.names import DEFAULT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,14 @@ class Locks(Protocol):
         ...
 
 
-def store_key(store_url: str) -> str:
-    """The lock key of one artifact store: readable, and unique per store URL."""
+def store_key(store_url: str, name: str = DEFAULT_NAME) -> str:
+    """The lock key of one model name in one artifact store: readable, and unique per store
+    URL and name. Builds and deploys of one name take turns; two names never wait on each
+    other; a prune holds every name's key."""
     readable = re.sub(r"[^A-Za-z0-9]+", "-", store_url).strip("-")[-40:]
     digest = hashlib.sha256(store_url.encode()).hexdigest()[:12]
-    return f"store-{readable}-{digest}"
+    own = "" if name == DEFAULT_NAME else f"-{name}"  # the default keeps the key it had
+    return f"store-{readable}-{digest}{own}"
 
 
 class FileLocks:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from kiln.config.errors import KilnError, RolloutError
@@ -54,7 +55,7 @@ def roll_out(
     `ship_rolled_back`. Holds the store's lock (kiln/infra/locks.py), as builds and prunes do:
     two deploys take turns and no prune removes the version while it rolls out."""
     locks = locks or store_locks(store)
-    with locks.hold(store_key(store.url), f"deploying {version} {target.where}"):
+    with locks.hold(store_key(store.url, store.name), f"deploying {version} {target.where}"):
         return _roll_out_locked(store, version, target, image, rolled_back, ship_rolled_back)
 
 
@@ -92,9 +93,9 @@ def _roll_out_locked(
         if good is not None and _failed_smoke_test(err):
             _record_rollback(store, target.name, version, reason)
         if back is not None:  # the record's previous, when it named the failed one
-            _record(store, target.name, str(back.version), str(back.image))
+            _record(store, target, str(back.version), str(back.image))
         raise RolloutError(f"{message}; {restored}") from err
-    _record(store, target.name, version, image)
+    _record(store, target, version, image)
     return RolloutResult(
         target.name,
         version,
@@ -109,7 +110,9 @@ def _roll_out_locked(
 def roll_back(store: ArtifactStore, target: Target, *, locks: Locks | None = None) -> RolloutResult:
     """Ship the version that ran on `target` before the current one, with its image."""
     locks = locks or store_locks(store)
-    with locks.hold(store_key(store.url), f"rolling {target.name} back"):  # roll_out re-enters
+    with locks.hold(
+        store_key(store.url, store.name), f"rolling {target.name} back"
+    ):  # roll_out re-enters
         version, image = previous_of(store, target.name)
         log.info("rolling %s back to %s (%s)", target.name, version, image)
         return roll_out(store, version, target, image=image, rolled_back=True, locks=locks)
@@ -221,11 +224,15 @@ def _resolve(store: ArtifactStore, version: str, image: str | None) -> tuple[str
     return version, chosen, stored.metadata.get("sample_input")
 
 
-def _record(store: ArtifactStore, target: str, version: str, image: str) -> None:
-    before = store.deployment(target)
-    if before is not None and before.current == version and before.image == image:
+def _record(store: ArtifactStore, target: Target, version: str, image: str) -> None:
+    before = store.deployment(target.name)
+    same = before is not None and (before.current, before.image) == (version, image)
+    if same and before is not None and before.endpoint == target.endpoint:
         return  # shipped again: keep the previous version as it is, for rollback
-    store.record_deployment(target, version, image)
+    if same and before is not None:  # the same, answering elsewhere now: note where
+        store.restore_deployment(target.name, replace(before, endpoint=target.endpoint))
+        return
+    store.record_deployment(target.name, version, image, endpoint=target.endpoint)
 
 
 def _named(err: Exception) -> str:

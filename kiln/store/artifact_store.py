@@ -27,6 +27,7 @@ from typing import Any, ParamSpec, TypeVar
 import fsspec
 
 from kiln.config.errors import KilnError, StoreError
+from kiln.config.names import DEFAULT_NAME, check_name
 from kiln.store import s3 as store_s3
 from kiln.store.backend import Backend
 from kiln.store.deployments import REASON_CHARS, ROLLED_BACK_KEPT, DeploymentRecords
@@ -135,10 +136,13 @@ class ArtifactStore:
         *,
         clock: Callable[[], datetime] | None = None,
         attempts: int = store_s3.DEFAULT_ATTEMPTS,
+        name: str = DEFAULT_NAME,
+        backend: Backend | None = None,
     ) -> None:
         self.url = str(root)
         self.clock = clock  # what "now" is for `created` and deployment times (tests)
-        self.backend = open_backend(self.url, storage_options, attempts)
+        self.name = check_name(name)  # the model name per-name methods work on
+        self.backend = backend or open_backend(self.url, storage_options, attempts)
         self._op = threading.local()  # the outermost operation names a failure
         self.versions = Versions(self.backend, lambda: self.clock)
         self.records = Records(self.backend, self.versions)
@@ -159,7 +163,18 @@ class ArtifactStore:
         return self.backend.local
 
     def __repr__(self) -> str:
-        return f"ArtifactStore({self.url!r})"
+        return f"ArtifactStore({self.url!r}, name={self.name!r})"
+
+    def named(self, name: str) -> ArtifactStore:
+        """The same store, working on model `name` (one back end, one connection pool)."""
+        if name == self.name:
+            return self
+        return ArtifactStore(self.url, clock=self.clock, name=name, backend=self.backend)
+
+    @_store_op("listing model names")
+    def names(self) -> list[str]:
+        """Every model name in the store (the default one always)."""
+        return self.pruning.names()
 
     # -- versions ----------------------------------------------------------------------------
 
@@ -167,8 +182,9 @@ class ArtifactStore:
     def put(
         self, model_bytes: bytes, labels: Mapping[Any, str], metadata: Mapping[str, Any]
     ) -> str:
-        """Store a model; returns its version id. Storing the same model again is a no-op."""
-        return self.versions.put(model_bytes, labels, metadata)
+        """Store a model as this store's name; returns its version id. Storing the same model
+        again (under any name) stores no bytes again: it adds a lineage record."""
+        return self.versions.put(model_bytes, labels, metadata, self.name)
 
     @_store_op("reading a version")
     def exists(self, version: str) -> bool:
@@ -180,7 +196,8 @@ class ArtifactStore:
 
     @_store_op("reading a version")
     def get(self, version: str) -> StoredModel:
-        return self.versions.get(version)
+        """A version by id or prefix (of any name), or 'latest' (this name's newest)."""
+        return self.versions.get(version, self.name if version == "latest" else None)
 
     @_store_op("exporting a version")
     def export_version(self, version: str, dest: str | os.PathLike[str]) -> Path:
@@ -188,18 +205,28 @@ class ArtifactStore:
 
     @_store_op("finding a version")
     def resolve(self, version: str) -> str:
-        return self.versions.resolve(version)
+        """A full id, a unique prefix of one (any name's), or 'latest' (this name's)."""
+        return self.versions.resolve(version, self.name if version == "latest" else None)
+
+    @_store_op("finding a version")
+    def resolve_own(self, version: str) -> str:
+        """As `resolve`, and the version must have been stored under this store's name."""
+        return self.versions.resolve(version, self.name)
 
     @_store_op("listing versions")
     def list_versions(self) -> list[VersionInfo]:
-        """Every complete, readable version, newest (most recently stored) first."""
+        """This name's complete, readable versions, newest (most recently stored) first."""
         return self.scan()[0]
 
     @_store_op("listing versions")
-    def scan(self, verify: bool = False) -> tuple[list[VersionInfo], list[BrokenVersion]]:
-        """Readable versions (newest first) and the ones that cannot be used, with why;
-        `verify` also checks each version's files against their recorded sha256."""
-        return self.versions.scan(set(self.records.pinned()), verify=verify)
+    def scan(
+        self, verify: bool = False, every_name: bool = False
+    ) -> tuple[list[VersionInfo], list[BrokenVersion]]:
+        """Readable versions of this name (of every name with `every_name`), newest first,
+        and the ones that cannot be used, with why; `verify` also checks each version's
+        files against their recorded sha256."""
+        name = None if every_name else self.name
+        return self.versions.scan(set(self.records.pinned(self.name)), name=name, verify=verify)
 
     # -- records -----------------------------------------------------------------------------
 
@@ -229,47 +256,58 @@ class ArtifactStore:
 
     @_store_op("pinning a version")
     def pin(self, version: str) -> str:
-        return self.records.pin(version)
+        """Pin a version of this name: retention keeps it."""
+        return self.records.pin(version, self.name)
 
     @_store_op("unpinning a version")
     def unpin(self, version: str) -> str:
-        return self.records.unpin(version)
+        return self.records.unpin(version, self.name)
 
     @_store_op("listing pins")
     def pinned(self) -> list[str]:
-        return self.records.pinned()
+        return self.records.pinned(self.name)
 
-    # -- deployments -------------------------------------------------------------------------
+    # -- deployments (this name's) -----------------------------------------------------------
 
     @_store_op("reading a deployment record")
     def deployment(self, target: str) -> Deployment | None:
-        return self.deploys.deployment(target)
+        return self.deploys.deployment(target, self.name)
 
     @_store_op("listing deployment records")
     def deployments(self) -> list[Deployment]:
-        return self.deploys.deployments()
+        return self.deploys.deployments(self.name)
+
+    @_store_op("listing deployment records")
+    def every_deployment(self) -> list[Deployment]:
+        """Every name's deployment records, by name then target."""
+        return [d for name in self.names() for d in self.deploys.deployments(name)]
 
     @_store_op("recording a deployment")
-    def record_deployment(self, target: str, version: str, image: str) -> Deployment:
-        return self.deploys.record_deployment(target, version, image)
+    def record_deployment(
+        self, target: str, version: str, image: str, endpoint: str | None = None
+    ) -> Deployment:
+        return self.deploys.record_deployment(target, version, image, self.name, endpoint)
 
     @_store_op("recording a rollback")
     def record_rollback(self, target: str, version: str, reason: str) -> Deployment | None:
-        return self.deploys.record_rollback(target, version, reason)
+        return self.deploys.record_rollback(target, version, reason, self.name)
 
     @_store_op("restoring a deployment record")
     def restore_deployment(self, target: str, deployment: Deployment | None) -> None:
-        self.deploys.restore_deployment(target, deployment)
+        self.deploys.restore_deployment(target, deployment, self.name)
 
     # -- retention ---------------------------------------------------------------------------
 
     @_store_op("reading what retention keeps")
     def protected(self) -> set[str]:
+        """What retention never removes, for every name."""
         return self.pruning.protected()
 
     @_store_op("pruning versions")
-    def prune(self, keep: int, dry_run: bool = False) -> PruneResult:
-        return self.pruning.prune(keep, dry_run)
+    def prune(self, keep: int, dry_run: bool = False, every_name: bool = False) -> PruneResult:
+        """Remove this name's versions (every name's with `every_name`) that no name keeps:
+        each name keeps its newest `keep`, its pins, and what it deploys or may roll back to."""
+        return self.pruning.prune(keep, dry_run, None if every_name else [self.name])
 
     @_store_op("removing a version")
     def remove_version(self, version: str) -> None:

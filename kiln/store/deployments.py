@@ -13,8 +13,9 @@ from dataclasses import replace
 from datetime import datetime
 
 from kiln.config.errors import IntegrityError
+from kiln.config.names import DEFAULT_NAME
 from kiln.store.backend import Backend
-from kiln.store.layout import Deployment, deployment_path, encode_json, now
+from kiln.store.layout import Deployment, deployment_path, deployments_dir, encode_json, now
 from kiln.store.versions import Versions
 
 # Rolled-back versions a deployment record keeps per target, and the length of each reason.
@@ -33,19 +34,26 @@ class DeploymentRecords:
         self.versions = versions
         self._clock = clock
 
-    def deployment(self, target: str) -> Deployment | None:
+    def deployment(self, target: str, name: str = DEFAULT_NAME) -> Deployment | None:
         try:
-            return _parse(self.backend.read(deployment_path(target)), target)
+            return _parse(self.backend.read(deployment_path(target, name)), target, name)
         except FileNotFoundError:
             return None
 
-    def deployments(self) -> list[Deployment]:
-        names = self.backend.listdir("deployments")
-        targets = [n.removesuffix(".json") for n in names if n.endswith(".json")]
-        found = [self.deployment(t) for t in sorted(targets) if not t.startswith(".")]
+    def deployments(self, name: str = DEFAULT_NAME) -> list[Deployment]:
+        files = self.backend.listdir(deployments_dir(name))
+        targets = [n.removesuffix(".json") for n in files if n.endswith(".json")]
+        found = [self.deployment(t, name) for t in sorted(targets) if not t.startswith(".")]
         return [d for d in found if d is not None]
 
-    def record_deployment(self, target: str, version: str, image: str) -> Deployment:
+    def record_deployment(
+        self,
+        target: str,
+        version: str,
+        image: str,
+        name: str = DEFAULT_NAME,
+        endpoint: str | None = None,
+    ) -> Deployment:
         """Record that `version` now runs on `target`; what ran before becomes the previous."""
         version = self.versions.resolve(version)
         stamp = now(self._clock())
@@ -59,13 +67,17 @@ class DeploymentRecords:
                 previous, previous_image = None, None
             # Shipped and passed (forced, or fixed): no longer a rolled-back version here.
             kept = [e for e in before.rolled_back if e["version"] != version] if before else []
-            return Deployment(target, version, image, previous, previous_image, stamp, kept)
+            return Deployment(
+                target, version, image, previous, previous_image, stamp, kept, name, endpoint
+            )
 
-        after = self._update(target, change)
+        after = self._update(target, name, change)
         assert after is not None
         return after
 
-    def record_rollback(self, target: str, version: str, reason: str) -> Deployment | None:
+    def record_rollback(
+        self, target: str, version: str, reason: str, name: str = DEFAULT_NAME
+    ) -> Deployment | None:
         """Note on `target`'s record that `version` failed there and was rolled back.
 
         Nothing is noted where nothing was ever recorded (there was nothing to roll back to).
@@ -78,28 +90,36 @@ class DeploymentRecords:
             others = [e for e in before.rolled_back if e["version"] != version]
             return replace(before, rolled_back=[*others, entry][-ROLLED_BACK_KEPT:])
 
-        return self._update(target, change)
+        return self._update(target, name, change)
 
-    def restore_deployment(self, target: str, deployment: Deployment | None) -> None:
+    def restore_deployment(
+        self, target: str, deployment: Deployment | None, name: str = DEFAULT_NAME
+    ) -> None:
         """Write a deployment record back as it was (None removes it)."""
-        self._update(target, lambda _before: deployment)
+        self._update(target, name, lambda _before: deployment)
 
     def _update(
-        self, target: str, change: Callable[[Deployment | None], Deployment | None]
+        self,
+        target: str,
+        name: str,
+        change: Callable[[Deployment | None], Deployment | None],
     ) -> Deployment | None:
         result: list[Deployment | None] = [None]
 
         def change_bytes(raw: bytes | None) -> bytes | None:
-            after = change(None if raw is None else _parse(raw, target))
+            after = change(None if raw is None else _parse(raw, target, name))
             result[0] = after
             return None if after is None else encode_json(after.__dict__)
 
-        self.backend.update(deployment_path(target), change_bytes)
+        self.backend.update(deployment_path(target, name), change_bytes)
         return result[0]
 
 
-def _parse(data: bytes, target: str) -> Deployment:
+def _parse(data: bytes, target: str, name: str) -> Deployment:
     try:
-        return Deployment(**json.loads(data))
+        # A record from before names carries none: it is the default name's, where it lies.
+        return Deployment(**{**json.loads(data), "name": name})
     except (ValueError, TypeError) as err:
-        raise IntegrityError(f"deployment record {target!r} is unreadable: {err}") from err
+        raise IntegrityError(
+            f"deployment record {target!r} of model {name!r} is unreadable: {err}"
+        ) from err

@@ -8,13 +8,21 @@ to a back end is relative to the root:
     versions/<id>/metadata.json     written last: a version exists once this file does
     versions/<id>/images/<digest>   one marker per pushed image (name = registry ref, quoted)
     versions/<id>/decisions/*.json  champion/challenger decisions about it, oldest first
-    versions/<id>/lineage/<t>-<r>.json  one record per store of the version (time, data)
-    pins/<id>                       a pinned version (kept by retention)
-    deployments/<target>.json       what runs on a target, the version before it, and the
-                                    versions rolled back there after a failed smoke test
+    versions/<id>/lineage/<t>-<r>@<name>.json  one record per store of the version under a
+                                    model name (time, data)
+    pins/<id>                       a version the default name pinned (kept by retention)
+    deployments/<target>.json       what the default name runs on a target, the version
+                                    before it, and the versions rolled back there after a
+                                    failed smoke test
+    names/<name>/pins/<id>          the same two for any other name
+    names/<name>/deployments/<target>.json
 
 Version ids are the first 12 hex digits of the sha256 of the model and its labels, so the
-same model stored twice is one version.
+same model stored twice is one version, under one name or several. A version belongs to
+every name its lineage records name; a lineage record without a name (`<t>-<r>.json`,
+written before names existed) and a version without lineage belong to the default name, as
+do the pins and deployment records at the top level: a store an earlier kiln wrote is the
+default name's, with nothing to migrate.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kiln.config.errors import StoreError, VersionNotFound
+from kiln.config.names import DEFAULT_NAME, check_name
 from kiln.store.schema import LineageRecord
 
 VERSIONS = "versions"
@@ -35,6 +44,7 @@ MODEL_FILE = "model.onnx"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
 LINEAGE_DIR = "lineage"
+NAMES_DIR = "names"
 VERSION_ID_LENGTH = 12
 # What an object store's metadata.json holds while its version is being removed: its files go
 # first, this last, and no writer can commit the same version again in between (its commit
@@ -69,10 +79,24 @@ def version_dir(version: str) -> str:
     return f"{VERSIONS}/{version}"
 
 
-def deployment_path(target: str) -> str:
+def name_dir(name: str) -> str:
+    """Where a name's own records live: the top level for the default name (as before names
+    existed), names/<name>/ for any other."""
+    return "" if check_name(name) == DEFAULT_NAME else f"{NAMES_DIR}/{name}/"
+
+
+def deployment_path(target: str, name: str = DEFAULT_NAME) -> str:
     if not target or not all(c.isalnum() or c in "-_." for c in target) or target[0] == ".":
         raise StoreError(f"invalid target name {target!r}")
-    return f"deployments/{target}.json"
+    return f"{deployments_dir(name)}/{target}.json"
+
+
+def deployments_dir(name: str = DEFAULT_NAME) -> str:
+    return f"{name_dir(name)}deployments"
+
+
+def pins_dir(name: str = DEFAULT_NAME) -> str:
+    return f"{name_dir(name)}pins"
 
 
 def basename(path: str) -> str:
@@ -92,15 +116,22 @@ def encode_json(data: Any) -> bytes:
     return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
 
 
-def lineage_file(record: LineageRecord) -> tuple[str, bytes]:
-    """A lineage record's file: named by its time (sortable) and a random part (unique)."""
+def lineage_file(record: LineageRecord, model: str = DEFAULT_NAME) -> tuple[str, bytes]:
+    """A lineage record's file: named by its time (sortable), a random part (unique) and the
+    model name it was stored under, so one listing tells every version's names."""
     stamp = record.stored.replace("-", "").replace(":", "")
-    name = f"{stamp}-{uuid.uuid4().hex[:8]}.json"
+    name = f"{stamp}-{uuid.uuid4().hex[:8]}@{check_name(model)}.json"
     return name, encode_json(record.model_dump(mode="json", exclude_unset=True))
 
 
 def is_lineage(name: str) -> bool:
     return name.endswith(".json") and not name.startswith(".")
+
+
+def model_of(lineage_name: str) -> str:
+    """The model name in a lineage file's name; the default for one written before names."""
+    stem = lineage_name.removesuffix(".json")
+    return stem.rsplit("@", 1)[1] if "@" in stem else DEFAULT_NAME
 
 
 def stored_of(name: str) -> str:
@@ -130,6 +161,7 @@ class VersionInfo:
     pinned: bool
     images: list[str] = field(default_factory=list)
     stored: str = ""  # when it was last stored again (a re-store): renews its age
+    names: tuple[str, ...] = (DEFAULT_NAME,)  # every model name it was stored under
 
     @property
     def age_key(self) -> tuple[datetime, str]:
@@ -164,6 +196,8 @@ class Deployment:
     # Versions that failed their smoke test here and were rolled back, newest last:
     # [{"version", "reason", "at"}]; a rollout refuses them unless forced.
     rolled_back: list[dict[str, str]] = field(default_factory=list)
+    name: str = DEFAULT_NAME  # the model name (a record from before names: the default)
+    endpoint: str | None = None  # where it answers, as the target reported it
 
     def rolled_back_reason(self, version: str) -> str | None:
         """Why `version` was rolled back on this target, or None if it never was."""

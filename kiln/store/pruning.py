@@ -10,6 +10,7 @@ import logging
 import time
 
 from kiln.config.errors import StoreError
+from kiln.config.names import DEFAULT_NAME
 from kiln.store.backend import Backend
 from kiln.store.deployments import DeploymentRecords
 from kiln.store.layout import (
@@ -20,7 +21,6 @@ from kiln.store.layout import (
     TOMBSTONE,
     VERSIONS,
     PruneResult,
-    VersionInfo,
     version_dir,
 )
 from kiln.store.records import Records
@@ -42,25 +42,45 @@ class Pruning:
         self.records = records
         self.deployments = deployments
 
+    def names(self) -> list[str]:
+        """Every model name the store knows: the default, names with records of their own,
+        and names versions were stored under."""
+        versions, _ = self.versions.scan(set())
+        found = {DEFAULT_NAME, *self.records.names()}
+        return sorted(found.union(*(info.names for info in versions)))
+
     def protected(self) -> set[str]:
-        """Versions retention never removes: pinned, deployed, and rollback targets."""
-        keep = set(self.records.pinned())
-        for d in self.deployments.deployments():
-            keep.add(d.current)
-            if d.previous:
-                keep.add(d.previous)
+        """Versions retention never removes: what any name pinned, deploys, or may roll
+        back to."""
+        keep: set[str] = set()
+        for name in {DEFAULT_NAME, *self.records.names()}:
+            keep.update(self.records.pinned(name))
+            for d in self.deployments.deployments(name):
+                keep.add(d.current)
+                if d.previous:
+                    keep.add(d.previous)
         return keep
 
-    def prune(self, keep: int, dry_run: bool = False) -> PruneResult:
-        """Remove all but the newest `keep` versions, sparing protected ones."""
+    def prune(
+        self, keep: int, dry_run: bool = False, names: list[str] | None = None
+    ) -> PruneResult:
+        """Keep the newest `keep` versions of every name, and protected ones; remove the rest
+        among the versions of `names` (every name when None). A version stored under two
+        names stays while either keeps it."""
         if keep < 1:
             raise StoreError(f"keep must be at least 1, got {keep}")
-        versions, _ = self.versions.scan(set(self.records.pinned()))
-        protected = self.protected()
-        kept: list[VersionInfo] = []
-        removed: list[VersionInfo] = []
-        for index, info in enumerate(versions):
-            (kept if index < keep or info.version in protected else removed).append(info)
+        every_name = self.names()
+        kept_by_a_name: set[str] = set()
+        for name in every_name:
+            newest, _ = self.versions.scan(set(), name=name)
+            kept_by_a_name.update(info.version for info in newest[:keep])
+        protected = self.protected() | kept_by_a_name
+        pinned = {v for name in every_name for v in self.records.pinned(name)}
+        versions, _ = self.versions.scan(pinned)
+        if names is not None:
+            versions = [info for info in versions if set(info.names) & set(names)]
+        kept = [info for info in versions if info.version in protected]
+        removed = [info for info in versions if info.version not in protected]
         if not dry_run:
             for info in removed:
                 self.remove_version(info.version)

@@ -16,8 +16,17 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from kiln.config.errors import VersionNotFound
+from kiln.config.names import DEFAULT_NAME, is_name
 from kiln.store.backend import Backend
-from kiln.store.layout import LINEAGE_DIR, encode_json, is_lineage, now, version_dir
+from kiln.store.layout import (
+    LINEAGE_DIR,
+    NAMES_DIR,
+    encode_json,
+    is_lineage,
+    now,
+    pins_dir,
+    version_dir,
+)
 from kiln.store.schema import parse_lineage
 from kiln.store.versions import Versions
 
@@ -99,15 +108,19 @@ class Records:
 
     # -- pins --------------------------------------------------------------------------------
 
-    def pin(self, version: str) -> str:
-        version = self.versions.resolve(version)
-        self.backend.write(f"pins/{version}", b"")
+    def pin(self, version: str, name: str = DEFAULT_NAME) -> str:
+        version = self.versions.resolve(version, name)
+        self.backend.write(f"{pins_dir(name)}/{version}", b"")
         return version
 
-    def unpin(self, version: str) -> str:
+    def unpin(self, version: str, name: str = DEFAULT_NAME) -> str:
         version = self.versions.resolve(version)
-        self.backend.remove([f"pins/{version}"])
+        self.backend.remove([f"{pins_dir(name)}/{version}"])
         return version
 
-    def pinned(self) -> list[str]:
-        return [n for n in self.backend.listdir("pins") if not n.startswith(".")]
+    def pinned(self, name: str = DEFAULT_NAME) -> list[str]:
+        return [n for n in self.backend.listdir(pins_dir(name)) if not n.startswith(".")]
+
+    def names(self) -> list[str]:
+        """Model names with records of their own (pins, deployments) beside the default."""
+        return [n for n in self.backend.listdir(NAMES_DIR) if is_name(n)]

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from kiln.config.errors import IntegrityError, VersionNotFound
+from kiln.config.names import DEFAULT_NAME
 from kiln.store.backend import Backend
 from kiln.store.layout import (
     LABELS_FILE,
@@ -43,6 +44,7 @@ from kiln.store.layout import (
     encode_labels,
     is_lineage,
     lineage_file,
+    model_of,
     now,
     sha256_hex,
     stored_of,
@@ -76,7 +78,11 @@ class Versions:
     # -- writing -----------------------------------------------------------------------------
 
     def put(
-        self, model_bytes: bytes, labels: Mapping[Any, str], metadata: Mapping[str, Any]
+        self,
+        model_bytes: bytes,
+        labels: Mapping[Any, str],
+        metadata: Mapping[str, Any],
+        name: str = DEFAULT_NAME,
     ) -> str:
         labels_bytes = encode_labels(labels)
         version = version_id(model_bytes, labels_bytes)
@@ -93,9 +99,9 @@ class Versions:
         )
         # Microseconds: two stores within a second still order by their lineage.
         record = LineageRecord.of(full_metadata, now(clock, "microseconds"))
-        lineage_name, lineage_bytes = lineage_file(record)
+        lineage_name, lineage_bytes = lineage_file(record, name)
         if self.exists(version) and self._add_lineage(version, lineage_name, lineage_bytes):
-            log.info("version %s is already stored; recorded this store in its lineage", version)
+            log.info("version %s is already stored; recorded this store (as %s)", version, name)
             return version
         files = {
             MODEL_FILE: model_bytes,
@@ -144,11 +150,12 @@ class Versions:
             raise VersionNotFound(f"version {version} is being removed from {self.backend.url}")
         return parse_metadata(raw, version)
 
-    def get(self, version: str) -> StoredModel:
-        """Read a version and verify every file against the sha256 recorded for it."""
+    def get(self, version: str, name: str | None = None) -> StoredModel:
+        """Read a version and verify every file against the sha256 recorded for it; 'latest'
+        is the newest of model `name` (of any name when None)."""
         if version == "latest":
-            return next(self._intact())
-        version = self.resolve(version)
+            return next(self._intact(name))
+        version = self.resolve(version, name)
         for _ in range(2):
             metadata = self.metadata(version)
             model, labels = self._read_files(version)
@@ -202,9 +209,9 @@ class Versions:
             )
         return StoredModel(version, model, json.loads(labels), metadata)
 
-    def _intact(self) -> Iterator[StoredModel]:
+    def _intact(self, name: str | None) -> Iterator[StoredModel]:
         """Versions newest first whose files check out: `latest` is never a corrupt one."""
-        versions, _ = self.scan(set())
+        versions, _ = self.scan(set(), name=name)
         for info in versions:
             try:
                 yield self._verified(
@@ -212,8 +219,10 @@ class Versions:
                 )
             except (IntegrityError, VersionNotFound) as err:
                 log.warning("latest skips %s", err)
+        of_name = f" of model {name!r}" if name is not None else ""
         raise VersionNotFound(
-            f"store {self.backend.url} holds no {'intact ' if versions else ''}versions yet"
+            f"store {self.backend.url} holds no {'intact ' if versions else ''}versions"
+            f"{of_name} yet"
         )
 
     def export_version(self, version: str, dest: str | os.PathLike[str]) -> Path:
@@ -226,10 +235,21 @@ class Versions:
         (out / METADATA_FILE).write_bytes(encode_json(stored.metadata))
         return out
 
-    def resolve(self, version: str) -> str:
-        """Accept a full id, a unique prefix of one, or 'latest'."""
+    def resolve(self, version: str, name: str | None = None) -> str:
+        """Accept a full id, a unique prefix of one, or 'latest' (model `name`'s newest)."""
         if version == "latest":
-            return next(self._intact()).version
+            return next(self._intact(name)).version
+        found = self._find(version)
+        if name is not None:
+            names = names_of(self.backend.listdir(f"{version_dir(found)}/{LINEAGE_DIR}"))
+            if name not in names:
+                raise VersionNotFound(
+                    f"version {found} is not a version of model {name!r}: it was stored as "
+                    f"{', '.join(names)} (choose the name with --name or KILN_MODEL)"
+                )
+        return found
+
+    def _find(self, version: str) -> str:
         if self.exists(version):
             return version
         listing = self.listing()
@@ -253,13 +273,20 @@ class Versions:
         return read_listing(self.backend)
 
     def scan(
-        self, pinned: set[str], *, verify: bool = False
+        self, pinned: set[str], *, name: str | None = None, verify: bool = False
     ) -> tuple[list[VersionInfo], list[BrokenVersion]]:
-        """Readable versions (newest first) and the ones that cannot be used, with why.
+        """Readable versions (newest first) and the ones that cannot be used, with why; with
+        `name`, only that model name's versions, aged by that name's stores.
 
         `verify` also checks every version's model and labels against their recorded sha256
         (one read of each; nothing is parsed): a corrupt model is reported, not listed."""
         listing = self.listing()
+        if name is not None:
+            listing.committed = {
+                v: refs
+                for v, refs in listing.committed.items()
+                if name in names_of(listing.lineage.get(v, []))
+            }
         paths = {f"{version_dir(v)}/{METADATA_FILE}": v for v in listing.committed}
         # One batch (concurrent on S3); a version pruned since the listing is left out.
         raw = self.backend.read_many(list(paths))
@@ -281,7 +308,9 @@ class Versions:
         if verify:
             broken += self._check_files(metadata)
         for version, meta in metadata.items():
-            names = sorted(listing.lineage.get(version, []))
+            files = sorted(listing.lineage.get(version, []))
+            # A name's age: its own newest store (another name's store renews nothing here).
+            own = [f for f in files if name is None or model_of(f) == name]
             infos.append(
                 VersionInfo(
                     version=version,
@@ -290,7 +319,8 @@ class Versions:
                     pinned=version in pinned,
                     images=listing.committed[version],
                     # Renewed by a store after the first (which `created` already dates).
-                    stored=stored_of(names[-1]) if len(names) > 1 else "",
+                    stored=stored_of(own[-1]) if own and own[-1] != files[0] else "",
+                    names=names_of(files),
                 )
             )
         infos.sort(key=lambda i: i.age_key, reverse=True)
@@ -365,6 +395,11 @@ def read_listing(backend: Backend) -> Listing:
         ):
             del found.incomplete[name]
     return found
+
+
+def names_of(lineage_files: list[str]) -> tuple[str, ...]:
+    """The model names a version was stored under (the default for one without lineage)."""
+    return tuple(sorted({model_of(f) for f in lineage_files})) or (DEFAULT_NAME,)
 
 
 def _visible(name: str) -> bool:

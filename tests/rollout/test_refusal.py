@@ -235,7 +235,7 @@ def test_the_pipelines_roll_out_task_passes_the_choice_through(
     good, bad = add(store, "good"), add(store, "bad")
     target = FakeTarget(reports={bad: "wrong"})
     monkeypatch.setattr(pipeline.wiring, "make_target", lambda _settings, _name: target)
-    monkeypatch.setattr(pipeline, "rollout_slot", lambda _target: contextlib.nullcontext())
+    monkeypatch.setattr(pipeline, "rollout_slot", lambda *_: contextlib.nullcontext())
     monkeypatch.setattr(pipeline, "get_run_logger", lambda: logging.getLogger("test"))
     settings = KilnSettings(store=str(store.url))
     image = store.image_refs(bad)[0]

@@ -191,7 +191,9 @@ def test_metadata_is_validated_before_it_is_written(backend_store):
 def test_a_corrupt_deployment_record_is_one_clear_error(backend_store):
     store = backend_store
     StorePath(store, "deployments/local.json").write_text('{"target": "local"}')
-    with pytest.raises(StoreError, match="deployment record 'local' is unreadable"):
+    with pytest.raises(
+        StoreError, match="deployment record 'local' of model 'model' is unreadable"
+    ):
         store.deployments()
 
 

@@ -1,17 +1,21 @@
-"""Rollouts to one target, one at a time, across every worker: a Prefect global
-concurrency limit of one slot per target (`kiln up --team` creates them).
+"""Rollouts of one model name to one target, one at a time, across every worker: a Prefect
+global concurrency limit of one slot per (name, target). `kiln up --team` creates the
+target's own limit (the default name's); another name's is created beside it the first time
+that name rolls out there, so two names never wait on each other.
 
-Without such a limit (one machine, a temporary Prefect server) nothing is held: a single
-process rolls out one version at a time anyway.
+Without the target's limit (one machine, a temporary Prefect server) nothing is held: a
+single process rolls out one version at a time anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from kiln.config.errors import RolloutError
+from kiln.config.names import DEFAULT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +24,19 @@ PREFIX = "kiln-rollout-"
 WAIT_SECONDS = 1800.0
 
 
-def rollout_limit_name(target: str) -> str:
-    """The global concurrency limit that serializes rollouts to one target."""
-    return f"{PREFIX}{target}"
+def rollout_limit_name(target: str, name: str = DEFAULT_NAME) -> str:
+    """The global concurrency limit that serializes one name's rollouts to one target."""
+    return f"{PREFIX}{target}" if name == DEFAULT_NAME else f"{PREFIX}{target}-{name}"
+
+
+def _create_limit(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    # another worker may make it first
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
 def _limit_exists(name: str) -> bool:
@@ -38,14 +52,19 @@ def _limit_exists(name: str) -> bool:
 
 
 @contextmanager
-def rollout_slot(target: str, wait_seconds: float = WAIT_SECONDS) -> Iterator[None]:
-    """Hold the target's slot for the duration of the block, when the limit exists."""
+def rollout_slot(
+    target: str, model: str = DEFAULT_NAME, wait_seconds: float = WAIT_SECONDS
+) -> Iterator[None]:
+    """Hold the (name, target) slot for the duration of the block, when the team setup made
+    the target's limit."""
     from prefect.concurrency.sync import concurrency
 
-    name = rollout_limit_name(target)
-    if not _limit_exists(name):
+    if not _limit_exists(rollout_limit_name(target)):
         yield
         return
+    name = rollout_limit_name(target, model)
+    if model != DEFAULT_NAME and not _limit_exists(name):
+        _create_limit(name)
     log.info("waiting for the rollout slot %s", name)
     with ExitStack() as stack:
         try:  # only the wait for the slot: a timeout inside the rollout is its own error
@@ -54,8 +73,8 @@ def rollout_slot(target: str, wait_seconds: float = WAIT_SECONDS) -> Iterator[No
             )
         except TimeoutError as err:
             raise RolloutError(
-                f"rolling out to {target}: waited {wait_seconds:.0f} s for the slot {name} "
-                "(another rollout to this target holds it)"
+                f"rolling out {model} to {target}: waited {wait_seconds:.0f} s for the slot "
+                f"{name} (another rollout of {model} to this target holds it)"
             ) from err
         log.info("holding the rollout slot %s", name)
         yield
