@@ -130,6 +130,7 @@ def kube_api_client(settings: KilnSettings) -> k8s_client.ApiClient:
 
 
 def kube_cluster(settings: KilnSettings) -> KubernetesTarget:
+    """KILN_MODEL's objects in KILN_K8S_NAMESPACE."""
     from kiln.rollout.kubernetes.target import KubernetesTarget
 
     return KubernetesTarget(
@@ -139,6 +140,7 @@ def kube_cluster(settings: KilnSettings) -> KubernetesTarget:
         poll_interval=settings.k8s_poll_interval,
         request_timeout=settings.k8s_request_timeout,
         create_namespace=settings.k8s_create_namespace,
+        model=settings.model,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from kiln.config.errors import RolloutError
+from kiln.config.names import DEFAULT_NAME, check_name
 from kiln.infra.resources import resource_path
 
 MANIFEST_DIR = resource_path("k8s")  # the k8s/ base, shipped in the package
@@ -16,7 +17,12 @@ MANIFEST_DIR = resource_path("k8s")  # the k8s/ base, shipped in the package
 ADMIN_DIR = MANIFEST_DIR / "admin"
 VERSION_ANNOTATION = "kiln.dev/model-version"
 CONTAINER_NAME = "server"
+NAME_LABEL = "app.kubernetes.io/name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
+# Which model name an object serves, on every object and pod template of every name. Never
+# in a selector: the default name's Deployment selector is the one an earlier kiln set, and
+# a Deployment's selector cannot change.
+MODEL_LABEL = "kiln.dev/model"
 CANDIDATE_SUFFIX = "-candidate"
 # Kinds kiln ships that live in a namespace (everything but the Namespace itself).
 CLUSTER_SCOPED = {"Namespace"}
@@ -81,14 +87,84 @@ def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return obj["spec"]["template"]["spec"]["containers"]
 
 
+def check_model(model: str) -> str:
+    """`model` when the Kubernetes target can name objects after it.
+
+    A name ending in the candidate suffix is refused: `kiln-x-candidate` would be both the
+    main Deployment of `x-candidate` and the candidate of `x` (`candidate`: of the default).
+    """
+    check_name(model)
+    if f"-{model}".endswith(CANDIDATE_SUFFIX):
+        raise RolloutError(
+            f"model name {model!r} cannot run on kubernetes: its objects would share names "
+            f"with another model's candidate ('{CANDIDATE_SUFFIX[1:]}' or a name ending in "
+            f"'{CANDIDATE_SUFFIX}'); pick another name"
+        )
+    return model
+
+
+def object_name(base: str, model: str) -> str:
+    """The name of `model`'s copy of a base object called `base`: the base's own name for
+    the default model (what a cluster deployed before names existed holds), else
+    `<base>-<model>`."""
+    return base if model == DEFAULT_NAME else f"{base}-{model}"
+
+
+def for_model(objects: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    """Copies of the base's namespaced objects, named and labelled as `model`'s.
+
+    Each object becomes `object_name(...)`; the name and instance labels, selectors and the
+    HPA's target follow, so one model's Service, budget and autoscaler never take another
+    model's pods; every object and pod template is labelled MODEL_LABEL: `model`.
+    """
+    check_model(model)
+    renamed = {
+        obj["metadata"]["name"]: object_name(obj["metadata"]["name"], model)
+        for obj in objects
+        if obj["kind"] not in CLUSTER_SCOPED
+    }
+    named = copy.deepcopy(objects)
+    for obj in named:
+        if obj["kind"] in CLUSTER_SCOPED:
+            continue
+        obj["metadata"]["name"] = renamed[obj["metadata"]["name"]]
+        for labels in _label_maps(obj):
+            for key in (NAME_LABEL, INSTANCE_LABEL):
+                if labels.get(key) in renamed:
+                    labels[key] = renamed[labels[key]]
+        obj["metadata"].setdefault("labels", {})[MODEL_LABEL] = model
+        if obj["kind"] == "Deployment":
+            obj["spec"]["template"]["metadata"].setdefault("labels", {})[MODEL_LABEL] = model
+        target = obj["spec"].get("scaleTargetRef") if obj["kind"].endswith("Autoscaler") else None
+        if target and target.get("name") in renamed:
+            target["name"] = renamed[target["name"]]
+    return named
+
+
+def _label_maps(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The object's own labels and the label maps in its spec that select or label pods."""
+    spec = obj.get("spec") or {}
+    template = (spec.get("template") or {}).get("metadata") or {}
+    selector = spec.get("selector")  # a Service's is the map itself
+    if obj["kind"] != "Service" and isinstance(selector, dict):
+        selector = selector.get("matchLabels")
+    maps = [obj["metadata"].get("labels"), template.get("labels"), selector]
+    return [labels for labels in maps if isinstance(labels, dict)]
+
+
 def render_manifests(
-    image: str, version: str, namespace: str | None = None, directory: Path = MANIFEST_DIR
+    image: str,
+    version: str,
+    namespace: str | None = None,
+    directory: Path = MANIFEST_DIR,
+    model: str = DEFAULT_NAME,
 ) -> list[dict[str, Any]]:
-    """The base with the server image pinned to `image` and `version` annotated everywhere,
-    in `namespace` (None leaves the objects without one: enough for a pod template)."""
+    """`model`'s objects with the server image pinned to `image` and `version` annotated
+    everywhere, in `namespace` (None leaves the objects without one: enough for a pod
+    template)."""
     if "@sha256:" not in image:
         raise RolloutError(f"rendering manifests: image {image!r} is not pinned by digest")
-    objects = load_base(directory)
+    objects = for_model(load_base(directory), model)
     for obj in objects:
         if namespace is not None:
             set_namespace(obj, namespace)

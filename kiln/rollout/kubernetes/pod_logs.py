@@ -1,4 +1,4 @@
-"""The server logs of the pods of kiln's Deployment, read through the API server.
+"""The server logs of the pods of one model name's Deployment, read through the API server.
 
 `GET /api/v1/namespaces/NS/pods/POD/log?container=server` is what `kubectl logs` calls; the
 API server relays the kubelet's text stream. Connecting is bounded by the request timeout,

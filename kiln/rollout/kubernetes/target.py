@@ -11,6 +11,11 @@
    replica count, so kiln never sends one), waits as `kubectl rollout status` does, and
    checks `/metadata` and `/predict` on one new pod of the main Deployment.
 
+Every object is one model name's (`model`): the default name's keep the names an earlier
+kiln gave them (`kiln`, `kiln-candidate`), another name's are `kiln-<name>` and
+`kiln-<name>-candidate`, selecting only their own pods (manifests.for_model). Nothing here
+reads or writes another name's objects.
+
 `restore` puts a recorded good version back with a JSON patch of `/spec/template`, guarded
 by a `test` of the generation it read (status writes do not change it; a concurrent spec
 change does), and refuses, in one line, a restore the Deployment already runs.
@@ -29,6 +34,7 @@ from typing import Any
 from kubernetes import client
 
 from kiln.config.errors import RolloutError
+from kiln.config.names import DEFAULT_NAME
 from kiln.rollout.kubernetes.api import (
     APPLY_PATCH,
     FIELD_MANAGER,
@@ -41,12 +47,16 @@ from kiln.rollout.kubernetes.api import (
     status_message,
 )
 from kiln.rollout.kubernetes.manifests import (
+    CLUSTER_SCOPED,
     CONTAINER_NAME,
     MANIFEST_DIR,
     VERSION_ANNOTATION,
     candidate_of,
+    check_model,
+    for_model,
     load_base,
     namespace_manifest,
+    object_name,
     render_manifests,
     server_port,
     service_port,
@@ -68,17 +78,18 @@ class RolloutStuck(RolloutError):
 
 @dataclass
 class KubernetesTarget:
-    """kiln's objects in one namespace of one cluster, through `api_client`."""
+    """One model name's objects in one namespace of one cluster, through `api_client`."""
 
     api_client: client.ApiClient
     namespace: str
-    deployment: str = APP_NAME
+    deployment: str = ""  # the main Deployment's name; empty: the model's (object_name)
     timeout: float = 600.0  # seconds for a rollout (and for a restore) to finish
     poll_interval: float = 2.0
     request_timeout: float = 30.0
     manifest_dir: Path = MANIFEST_DIR
     # Create the namespace (restricted Pod Security) when it is missing; never patch one.
     create_namespace: bool = False
+    model: str = DEFAULT_NAME
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
@@ -86,13 +97,19 @@ class KubernetesTarget:
     where = "to kubernetes"
 
     def __post_init__(self) -> None:
+        check_model(self.model)
+        self.deployment = self.deployment or object_name(APP_NAME, self.model)
         self.api = KubeApi(self.api_client, self.request_timeout)
+
+    def _objects(self) -> list[dict[str, Any]]:
+        """This model's objects as the base names them, image not pinned."""
+        return for_model(load_base(self.manifest_dir), self.model)
 
     @property
     def endpoint(self) -> str:
         """The Service through the API server's service proxy, with no trailing slash:
         `{endpoint}/predict` is the server's /predict (with the API server's credentials)."""
-        service, port = service_port(load_base(self.manifest_dir))
+        service, port = service_port(self._objects())
         return f"{self.api.host}/api/v1/namespaces/{self.namespace}/services/{service}:{port}/proxy"
 
     def _path(self, name: str | None = None) -> str:
@@ -121,7 +138,7 @@ class KubernetesTarget:
     # -- the rollout -----------------------------------------------------------------------
 
     def ship(self, version: str, image: str, smoke: SmokeTest) -> str:
-        objects = render_manifests(image, version, self.namespace, self.manifest_dir)
+        objects = render_manifests(image, version, self.namespace, self.manifest_dir, self.model)
         main = next(obj for obj in objects if obj["kind"] == "Deployment")
         live = self._live()
         if live is not None and live["spec"].get("paused"):
@@ -162,6 +179,20 @@ class KubernetesTarget:
             self.api.call("DELETE", self._path(name), missing_ok=True, query=query)
         except RolloutError as err:  # the candidate takes no traffic: a leftover is harmless
             log.warning("deleting the candidate %s: %s", name, err)
+
+    def undeploy(self) -> list[str]:
+        """Delete this model's objects, and a candidate a killed run left behind; never
+        another model's, never the namespace. `Kind/name` of each object that was there."""
+        objects = [o for o in reversed(self._objects()) if o["kind"] not in CLUSTER_SCOPED]
+        main = next(o for o in objects if o["kind"] == "Deployment")
+        removed = []
+        for obj in [*objects, candidate_of(main)]:
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            path = object_path(kind, name, self.namespace)
+            query = [("propagationPolicy", "Background")]
+            if self.api.call("DELETE", path, missing_ok=True, query=query) is not None:
+                removed.append(f"{kind}/{name}")
+        return removed
 
     def _create_namespace(self) -> None:
         obj = namespace_manifest(self.namespace, self.manifest_dir / "admin")
@@ -207,7 +238,9 @@ class KubernetesTarget:
         if before.version is None or before.image is None:
             raise RolloutError("the record names no version and image to restore")
         # Only the pod template is written back, and a pod template has no namespace.
-        objects = render_manifests(before.image, before.version, directory=self.manifest_dir)
+        objects = render_manifests(
+            before.image, before.version, directory=self.manifest_dir, model=self.model
+        )
         template = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]
         for _attempt in range(RESTORE_ATTEMPTS):
             live = self._live()

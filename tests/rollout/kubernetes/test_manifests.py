@@ -11,10 +11,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kiln.config.errors import RolloutError
+from kiln.config.errors import RolloutError, SettingsError
+from kiln.config.names import DEFAULT_NAME, MAX_LENGTH
 from kiln.rollout.kubernetes.manifests import (
     ADMIN_DIR,
     MANIFEST_DIR,
+    MODEL_LABEL,
     VERSION_ANNOTATION,
     candidate_of,
     load_base,
@@ -219,3 +221,86 @@ def test_the_service_port_is_the_named_one_or_the_first_by_name_or_number() -> N
     service["spec"]["ports"] = []
     with pytest.raises(RolloutError, match="no Service with a port"):
         service_port(objects)
+
+
+# -- one set of objects per model name --------------------------------------------------------
+
+LEGACY = {  # what kiln named and selected before model names existed
+    "Deployment": "kiln",
+    "Service": "kiln",
+    "HorizontalPodAutoscaler": "kiln",
+    "PodDisruptionBudget": "kiln",
+}
+
+
+def selectors(objects: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    return [
+        objects["Deployment"]["spec"]["selector"]["matchLabels"],
+        objects["Service"]["spec"]["selector"],
+        objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+    ]
+
+
+def test_the_default_name_keeps_the_names_and_selectors_of_before_and_gains_its_label() -> None:
+    base = by_kind(load_base())
+    objects = by_kind(render_manifests(IMAGE, "v1", "kiln", model=DEFAULT_NAME))
+
+    assert {kind: obj["metadata"]["name"] for kind, obj in objects.items()} == LEGACY
+    assert selectors(objects) == selectors(base)  # a Deployment's selector is immutable
+    assert objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == "kiln"
+    assert candidate_of(objects["Deployment"])["metadata"]["name"] == "kiln-candidate"
+    for kind, obj in objects.items():
+        labels = {k: v for k, v in obj["metadata"]["labels"].items() if k != MODEL_LABEL}
+        assert labels == base[kind]["metadata"]["labels"]
+        assert obj["metadata"]["labels"][MODEL_LABEL] == DEFAULT_NAME
+    pod_labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels[MODEL_LABEL] == DEFAULT_NAME
+    assert render_manifests(IMAGE, "v1", "kiln") == list(objects.values())  # the default
+
+
+def test_another_name_gets_its_own_objects_selecting_only_its_own_pods() -> None:
+    default = by_kind(render_manifests(IMAGE, "v1", "kiln"))
+    wine = by_kind(render_manifests(IMAGE, "v1", "kiln", model="wine"))
+
+    assert {kind: obj["metadata"]["name"] for kind, obj in wine.items()} == {
+        kind: "kiln-wine" for kind in LEGACY
+    }
+    assert wine["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == "kiln-wine"
+    for obj in wine.values():
+        assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "kiln-wine"
+        assert obj["metadata"]["labels"][MODEL_LABEL] == "wine"
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    wine_pods = wine["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    default_pods = default["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert wine_pods[MODEL_LABEL] == "wine"
+    for selector in selectors(wine):
+        assert selector.items() <= wine_pods.items()
+        assert not selector.items() <= default_pods.items()
+    for selector in selectors(default):
+        assert not selector.items() <= wine_pods.items()
+    candidate = candidate_of(wine["Deployment"])
+    assert candidate["metadata"]["name"] == "kiln-wine-candidate"
+    kubernetes_validate.validate(candidate, K8S_VERSION, strict=True)
+    candidate_pods = candidate["spec"]["template"]["metadata"]["labels"]
+    for selector in selectors(wine)[1:] + selectors(default):
+        assert not selector.items() <= candidate_pods.items()
+
+
+def test_the_longest_name_still_makes_valid_object_and_label_values() -> None:
+    name = "m" + "0" * (MAX_LENGTH - 1)
+    objects = by_kind(render_manifests(IMAGE, "v1", "kiln", model=name))
+    candidate = candidate_of(objects["Deployment"])
+    assert len(candidate["metadata"]["name"]) <= 63
+    for obj in [*objects.values(), candidate]:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("name", ["candidate", "wine-candidate"])
+def test_a_name_whose_objects_would_be_another_names_candidate_is_refused(name: str) -> None:
+    with pytest.raises(RolloutError, match=f"model name '{name}' cannot run on kubernetes"):
+        render_manifests(IMAGE, "v1", "kiln", model=name)
+
+
+def test_a_name_that_is_no_dns_label_is_refused() -> None:
+    with pytest.raises(SettingsError, match="is not usable"):
+        render_manifests(IMAGE, "v1", "kiln", model="Wine_1")
