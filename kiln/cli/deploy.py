@@ -158,20 +158,8 @@ def undeploy(
 
 
 def _delete_kubernetes_objects(settings: KilnSettings) -> list[str]:
-    from kiln.rollout.kubernetes.api import object_path
-    from kiln.rollout.kubernetes.manifests import load_base
-
-    cluster = wiring.kube_cluster(settings)
-    removed = []
-    for obj in reversed(load_base(cluster.manifest_dir)):
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        if kind == "Namespace":
-            continue  # may hold more than kiln: never deleted
-        path = object_path(kind, name, settings.k8s_namespace)
-        query = [("propagationPolicy", "Background")]
-        if cluster.api.call("DELETE", path, missing_ok=True, query=query) is not None:
-            removed.append(f"{kind}/{name}")
-    return removed
+    """KILN_MODEL's objects only: another model's in the namespace keep running."""
+    return wiring.kube_cluster(settings).undeploy()
 
 
 def status(
