@@ -10,8 +10,9 @@ cluster components a rollout depends on, with the timing a real cluster shows:
   managers, conflicts answered 409 unless forced, fields a manager stops applying are
   removed); resourceVersion bumped on every write, status writes included, and a stale
   one answered 409; generation bumped on spec changes; a Deployment's selector is
-  immutable (422); `Status` error bodies; an optional RBAC allow-list (403); the
-  restricted Pod Security Standard enforced on pods when the namespace says so.
+  immutable and must select its own pod template (422); `Status` error bodies; an
+  optional RBAC allow-list (403); the restricted Pod Security Standard enforced on pods
+  when the namespace says so.
 - the deployment controller, one step per request that names a Deployment: a write is
   first noticed, then observed a step later (observedGeneration set, no new pod yet);
   from the next step pods change one at a time, within maxSurge / maxUnavailable: one
@@ -410,6 +411,7 @@ class EmulatedCluster:
         meta.update(uid=str(uuid.uuid4()), resourceVersion=self.next_rv(), generation=1)
         meta["creationTimestamp"] = "2026-01-01T00:00:00Z"
         if kind == "Deployment":
+            _check_template_selected(key[2], obj)
             obj["spec"].setdefault("replicas", 1)  # the default when nobody sends it
             obj["status"] = {}
         if kind == "Service":
@@ -431,6 +433,8 @@ class EmulatedCluster:
                 f'Deployment.apps "{key[2]}" is invalid: spec.selector: Invalid value: '
                 f"{json.dumps(new['spec'].get('selector'))}: field is immutable",
             )
+        if kind == "Deployment":
+            _check_template_selected(key[2], new)
         meta = new.setdefault("metadata", {})
         for kept in ("uid", "creationTimestamp", "name", "generation"):
             meta[kept] = old["metadata"][kept]
@@ -791,6 +795,20 @@ class EmulatedCluster:
             f'{resource.split("/")[0]} "{name or ""}" is forbidden: User '
             f'"system:serviceaccount:kiln:deployer" cannot {verb} resource "{resource}" '
             f'in API group "{group}"',
+        )
+
+
+def _check_template_selected(name: str, deployment: dict[str, Any]) -> None:
+    """The API server's validation: a Deployment's pods carry the labels it selects by."""
+    spec = deployment["spec"]
+    wanted = (spec.get("selector") or {}).get("matchLabels") or {}
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if not wanted or any(labels.get(k) != v for k, v in wanted.items()):
+        raise ApiError(
+            422,
+            "Invalid",
+            f'Deployment.apps "{name}" is invalid: spec.template.metadata.labels: Invalid '
+            f"value: {json.dumps(labels)}: `selector` does not match template `labels`",
         )
 
 

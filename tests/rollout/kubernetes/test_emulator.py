@@ -235,6 +235,19 @@ def test_the_selector_is_immutable(api: KubeApi, server) -> None:
         apply(api, deployment)
 
 
+def test_a_deployment_must_select_its_own_pod_template(api: KubeApi, server) -> None:
+    deployment = objects(IMAGE_A, "va")["Deployment"]
+    stray = json.loads(json.dumps(deployment))
+    stray["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] = "other"
+    with pytest.raises(RolloutError, match="422 .*`selector` does not match template `labels`"):
+        apply(api, stray)  # on create
+    apply(api, deployment)
+    patch = [{"op": "replace", "path": "/spec/template", "value": stray["spec"]["template"]}]
+    with pytest.raises(RolloutError, match="422 .*`selector` does not match template `labels`"):
+        api.call("PATCH", DEPLOYMENT, patch, content_type=JSON_PATCH)  # on update
+    assert get(api)["spec"]["template"] == deployment["spec"]["template"]
+
+
 def test_apply_conflicts_with_another_manager_unless_forced(api: KubeApi, server) -> None:
     deployment = objects(IMAGE_A, "va")["Deployment"]
     apply(api, deployment)
