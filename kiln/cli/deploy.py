@@ -105,7 +105,7 @@ def deploy(
     """Roll a stored version out: wait until ready, smoke-test, roll back by itself on failure."""
     settings = get_settings().with_overrides(model=name, port=port, store=store, target=target)
     the_store = wiring.open_store(settings)
-    stored = the_store.get(version)
+    stored = the_store.get(the_store.resolve_own(version))  # a version of this name
     chosen = image or latest_image(the_store, stored.version)
     with progress(err_console, f"rolling {stored.version[:12]} out to {settings.target}"):
         result = roll_out(

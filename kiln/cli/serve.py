@@ -46,6 +46,7 @@ def serve(
         remove_private_dir(model_dir)
         raise
     os.environ["MODEL_VERSION"] = version
+    os.environ["MODEL_NAME"] = settings.model  # V2 paths, /metadata and metrics say it
     console.print(f"serving {version} on http://{host}:{port} (Ctrl-C stops)")
     exec_server(model_dir, host=host, port=port, workers=workers, owned=True)
 
