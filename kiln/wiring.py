@@ -81,13 +81,32 @@ def check_registry(settings: KilnSettings) -> None:
 
 
 def build_options(
-    settings: KilnSettings, *, no_cache: bool = False, force: bool = False
+    settings: KilnSettings,
+    *,
+    name: str | None = None,
+    no_cache: bool = False,
+    force: bool = False,
 ) -> BuildOptions:
-    from kiln.images.build import BuildOptions
+    """How to build the images of model `name` (default KILN_MODEL): they go to the name's
+    own repository, `<KILN_REPOSITORY>/<name>`."""
+    from kiln.config.errors import SettingsError
+    from kiln.config.names import check_name
+    from kiln.images.build import BuildOptions, model_repository
 
+    name = check_name(settings.model if name is None else name)
+    repository = model_repository(settings.repository, name)
+    # A name such as `serve-base` must not land among the serving bases or runner images.
+    if repository in (settings.base_repository, settings.runner_repository):
+        raise SettingsError(
+            f"model {name!r}'s images would go to {repository}, which holds kiln's own "
+            "images (KILN_BASE_REPOSITORY, KILN_RUNNER_REPOSITORY): use another name or "
+            "another KILN_REPOSITORY",
+            setting="KILN_MODEL",
+        )
     return BuildOptions(
         registry=settings.registry,
-        repository=settings.repository,
+        repository=repository,
+        name=name,
         base_repository=settings.base_repository,
         base_image=settings.base_image,
         builder=settings.builder,

@@ -103,7 +103,8 @@ class ServingConfig:
     )
     model_name: str | None = setting(
         "MODEL_NAME",
-        "The model's name in the V2 protocol.",
+        "The model's name: in the V2 protocol, on /metadata and as every metric's `model` "
+        "label. kiln's images set it to the name they were built for.",
         shown="`metadata.json`'s `name`, else `model`",
     )
     max_rows: int = setting("MAX_ROWS", "Rows per request (422 `too_many_rows` above).", 1024)

@@ -35,7 +35,8 @@ class ModelService:
 
     def __init__(self, config: ServingConfig) -> None:
         self.config = config
-        self.metrics = Metrics(config.metrics_flush_seconds)
+        # Without MODEL_NAME the name comes with the model's metadata: bound in start().
+        self.metrics = Metrics(config.metrics_flush_seconds, model=config.model_name)
         self.model: Model | None = None
         self.ready = False
 

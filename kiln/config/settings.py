@@ -122,10 +122,11 @@ class KilnSettings(BaseSettings):
         description="The registry images are pushed to, as `host:port`.",
     )
     repository: str = Field(
-        default="kiln/iris",
+        default="kiln",
         pattern=REPOSITORY_NAME,
-        description="The repository of the serving images in that registry; the tag is the "
-        "model version.",
+        description="The prefix of the serving images' repositories in that registry: a "
+        "model name's images go to `<prefix>/<name>` (`kiln/model` by default), tagged "
+        "with the model version.",
     )
     base_repository: str = Field(
         default="kiln/serve-base",

@@ -10,6 +10,9 @@ the pushed image's digest in the store:
   publishes the serving base the layer builder needs.
 
 `auto` takes the layer path when the current base is in the registry, else the engine path.
+
+Each model name has its own repository (`model_repository`): a version stored under two
+names gets one image per name, each carrying its name (env MODEL_NAME, label io.kiln.model).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from kiln.config.errors import BuildError, VersionNotFound
+from kiln.config.names import DEFAULT_NAME
 from kiln.images.builders.engine import EngineJob, build_with_engine
 from kiln.images.builders.layer import append_model_layer
 from kiln.images.contents import ModelImageSpec, image_spec
@@ -37,6 +41,12 @@ Builder = Literal["auto", "engine", "layer"]
 BUILDERS = ("auto", "engine", "layer")
 
 DEFAULT_BASE_REPOSITORY = "kiln/serve-base"
+DEFAULT_REPOSITORY_PREFIX = "kiln"
+
+
+def model_repository(prefix: str, name: str) -> str:
+    """The image repository of one model name: `<prefix>/<name>` (KILN_REPOSITORY/name)."""
+    return f"{prefix}/{name}"
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,8 @@ class BuildResult:
 @dataclass(frozen=True)
 class BuildOptions:
     registry: str = "127.0.0.1:5000"
-    repository: str = "kiln/iris"
+    repository: str = model_repository(DEFAULT_REPOSITORY_PREFIX, DEFAULT_NAME)  # the full one
+    name: str = DEFAULT_NAME  # the model name the image carries
     base_repository: str = DEFAULT_BASE_REPOSITORY
     base_image: str = "python:3.11-slim"
     builder: Builder = "auto"
@@ -185,7 +196,7 @@ def _build_locked(
         model_dir = store.export_version(version, Path(tmp) / "model")
         metadata = json.loads((model_dir / "metadata.json").read_text())
         key = base_key(base_image=options.base_image)
-        spec = image_spec(metadata, key, source=options.source, environ=environ)
+        spec = image_spec(metadata, key, name=options.name, source=options.source, environ=environ)
         job = BuildJob(registry, model_dir, spec, options, engine, cache_dir)
         registry.ping()
         digest = None if options.force else existing_image(registry, options.repository, spec)

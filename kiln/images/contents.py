@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from kiln.config.errors import BuildError
+from kiln.config.names import DEFAULT_NAME
 from kiln.images.oci import Image, Layer, append, configure, layer_of
 
 MODEL_FILES = ("model.onnx", "labels.json", "metadata.json")
 MODEL_DIR_IN_IMAGE = "models"
+LABEL_MODEL_NAME = "io.kiln.model"
 LABEL_MODEL_SHA = "io.kiln.model.sha256"
 LABEL_BASE_KEY = "io.kiln.base"
 
@@ -28,6 +30,7 @@ class ModelImageSpec:
     revision: str
     source: str
     base_key: str
+    name: str = DEFAULT_NAME  # the model name: the server's V2 name, metrics' `model` label
 
     def env(self) -> dict[str, str]:
         return {
@@ -35,6 +38,7 @@ class ModelImageSpec:
             "LABEL_FILEPATH": f"/{MODEL_DIR_IN_IMAGE}/labels.json",
             "MODEL_VERSION": self.version,
             "MODEL_SHA256": self.model_sha256,
+            "MODEL_NAME": self.name,
         }
 
     def labels(self) -> dict[str, str]:
@@ -44,6 +48,7 @@ class ModelImageSpec:
             "org.opencontainers.image.revision": self.revision,
             "org.opencontainers.image.created": self.created,
             "org.opencontainers.image.source": self.source,
+            LABEL_MODEL_NAME: self.name,
             LABEL_MODEL_SHA: self.model_sha256,
             LABEL_BASE_KEY: self.base_key,
         }
@@ -53,6 +58,7 @@ class ModelImageSpec:
             "BASE_IMAGE": base_image,
             "MODEL_VERSION": self.version,
             "MODEL_SHA256": self.model_sha256,
+            "MODEL_NAME": self.name,
             "CREATED": self.created,
             "REVISION": self.revision,
             "SOURCE": self.source,
@@ -60,11 +66,13 @@ class ModelImageSpec:
         }
 
     def holds_this_model(self, config: Mapping[str, Any]) -> bool:
-        """Whether an image config already carries this model on this serving base."""
+        """Whether an image config already carries this model, under this name, on this
+        serving base (an image from before names has no name label: it is built again)."""
         labels = (config.get("config") or {}).get("Labels") or {}
         return (
             labels.get(LABEL_MODEL_SHA) == self.model_sha256
             and labels.get(LABEL_BASE_KEY) == self.base_key
+            and labels.get(LABEL_MODEL_NAME) == self.name
         )
 
 
@@ -97,6 +105,7 @@ def image_spec(
     metadata: Mapping[str, Any],
     base_key: str,
     *,
+    name: str = DEFAULT_NAME,
     source: str = "",
     environ: Mapping[str, str] | None = None,
 ) -> ModelImageSpec:
@@ -108,6 +117,7 @@ def image_spec(
         revision=str(metadata.get("code_revision") or ""),
         source=source,
         base_key=base_key,
+        name=name,
     )
 
 

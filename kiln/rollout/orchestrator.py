@@ -27,15 +27,31 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def pick_image(refs: list[str], version: str) -> str:
-    """The digest-pinned image recorded for a version (the newest registry's first)."""
+def pick_image(refs: list[str], version: str, repository: str | None = None) -> str:
+    """The digest-pinned image recorded for a version (the newest registry's first).
+
+    With `repository` (a model name's own, `kiln/wine`), only an image in that repository
+    on any registry: a version shared by two names has one image per name, and each
+    carries its own name."""
     pinned = [ref for ref in refs if "@sha256:" in ref]
+    if repository is not None:
+        pinned = [ref for ref in pinned if image_repository(ref) == repository]
     if not pinned:
+        where = f" in {repository}" if repository is not None else ""
         raise RolloutError(
-            f"rolling out {version}: no image pinned by digest is recorded for it "
+            f"rolling out {version}: no image pinned by digest is recorded for it{where} "
             f"(recorded: {refs or 'none'}); build it first with `kiln build {version}`"
         )
     return pinned[0]
+
+
+def image_repository(ref: str) -> str:
+    """The repository of `host[:port]/repo/path@sha256:...` (or `...:tag`)."""
+    parts = ref.split("@", 1)[0].split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]  # the registry host
+    parts[-1] = parts[-1].split(":", 1)[0]  # a tag
+    return "/".join(parts)
 
 
 def roll_out(
@@ -47,8 +63,12 @@ def roll_out(
     rolled_back: bool = False,
     ship_rolled_back: bool = False,
     locks: Locks | None = None,
+    repository: str | None = None,
 ) -> RolloutResult:
     """Ship a stored version to `target`; on failure restore what served before and raise.
+
+    Without `image` it ships the version's recorded image, from `repository` (the model
+    name's own) when given (`pick_image`).
 
     A version that failed its smoke test on `target` and was rolled back is refused (the
     store's record says so, so a retry of any kind cannot ship it again) unless
@@ -56,7 +76,9 @@ def roll_out(
     two deploys take turns and no prune removes the version while it rolls out."""
     locks = locks or store_locks(store)
     with locks.hold(store_key(store.url, store.name), f"deploying {version} {target.where}"):
-        return _roll_out_locked(store, version, target, image, rolled_back, ship_rolled_back)
+        return _roll_out_locked(
+            store, version, target, image, rolled_back, ship_rolled_back, repository
+        )
 
 
 def _roll_out_locked(
@@ -66,8 +88,9 @@ def _roll_out_locked(
     image: str | None,
     rolled_back: bool,
     ship_rolled_back: bool = False,
+    repository: str | None = None,
 ) -> RolloutResult:
-    version, image, sample_input = _resolve(store, version, image)
+    version, image, sample_input = _resolve(store, version, image, repository)
     if not ship_rolled_back:
         _refuse_rolled_back(store, target, version)
     before = target.current()
@@ -214,13 +237,15 @@ def _record_rollback(store: ArtifactStore, target: str, version: str, reason: st
         log.error("recording that %s was rolled back on %s failed: %s", version, target, err)
 
 
-def _resolve(store: ArtifactStore, version: str, image: str | None) -> tuple[str, str, Any]:
+def _resolve(
+    store: ArtifactStore, version: str, image: str | None, repository: str | None = None
+) -> tuple[str, str, Any]:
     try:
         stored = store.get(version)
     except KilnError as err:
         raise RolloutError(f"rolling out {version}: {err}") from err
     version = stored.version
-    chosen = image or pick_image(store.image_refs(version), version)
+    chosen = image or pick_image(store.image_refs(version), version, repository)
     return version, chosen, stored.metadata.get("sample_input")
 
 

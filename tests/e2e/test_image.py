@@ -93,6 +93,7 @@ def options() -> BuildOptions:
         repository=f"kiln-test/{RUN}/engine",
         base_repository=f"kiln-test/{RUN}/base",
         base_image="python:3.11-slim",
+        name="wine",  # every image here carries this name
     )
 
 
@@ -152,15 +153,28 @@ def _serving(engine, image: str) -> Iterator[str]:
         container.remove(force=True)
 
 
-def _check_serves(engine, result: BuildResult, store, version) -> list:
+def _check_serves(engine, result: BuildResult, store, version, name: str = "wine") -> list:
+    """Run the image: it reports its version, model and name (MODEL_NAME, baked in) on
+    /metadata, V2 and every metric, and answers the sample."""
     meta = store.metadata(version)
     with _serving(engine, result.image) as url:
         metadata = httpx.get(f"{url}/metadata", timeout=5).json()
         assert metadata["version"] == version
         assert metadata["sha256"] == meta["model_sha256"]
+        assert metadata["name"] == name
+        assert httpx.get(f"{url}/v2/models/{name}", timeout=5).json()["name"] == name
         answer = httpx.post(f"{url}/predict", json={"data": SAMPLE}, timeout=5)
         assert answer.status_code == 200, answer.text
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        samples = [line for line in text.splitlines() if line.startswith("kiln_")]
+        assert samples and all(f'model="{name}"' in line for line in samples), text
         return answer.json()["prediction"]
+
+
+def _config(registry: Registry, result: BuildResult) -> dict:
+    repository = result.image.split("/", 1)[1].split("@")[0]
+    manifest, _, _ = registry.manifest(repository, result.digest)
+    return json.loads(registry.blob(repository, manifest["config"]["digest"]))["config"]
 
 
 def test_engine_build_pushes_runs_and_answers(engine_result, engine, store, version, registry):
@@ -193,12 +207,8 @@ def test_both_builders_images_behave_the_same(
     from_engine = _check_serves(engine, engine_result, store, version)
     assert from_layer == from_engine
 
-    def config(result: BuildResult) -> dict:
-        repository = result.image.split("/", 1)[1].split("@")[0]
-        manifest, _, _ = registry.manifest(repository, result.digest)
-        return json.loads(registry.blob(repository, manifest["config"]["digest"]))["config"]
-
-    a, b = config(layer_result), config(engine_result)
+    a, b = _config(registry, layer_result), _config(registry, engine_result)
+    assert "MODEL_NAME=wine" in a["Env"] and a["Labels"]["io.kiln.model"] == "wine"
     for key in ("Entrypoint", "Cmd", "User", "WorkingDir", "StopSignal", "ExposedPorts"):
         assert a.get(key) == b.get(key), key
     assert sorted(a["Env"]) == sorted(b["Env"])
@@ -338,6 +348,39 @@ def test_kiln_build_prints_the_digest_reference(engine_result, store, options):
     )
     assert result.exit_code == 0, result.output
     ref, summary = result.output.strip().splitlines()[-2:]
-    assert ref.startswith(f"{REGISTRY}/kiln-test/{RUN}/cli@sha256:")
+    assert ref.startswith(f"{REGISTRY}/kiln-test/{RUN}/cli/model@sha256:")  # the default name
     assert summary.startswith("builder layer, ") and "bytes pushed" in summary
     assert store.image_refs(other) == [ref]
+
+
+def test_each_name_gets_its_own_repository_and_image(
+    engine_result, engine, store, registry, options
+):
+    """One version under two names: `<KILN_REPOSITORY>/<name>` each, each image carrying
+    its name; a name's rollout and rebuild take only its own repository's image."""
+    from kiln import wiring
+    from kiln.config.settings import KilnSettings
+    from kiln.rollout import pick_image
+
+    version = _put_model(store, seed=13)
+    prefix = f"kiln-test/{RUN}/names"
+    settings = KilnSettings(
+        registry=REGISTRY, repository=prefix, base_repository=options.base_repository
+    )
+    built = {}
+    for name in ("wine", "rose"):
+        named = _with(wiring.build_options(settings, name=name), builder="layer")
+        built[name] = build_image(store, version, registry, named, engine=_no_engine)
+        assert built[name].image.startswith(f"{REGISTRY}/{prefix}/{name}@sha256:")
+        config = _config(registry, built[name])
+        assert f"MODEL_NAME={name}" in config["Env"]
+        assert config["Labels"]["io.kiln.model"] == name
+    assert built["wine"].digest != built["rose"].digest  # the name is part of the image
+    refs = store.image_refs(version)
+    assert pick_image(refs, version, f"{prefix}/wine") == built["wine"].image
+    assert pick_image(refs, version, f"{prefix}/rose") == built["rose"].image
+    again = build_image(
+        store, version, registry, wiring.build_options(settings, name="rose"), engine=_no_engine
+    )
+    assert (again.builder, again.image) == ("registry", built["rose"].image)
+    _check_serves(engine, built["rose"], store, version, name="rose")

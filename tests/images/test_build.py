@@ -15,6 +15,7 @@ from kiln.config.errors import BuildError
 from kiln.images.builders.engine import check_stream
 from kiln.images.contents import (
     LABEL_BASE_KEY,
+    LABEL_MODEL_NAME,
     LABEL_MODEL_SHA,
     ModelImageSpec,
     image_spec,
@@ -45,6 +46,7 @@ SPEC = ModelImageSpec(
     revision="rev1",
     source="kiln",
     base_key="base-0123456789abcdef",
+    name="wine",
 )
 
 
@@ -122,6 +124,8 @@ def test_image_spec_from_metadata_is_stable():
     }
     spec = image_spec(meta, "base-x", source="src", environ={})
     assert spec.created == "2026-01-02T03:04:05Z"
+    assert spec.name == "model"  # the default name
+    assert image_spec(meta, "base-x", name="wine", environ={}).env()["MODEL_NAME"] == "wine"
     assert spec.revision == "deadbeef"
     assert spec == image_spec(meta, "base-x", source="src", environ={})
     assert image_spec(meta, "base-x", environ={"SOURCE_DATE_EPOCH": "0"}).created == (
@@ -164,11 +168,13 @@ def test_model_image_adds_env_labels_layer_and_leaves_the_base_alone(tmp_path):
     assert "MODEL_FILEPATH=/models/model.onnx" in env
     assert "LABEL_FILEPATH=/models/labels.json" in env
     assert f"MODEL_SHA256={'f' * 64}" in env
+    assert "MODEL_NAME=wine" in env
     labels = cfg["config"]["Labels"]
     assert labels["org.opencontainers.image.version"] == "abc123def456"
     assert labels["org.opencontainers.image.created"] == SPEC.created
     assert labels[LABEL_MODEL_SHA] == "f" * 64
     assert labels[LABEL_BASE_KEY] == SPEC.base_key
+    assert LABEL_MODEL_NAME == "io.kiln.model" and labels[LABEL_MODEL_NAME] == "wine"
     assert labels["io.buildah.version"] == "1.28.2"
     assert cfg["rootfs"]["diff_ids"] == ["sha256:aaa", "sha256:bbb", layer.diff_id]
     assert len(cfg["history"]) == 2 and cfg["created"] == SPEC.created

@@ -6,7 +6,7 @@ import pytest
 
 from kiln.config.errors import BuildError
 from kiln.images.build import BuildOptions, build_image, choose_builder
-from kiln.images.contents import LABEL_BASE_KEY, LABEL_MODEL_SHA
+from kiln.images.contents import LABEL_BASE_KEY, LABEL_MODEL_NAME, LABEL_MODEL_SHA
 from kiln.images.oci import OCI_MANIFEST, Image
 from kiln.infra.locks import FileLocks
 from kiln.store.artifact_store import ArtifactStore
@@ -52,12 +52,14 @@ def store(tmp_path):
     return store, store.put(b"model", {0: "a", 1: "b"}, {"metrics": {}})
 
 
-def build(store, registry, builder="auto", **options):
+def build(store, registry, builder="auto", jobs=None, **options):
     ran: list[str] = []
 
     def fake(name):
         def run(job):
             ran.append(name)
+            if jobs is not None:
+                jobs.append(job)
             return DIGEST, 123
 
         return run
@@ -78,7 +80,46 @@ def build(store, registry, builder="auto", **options):
 def test_auto_dispatch_and_the_record(store, has_base, expected):
     result, ran = build(store, FakeRegistry(has_base))
     assert ran == [expected] and result.builder == expected and result.bytes_pushed == 123
-    assert store[0].image_refs(store[1]) == [f"127.0.0.1:5000/kiln/iris@{DIGEST}"]
+    assert store[0].image_refs(store[1]) == [f"127.0.0.1:5000/kiln/model@{DIGEST}"]
+
+
+def test_a_names_build_goes_to_its_own_repository_and_carries_its_name(store):
+    from kiln import wiring
+    from kiln.config.settings import KilnSettings
+
+    settings = KilnSettings(repository="team/models", model="iris")
+    options = wiring.build_options(settings, name="wine")
+    assert (options.repository, options.name) == ("team/models/wine", "wine")
+    assert wiring.build_options(settings).repository == "team/models/iris"  # KILN_MODEL
+    jobs: list = []
+    result, _ = build(store, FakeRegistry(True), jobs=jobs, **_named(options))
+    assert result.image == f"127.0.0.1:5000/team/models/wine@{DIGEST}"
+    assert result.tag == f"127.0.0.1:5000/team/models/wine:{store[1]}"
+    spec = jobs[0].spec
+    assert spec.name == "wine" and spec.env()["MODEL_NAME"] == "wine"
+    assert spec.labels()[LABEL_MODEL_NAME] == "wine"
+    assert spec.build_args("python:3.11-slim")["MODEL_NAME"] == "wine"
+
+
+def _named(options: BuildOptions) -> dict:
+    return {"repository": options.repository, "name": options.name}
+
+
+def test_the_default_name_goes_to_kiln_model_and_no_name_shadows_kilns_own_images(monkeypatch):
+    from kiln import wiring
+    from kiln.config.errors import SettingsError
+    from kiln.config.settings import KilnSettings
+
+    for variable in ("KILN_REPOSITORY", "KILN_MODEL", "KILN_BASE_REPOSITORY"):
+        monkeypatch.delenv(variable, raising=False)
+    options = wiring.build_options(KilnSettings())
+    assert (options.repository, options.name) == ("kiln/model", "model")
+    assert BuildOptions().repository == "kiln/model"
+    for name in ("serve-base", "runner"):  # kiln/serve-base, kiln/runner
+        with pytest.raises(SettingsError, match="holds kiln's own images"):
+            wiring.build_options(KilnSettings(), name=name)
+    with pytest.raises(SettingsError, match="not usable"):
+        wiring.build_options(KilnSettings(), name="Wine")
 
 
 def test_an_image_already_there_is_reused_unless_forced(store):
@@ -87,14 +128,25 @@ def test_an_image_already_there_is_reused_unless_forced(store):
     registry = FakeRegistry(True, existing=None)
     _, ran = build(store, registry)
     assert ran == ["layer"]
-    registry.existing = {LABEL_MODEL_SHA: sha, LABEL_BASE_KEY: _base_key()}
+    same = {LABEL_MODEL_SHA: sha, LABEL_BASE_KEY: _base_key(), LABEL_MODEL_NAME: "model"}
+    registry.existing = same
     result, ran = build(store, registry)
     assert (ran, result.builder, result.bytes_pushed) == ([], "registry", 0)
     _, ran = build(store, registry, force=True)
     assert ran == ["layer"]
-    registry.existing = {LABEL_MODEL_SHA: "0" * 64, LABEL_BASE_KEY: _base_key()}  # another model
+    registry.existing = {**same, LABEL_MODEL_SHA: "0" * 64}  # another model
     _, ran = build(store, registry)
     assert ran == ["layer"]
+
+
+@pytest.mark.parametrize(
+    "name_label", [{LABEL_MODEL_NAME: "wine"}, {}], ids=["another name", "before names"]
+)
+def test_an_image_of_this_model_under_another_name_is_built_again(store, name_label):
+    sha = store[0].metadata(store[1])["model_sha256"]
+    labels = {LABEL_MODEL_SHA: sha, LABEL_BASE_KEY: _base_key(), **name_label}
+    result, ran = build(store, FakeRegistry(True, existing=labels), name="iris")
+    assert ran == ["layer"] and result.builder == "layer"
 
 
 def _base_key() -> str:

@@ -76,3 +76,31 @@ def test_a_dry_run_deletes_nothing(tmp_path):
     pruned = prune_versions(store, keep=1, registry=registry, dry_run=True)  # type: ignore[arg-type]
     assert pruned.images is not None and len(pruned.images.deleted) == 2
     assert registry.deleted == [] and len(store.list_versions()) == 3
+
+
+def test_a_names_prune_leaves_a_version_another_name_keeps_with_both_images(tmp_path):
+    """One version stored under two names has an image in each name's repository. Pruning
+    `wine` leaves a version `iris` keeps, and both its images; a version no name keeps
+    goes whole, with every name's image (none is left that no stored version names)."""
+    ticks = iter(range(1, 60))
+    iris = ArtifactStore(
+        tmp_path / "store", clock=lambda: datetime(2026, 1, 1, 0, 0, next(ticks), tzinfo=UTC)
+    )
+    wine = iris.named("wine")
+    old = wine.put(b"old", LABELS, {"metrics": {}})
+    iris.put(b"old", LABELS, {"metrics": {}})  # the same bytes: one version, two names
+    shared = wine.put(b"shared", LABELS, {"metrics": {}})
+    iris.put(b"shared", LABELS, {"metrics": {}})  # iris's newest: iris keeps it
+    newest = wine.put(b"newest", LABELS, {"metrics": {}})  # wine's newest
+    old, shared, newest = (iris.resolve(v) for v in (old, shared, newest))
+    registry = DictRegistry({"kiln/iris": {}, "kiln/wine": {}})
+    for i, version in enumerate((old, shared, newest), start=1):
+        for name, n in (("iris", i), ("wine", i + 5)):
+            if name == "wine" or version != newest:  # each name's image of each of its versions
+                iris.record_image(version, f"{HOST}/kiln/{name}@{digest(n)}")
+                registry.repos[f"kiln/{name}"][version] = digest(n)
+    pruned = prune_versions(wine, keep=1, registry=registry)  # type: ignore[arg-type]
+    assert [i.version for i in pruned.versions.removed] == [old]
+    assert sorted(registry.deleted) == [f"kiln/iris@{digest(1)}", f"kiln/wine@{digest(6)}"]
+    assert registry.repos["kiln/iris"] == {shared: digest(2)}
+    assert registry.repos["kiln/wine"] == {shared: digest(7), newest: digest(8)}

@@ -78,6 +78,37 @@ def test_pick_image_wants_a_digest() -> None:
         pick_image(refs[:1], "v1")
 
 
+def test_pick_image_takes_only_the_names_own_repository() -> None:
+    """A version stored under two names has one image per name: each carries its name."""
+    wine = "127.0.0.1:5000/kiln/wine@sha256:" + "b" * 64
+    iris = "127.0.0.1:5000/kiln/iris@sha256:" + "a" * 64
+    nested = "127.0.0.1:5000/kiln/wine/x@sha256:" + "c" * 64  # a deeper repository
+    refs = [iris, nested, wine]
+    assert pick_image(refs, "v1", "kiln/wine") == wine
+    assert pick_image(refs, "v1", "kiln/iris") == iris
+    assert pick_image(refs, "v1") == iris  # no name given: as before, the first pinned
+    with pytest.raises(RolloutError, match="pinned by digest is recorded for it in kiln/model"):
+        pick_image(refs, "v1", "kiln/model")
+    tagged = ["127.0.0.1:5000/kiln/model:v1"]
+    with pytest.raises(RolloutError, match="in kiln/model"):
+        pick_image(tagged, "v1", "kiln/model")
+
+
+def test_roll_out_ships_the_image_of_the_names_repository(tmp_path: Path) -> None:
+    from kiln.rollout import roll_out
+    from tests.rollout.test_refusal import FakeTarget
+
+    store = ArtifactStore(tmp_path / "store")
+    version = store.put(b"model", {0: "a", 1: "b"}, {"sample_input": SAMPLE[:1]})
+    wine = f"127.0.0.1:5000/kiln/wine@sha256:{'b' * 64}"
+    for ref in (f"127.0.0.1:5000/kiln/iris@sha256:{'a' * 64}", wine):
+        store.record_image(version, ref)
+    target = FakeTarget()
+    assert roll_out(store, version, target, repository="kiln/wine").image == wine
+    with pytest.raises(RolloutError, match="in kiln/model"):
+        roll_out(store, version, target, repository="kiln/model")
+
+
 def deployment(generation: int = 2, observed: int = 2, want: int = 3, **status: Any) -> dict:
     return {
         "metadata": {"name": "kiln", "generation": generation},

@@ -42,7 +42,7 @@ def test_serves_over_http_with_two_workers(server_factory, model_dir):
         time.sleep(0.1)
     assert line is not None, text
     assert float(line.group(1)) == 20
-    assert re.search(r'kiln_rows_predicted_total\{route="/predict"\} 60\.0', text)
+    assert re.search(r'kiln_rows_predicted_total\{model="model",route="/predict"\} 60\.0', text)
     assert re.search(r'kiln_model_info\{[^}]*version="3f2a9c1b7d4e"', text)
 
     assert server.stop() == 0
@@ -345,7 +345,7 @@ def test_metrics_count_across_two_workers_as_kiln_serve_runs_them(
     master makes one, after it has imported the worker class."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    env = {"TMPDIR": str(scratch), "METRICS_FLUSH_SECONDS": "0.1"}
+    env = {"TMPDIR": str(scratch), "METRICS_FLUSH_SECONDS": "0.1", "MODEL_NAME": "wine"}
     if metrics_dir.startswith("its own"):
         env["PROMETHEUS_MULTIPROC_DIR"] = ""
     if metrics_dir.endswith("importing it"):
@@ -362,11 +362,15 @@ def test_metrics_count_across_two_workers_as_kiln_serve_runs_them(
     pattern = r'kiln_requests_total\{[^}]*route="/predict",status="200"\} (\S+)'
     text, count = _scrape_until(url, pattern, 30)
     assert count == 30, text
-    for series in SERIES:
-        assert re.search(rf"^{series}\{{", text, re.M), (series, text)
-    assert re.search(r'kiln_rows_predicted_total\{route="/predict"\} 60\.0', text)
-    assert re.search(r'kiln_request_duration_seconds_count\{route="/predict"\} 30\.0', text)
-    _, refused = _scrape_until(url, r'kiln_refused_total\{reason="bad_request"\} (\S+)', 1)
+    for series in SERIES:  # each one, every sample: labelled with the served name
+        samples = re.findall(rf"^{series}\{{.*$", text, re.M)
+        assert samples and all('model="wine"' in line for line in samples), (series, text)
+    assert re.search(r'kiln_rows_predicted_total\{model="wine",route="/predict"\} 60\.0', text)
+    assert re.search(
+        r'kiln_request_duration_seconds_count\{model="wine",route="/predict"\} 30\.0', text
+    )
+    bad_request = r'kiln_refused_total\{model="wine",reason="bad_request"\} (\S+)'
+    _, refused = _scrape_until(url, bad_request, 1)
     assert refused == 1
     files = list(Path(_metrics_dir(server, scratch, tmp_path)).glob("counter_*.db"))
     assert len({f.stem.split("_")[1] for f in files}) == 2  # each worker keeps its values there

@@ -233,7 +233,9 @@ def _workers(server: Server) -> list[str]:
 
 def _refused(url: str) -> dict[str, float]:
     text = httpx.get(f"{url}/metrics", timeout=WAIT).text
-    found = re.findall(r'^kiln_refused_total\{reason="([a-z_]+)"\} ([0-9.e+]+)$', text, re.M)
+    found = re.findall(
+        r'^kiln_refused_total\{model="model",reason="([a-z_]+)"\} ([0-9.e+]+)$', text, re.M
+    )
     return {reason: float(value) for reason, value in found}
 
 

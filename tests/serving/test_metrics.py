@@ -53,7 +53,38 @@ def test_unknown_paths_share_one_label(fresh):
 
 def test_model_info_carries_the_version(fresh, model_dir):
     text = fresh.get("/metrics").text
-    assert _sample(text, "kiln_model_info", version="3f2a9c1b7d4e", name="model") == 1
+    info = _sample(text, "kiln_model_info", model="model", version="3f2a9c1b7d4e", name="model")
+    assert info == 1
+
+
+def test_every_series_carries_the_served_name(make_client):
+    client = make_client(model_name="wine")
+    client.post("/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]]})
+    assert client.get("/v2/models/wine").status_code == 200
+    text = client.get("/metrics").text
+    samples = [line for line in text.splitlines() if line.startswith("kiln_")]
+    names = {line.split("{")[0] for line in samples}
+    assert {"kiln_requests_total", "kiln_refused_total", "kiln_model_info"} <= names
+    assert {"kiln_rows_predicted_total", "kiln_request_duration_seconds_count"} <= names
+    assert all('model="wine"' in line for line in samples), text
+    requests = _sample(text, "kiln_requests_total", model="wine", route="/predict", status="200")
+    assert requests == 1
+    assert _sample(text, "kiln_model_info", model="wine", name="wine") == 1
+
+
+def test_the_name_is_bound_once_and_its_children_kept():
+    from serving.metrics import Metrics
+
+    metrics = Metrics(model="wine")
+    metrics.observe("/predict", "POST", 200, 0.001, rows=2)
+    metrics.flush()
+    child = metrics.requests.labels("wine", "/predict", "POST", "200")
+    metrics.observe("/predict", "POST", 200, 0.001, rows=2)
+    metrics.flush()
+    assert child._value.get() == 2
+    assert metrics._children[("requests", "/predict", "POST", "200")] is child
+    text = metrics.exposition().decode()
+    assert 'model="model"' not in text
 
 
 def test_v2_and_sample_routes_count_rows(fresh):
@@ -86,14 +117,14 @@ def test_batched_histogram_equals_one_observe_per_request():
 def test_observations_wait_for_a_flush():
     from serving.metrics import Metrics
 
-    metrics = Metrics()
+    metrics = Metrics()  # no name given: the server's default, `model`
     metrics.observe("/predict", "POST", 200, 0.001, rows=4)
-    assert metrics.requests.labels("/predict", "POST", "200")._value.get() == 0
+    assert metrics.requests.labels("model", "/predict", "POST", "200")._value.get() == 0
     metrics.flush()
-    assert metrics.requests.labels("/predict", "POST", "200")._value.get() == 1
-    assert metrics.rows.labels("/predict")._value.get() == 4
+    assert metrics.requests.labels("model", "/predict", "POST", "200")._value.get() == 1
+    assert metrics.rows.labels("model", "/predict")._value.get() == 4
     metrics.flush()  # nothing pending: nothing added twice
-    assert metrics.requests.labels("/predict", "POST", "200")._value.get() == 1
+    assert metrics.requests.labels("model", "/predict", "POST", "200")._value.get() == 1
 
 
 def test_refusals_are_counted_once_by_reason():

@@ -69,10 +69,13 @@ def test_requested_outputs_only(client):
 
 
 def test_model_name_from_env(make_client):
-    http = make_client(model_name="iris")
-    assert http.get("/v2/models/iris").status_code == 200
+    http = make_client(model_name="wine")
+    assert http.get("/v2/models/wine").json()["name"] == "wine"
+    assert http.get("/v2/models/wine/ready").status_code == 200
     assert http.get("/v2/models/model").status_code == 404
-    assert http.post("/v2/models/iris/infer", json=_infer([SETOSA])).status_code == 200
+    answer = http.post("/v2/models/wine/infer", json=_infer([SETOSA]))
+    assert answer.status_code == 200 and answer.json()["model_name"] == "wine"
+    assert http.get("/metadata").json()["name"] == "wine"
 
 
 def _with(**tensor_changes):
