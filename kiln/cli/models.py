@@ -135,10 +135,18 @@ def models(
         for v in named.list_versions():
             if v.version in intact:
                 rows.append((model, v, deployed.get(v.version, [])))
-    decisions = {v.version: latest_decision(the_store, v.version) for _, v, _ in rows}
+    decisions = {
+        (model, v.version): latest_decision(the_store.named(model), v.version)
+        for model, v, _ in rows
+    }
     if as_json or output == "json":
         listed: list[dict[str, Any]] = [
-            {**v.__dict__, "name": model, "deployed_on": on, "decision": decisions[v.version]}
+            {
+                **v.__dict__,
+                "name": model,
+                "deployed_on": on,
+                "decision": decisions[model, v.version],
+            }
             for model, v, on in rows
         ]
         listed += [{"version": b.version, b.kind: b.reason} for b in broken]
@@ -160,7 +168,7 @@ def models(
             v.version,
             v.created,
             headline(v.metrics),
-            decision_summary(decisions[v.version]),
+            decision_summary(decisions[model, v.version]),
             "yes" if v.pinned else "",
             ", ".join(on),
             str(len(v.images)),

@@ -248,11 +248,15 @@ class ArtifactStore:
 
     @_store_op("recording a decision")
     def record_decision(self, version: str, decision: Mapping[str, Any]) -> None:
-        self.records.record_decision(version, decision)
+        """Keep a champion gate decision about a version, as this name's."""
+        self.records.record_decision(version, {**decision, "name": self.name})
 
     @_store_op("reading a version's decisions")
     def decisions(self, version: str) -> list[dict[str, Any]]:
-        return self.records.decisions(version)
+        """This name's decisions about a version, oldest first (one recorded before names
+        were: the default name's). Another name judging the same model is its own affair."""
+        own = self.records.decisions(version)
+        return [d for d in own if d.get("name", DEFAULT_NAME) == self.name]
 
     @_store_op("pinning a version")
     def pin(self, version: str) -> str:

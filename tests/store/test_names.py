@@ -151,3 +151,13 @@ def test_a_store_written_before_names_is_the_default_names_with_nothing_lost(
     assert {v.version for v in store.scan(every_name=True)[0]} == {a, b, c, wine}
     with pytest.raises(StoreError):
         store.remove_version(b)
+
+
+def test_gate_decisions_about_a_shared_version_are_each_names_own(store: ArtifactStore) -> None:
+    shared = put(store, "iris", b"shared")
+    put(store, "wine", b"shared")
+    store.named("wine").record_decision(shared, {"outcome": "refuse", "target": "local"})
+    store.named("iris").record_decision(shared, {"outcome": "promote", "target": "local"})
+    assert [d["outcome"] for d in store.named("wine").decisions(shared)] == ["refuse"]
+    assert [d["outcome"] for d in store.named("iris").decisions(shared)] == ["promote"]
+    assert store.decisions(shared) == []  # the default name judged nothing
