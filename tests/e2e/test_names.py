@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import pytest
@@ -66,6 +67,18 @@ def train(env: dict[str, str], data: Path, seed: int) -> str:
     return found.group(1)
 
 
+def prefect_run(flow_run_id: str) -> tuple[str, list[str], list[list[str]]]:
+    """A flow run's name and tags in the Prefect server, and its task runs' tags."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+        one_run = FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        tasks = client.read_task_runs(flow_run_filter=one_run)
+    return run.name, list(run.tags), [list(task.tags) for task in tasks]
+
+
 def records(env: dict[str, str]) -> dict[str, dict]:
     """`kiln status`'s recorded deployment of each name on the local target."""
     rows = kiln(env, "status", "--target", "local")
@@ -98,6 +111,9 @@ def test_two_names_ship_side_by_side_and_keep_out_of_each_others_way(env, tmp_pa
     assert served["iris"]["version"] == iris["version"] and served["iris"]["name"] == "iris"
     assert served["wine"]["version"] == wine["version"] and served["wine"]["name"] == "wine"
     before = records(env)
+    run_name, run_tags, task_tags = prefect_run(wine["flow_run_id"])
+    assert run_name.startswith("retrain-wine-") and "model:wine" in run_tags
+    assert task_tags and all("model:wine" in tags for tags in task_tags)
 
     again = kiln(env, "run", "--name", "iris", "--seed", "7", "--C", "4", "--force")
     assert isinstance(again, dict) and again["shipped"] and again["version"] != iris["version"]

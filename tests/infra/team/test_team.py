@@ -184,6 +184,20 @@ def test_a_rollout_that_cannot_get_the_slot_in_time_is_a_rollout_error():
         pass
 
 
+@pytest.mark.usefixtures("prefect_server")
+def test_two_names_never_wait_for_each_other_and_one_names_rollouts_take_turns():
+    target = f"t-{uuid.uuid4().hex[:8]}"
+    ensure_rollout_limits(os.environ["PREFECT_API_URL"], [target])  # the team setup's
+    with rollout_slot(target, "iris"):  # made on first use, beside the target's own
+        with rollout_slot(target, "wine", wait_seconds=2):
+            pass  # another name: at once
+        with (
+            pytest.raises(RolloutError, match=f"slot kiln-rollout-{target}-iris"),
+            rollout_slot(target, "iris", wait_seconds=2),
+        ):
+            pass
+
+
 SHIP_ONCE = """
 from flows.pipeline import ship_flow
 state = ship_flow(version="latest", return_state=True)
@@ -266,3 +280,9 @@ def test_one_s3_client_per_server_and_key_pair(monkeypatch):
     assert moved.fs is not first.fs and moved.fs.endpoint_url.endswith(":2")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "two")
     assert ArtifactStore(url).fs is not moved.fs
+
+
+def test_each_model_name_has_its_own_rollout_slot_on_a_target():
+    assert rollout_limit_name("local") == "kiln-rollout-local"  # the default name's, as before
+    assert rollout_limit_name("local", "model") == "kiln-rollout-local"
+    assert rollout_limit_name("kubernetes", "wine") == "kiln-rollout-kubernetes-wine"
