@@ -33,7 +33,7 @@ from gunicorn.errors import HaltServer
 from serving.boots import BOOT_DIR, FailedBoots
 from serving.config import ConfigError
 from serving.logs import logging_config
-from serving.runner import OWNED_MODEL_DIR, remove_private_dir
+from serving.runner import OWNED_MODEL_DIR, PRIVATE_DIR_PREFIX, remove_private_dir
 from serving.server_settings import ServerSettings, server_settings
 
 EXIT_MODEL_NOT_LOADED = 3  # gunicorn's own WORKER_BOOT_ERROR: the same status either way
@@ -73,7 +73,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 _OWNED = "KILN_OWN_METRICS_DIR"
 _failed_boots: FailedBoots | None = None  # the master's, made in on_starting
 # Temp folders a master makes carry its pid, so a later master can tell a killed one's.
-_TEMP_PREFIXES = ("kiln-metrics-", "kiln-boots-")
+_TEMP_PREFIXES = ("kiln-metrics-", "kiln-boots-", PRIVATE_DIR_PREFIX)
 
 
 def _own_temp_dir(prefix: str) -> Path:

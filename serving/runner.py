@@ -58,9 +58,14 @@ def exec_server(model_dir: Path, **options) -> None:
     os.execvpe(argv[0], argv, env)
 
 
-def private_model_dir(prefix: str = "kiln-serve-") -> Path:
-    """A new directory only this user can enter (0700), for one server's model copy."""
-    return Path(tempfile.mkdtemp(prefix=prefix))
+PRIVATE_DIR_PREFIX = "kiln-serve-"
+
+
+def private_model_dir(label: str = "") -> Path:
+    """A new directory only this user can enter (0700), for one server's model copy, named
+    ``kiln-serve-<pid>-<label>...``: `exec_server` keeps the pid, so the gunicorn master is
+    that process, and a later master removes the folder if this one was killed."""
+    return Path(tempfile.mkdtemp(prefix=f"{PRIVATE_DIR_PREFIX}{os.getpid()}-{label}"))
 
 
 def seal_model_dir(model_dir: Path) -> None:

@@ -38,7 +38,7 @@ def serve(
     the_store = wiring.open_store(settings)
     version = the_store.resolve(version)
     # This server's own verified copy (0700, files 0400), removed by gunicorn at exit.
-    model_dir = private_model_dir(f"kiln-serve-{version[:12]}-")
+    model_dir = private_model_dir(f"{version[:12]}-")
     try:
         the_store.export_version(version, model_dir)
         os.environ["MODEL_SHA256"] = the_store.metadata(version)["model_sha256"]

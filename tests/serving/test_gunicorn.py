@@ -134,6 +134,28 @@ def test_a_metrics_dir_it_made_is_removed_at_exit(server_factory, model_dir, tmp
     assert list(scratch.glob("kiln-metrics-*")) == []
 
 
+def test_a_master_removes_the_temp_folders_of_a_killed_one_and_no_live_ones(
+    server_factory, model_dir, tmp_path
+):
+    """Metrics, boot marks and `kiln serve`'s model copy of a master killed with SIGKILL
+    (it could not clean up) go when the next server starts; a running master's stay."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that runs no more
+    prefixes = ("kiln-metrics-", "kiln-boots-", "kiln-serve-")
+    dead = [scratch / f"{prefix}{gone.pid}-x1" for prefix in prefixes]
+    live = [scratch / f"{prefix}{os.getpid()}-x2" for prefix in prefixes]
+    for folder in dead + live:
+        folder.mkdir()
+        (folder / "file").write_text("left over")
+    server = server_factory(model_dir, TMPDIR=str(scratch), PROMETHEUS_MULTIPROC_DIR="")
+    server.wait_ready()
+    assert [folder.exists() for folder in dead] == [False] * 3, server.lines
+    assert [folder.exists() for folder in live] == [True] * 3
+    assert server.stop() == 0
+
+
 def _children(server) -> list[str]:
     pid = server.process.pid
     return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
