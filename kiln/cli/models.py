@@ -125,16 +125,7 @@ def models(
     # Verified: a model whose bytes no longer match its recorded sha256 is listed as broken
     # (one read of each model and labels, hashed; nothing is loaded).
     verified, broken = the_store.scan(verify=True, every_name=True)
-    intact = {v.version for v in verified}
-    rows = []
-    for model in [name] if name else the_store.names():
-        named = the_store.named(model)
-        deployed: dict[str, list[str]] = {}
-        for d in named.deployments():
-            deployed.setdefault(d.current, []).append(d.target)
-        for v in named.list_versions():
-            if v.version in intact:
-                rows.append((model, v, deployed.get(v.version, [])))
+    rows = _rows_by_name(the_store, [name] if name else the_store.names(), verified)
     decisions = {
         (model, v.version): latest_decision(the_store.named(model), v.version)
         for model, v, _ in rows
@@ -174,6 +165,23 @@ def models(
             str(len(v.images)),
         )
     print_table(table)
+
+
+def _rows_by_name(
+    store: ArtifactStore, names: list[str], verified: list[Any]
+) -> list[tuple[str, Any, list[str]]]:
+    """(name, version, targets it runs on) for each name's intact versions, newest first."""
+    intact = {v.version for v in verified}
+    rows = []
+    for model in names:
+        named = store.named(model)
+        deployed: dict[str, list[str]] = {}
+        for d in named.deployments():
+            deployed.setdefault(d.current, []).append(d.target)
+        for v in named.list_versions():
+            if v.version in intact:
+                rows.append((model, v, deployed.get(v.version, [])))
+    return rows
 
 
 def print_table(table: Table) -> None:
