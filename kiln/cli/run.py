@@ -12,11 +12,10 @@ import logging
 import os
 import shlex
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flows.results import RunResult
 from kiln.cli.deploy import try_it_command
 from kiln.cli.options import (
     COption,
@@ -46,6 +45,9 @@ from kiln.cli.progress import progress
 from kiln.cli.warm import runner as warm
 from kiln.config.errors import KilnError
 from kiln.config.settings import BuilderName, KilnSettings, get_settings
+
+if TYPE_CHECKING:  # the flows import Prefect: only when a run starts
+    from flows.pipeline import RunResult
 
 err_console = make_console(stderr=True)
 

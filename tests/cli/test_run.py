@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flows.results import RunResult
+from flows.pipeline import RunResult
 from kiln.cli.app import main
 from kiln.config.settings import get_settings
 from kiln.store.artifact_store import ArtifactStore

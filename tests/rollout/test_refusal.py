@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from flows import pipeline
+from flows import tasks
 from kiln.cli.app import main
 from kiln.config.errors import RolloutError, StoreError
 from kiln.config.settings import KilnSettings, get_settings
@@ -234,12 +234,12 @@ def test_the_pipelines_roll_out_task_passes_the_choice_through(
     """What `prefect flow-run retry` runs: the task, with the flow's parameter."""
     good, bad = add(store, "good"), add(store, "bad")
     target = FakeTarget(reports={bad: "wrong"})
-    monkeypatch.setattr(pipeline.wiring, "make_target", lambda _settings, _name: target)
-    monkeypatch.setattr(pipeline, "rollout_slot", lambda *_: contextlib.nullcontext())
-    monkeypatch.setattr(pipeline, "get_run_logger", lambda: logging.getLogger("test"))
+    monkeypatch.setattr(tasks.wiring, "make_target", lambda _settings, _name: target)
+    monkeypatch.setattr(tasks, "rollout_slot", lambda *_: contextlib.nullcontext())
+    monkeypatch.setattr(tasks, "get_run_logger", lambda: logging.getLogger("test"))
     settings = KilnSettings(store=str(store.url))
     image = store.image_refs(bad)[0]
-    run = pipeline.rollout_task.fn
+    run = tasks.rollout_task.fn
     run(str(store.url), good, LOCAL, store.image_refs(good)[0], settings)
     with pytest.raises(RolloutError, match="reports version"):
         run(str(store.url), bad, LOCAL, image, settings)
