@@ -15,6 +15,7 @@ import sys
 import sysconfig
 import textwrap
 import uuid
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -113,6 +114,48 @@ def test_the_wheel_carries_the_resources_kiln_reads(installed: Path, tmp_path: P
     assert os.access(found["paths"][0], os.R_OK)
 
 
+def test_an_installed_kiln_packs_its_own_wheel_again_for_the_runner_image(
+    installed: Path, tmp_path: Path
+) -> None:
+    """Without a checkout, the runner image's kiln wheel is the installed one packed again
+    (every member byte for byte) and its requirements are the wheel's `pipeline` extra."""
+    from packaging.requirements import Requirement
+
+    from kiln.images.runner_image import pipeline_requirements
+
+    probe = textwrap.dedent(
+        """
+        import json, sys
+        from pathlib import Path
+        from kiln.images import runner_wheel
+        from kiln.images.runner_image import SOURCE_ROOT, is_checkout
+        dist = runner_wheel.installed()
+        wheel = runner_wheel.repack(dist, Path(sys.argv[1]))
+        print(json.dumps({
+            "checkout": is_checkout(SOURCE_ROOT), "editable": runner_wheel.is_editable(dist),
+            "wheel": str(wheel), "requirements": runner_wheel.extra_requirements(dist, "pipeline"),
+        }))
+        """
+    )
+    result = run([str(installed / "python"), "-c", probe, str(tmp_path)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["checkout"] is False and found["editable"] is False
+    [original] = (installed.parent.parent / "dist").glob("kiln-*.whl")
+    assert members(Path(found["wheel"])) == members(original)
+
+    def names(requirements: list[str]) -> set[str]:
+        return {Requirement(r).name for r in requirements}
+
+    assert names(found["requirements"]) == names(pipeline_requirements(REPO))
+
+
+def members(wheel: Path) -> dict[str, bytes]:
+    """A wheel's files and their bytes, its RECORD (hashes of the rest) left out."""
+    with zipfile.ZipFile(wheel) as zf:
+        return {n: zf.read(n) for n in zf.namelist() if not n.endswith(".dist-info/RECORD")}
+
+
 def test_kiln_trains_and_lists_from_another_folder(installed: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     trained = run([str(installed / "kiln"), "train", "--store", str(store)], cwd=tmp_path)
@@ -160,7 +203,7 @@ def test_kiln_builds_deploys_and_ups_from_another_folder(installed: Path, tmp_pa
         assert built.returncode == 0, built.stderr
         image = json.loads(built.stdout)["image"]
         registry = os.environ.get("KILN_REGISTRY", "127.0.0.1:5000")
-        assert image.startswith(f"{registry}/kiln-test/wheel/{name}@sha256:")
+        assert image.startswith(f"{registry}/kiln-test/wheel/{name}/model@sha256:")
         deployed = run([kiln, "deploy", version], cwd=tmp_path, env=env)
         assert deployed.returncode == 0, deployed.stderr
         served = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()

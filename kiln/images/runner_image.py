@@ -31,6 +31,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from kiln.config.errors import BuildError
+from kiln.images import runner_wheel
 from kiln.images.builders.engine import check_stream, engine_push
 from kiln.images.registry import Registry
 from kiln.infra.resources import resource_path
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 DOCKERFILE = "Dockerfile.runner"
 PYTHON = "3.11"  # the base image's Python (python:3.11-slim)
 # kiln's source tree, when kiln runs from a checkout (`pip install -e .`): its wheel is built
-# from there. An installed wheel carries no sources to rebuild itself from.
+# from there; from an installed wheel it is packed again (kiln/images/runner_wheel.py).
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -58,18 +59,14 @@ class RunnerImage:
 # ---------------------------------------------------------------------------- wheels
 
 
-def source_root(root: Path = SOURCE_ROOT) -> Path:
-    pyproject = root / "pyproject.toml"
+def is_checkout(root: Path = SOURCE_ROOT) -> bool:
+    """Whether kiln runs from its source tree (else from an installed wheel: the runner's
+    wheel and requirements then come from the installed distribution, runner_wheel.py)."""
     try:
-        name = tomllib.loads(pyproject.read_text()).get("project", {}).get("name")
+        name = tomllib.loads((root / "pyproject.toml").read_text()).get("project", {}).get("name")
     except (OSError, tomllib.TOMLDecodeError):
-        name = None
-    if name != "kiln":
-        raise BuildError(
-            f"building the runner image needs kiln's source tree (no kiln pyproject.toml in "
-            f"{root}): run it from a checkout installed with `pip install -e .`"
-        )
-    return root
+        return False
+    return name == "kiln"
 
 
 def pipeline_requirements(root: Path) -> list[str]:
@@ -85,6 +82,14 @@ def pipeline_requirements(root: Path) -> list[str]:
         else:
             found.append(requirement)
     return found
+
+
+def runner_requirements(root: Path, dist: Any) -> list[str]:
+    """The pipeline's requirements: from the checkout's pyproject.toml, or (`dist`, an
+    installed kiln) from the wheel's metadata."""
+    if dist is None:
+        return pipeline_requirements(root)
+    return runner_wheel.extra_requirements(dist, "pipeline")
 
 
 def pip(args: list[str], what: str, timeout: float = 1800) -> None:
@@ -234,11 +239,11 @@ def build_runner(
     `client_factory` makes the engine client, called only when a build is needed.
     """
     began = time.perf_counter()
-    root = source_root(root)
+    dist = None if is_checkout(root) else runner_wheel.installed()
     dockerfile = resource_path(DOCKERFILE)
-    deps = dependency_wheels(pipeline_requirements(root), cache_dir)
+    deps = dependency_wheels(runner_requirements(root, dist), cache_dir)
     with tempfile.TemporaryDirectory(prefix="kiln-runner-") as tmp:
-        kiln = kiln_wheel(root, Path(tmp))
+        kiln = kiln_wheel(root, Path(tmp)) if dist is None else runner_wheel.repack(dist, Path(tmp))
         tag = runner_key(dockerfile.read_bytes(), deps, kiln, base_image)
         name = f"{registry.host}/{repository}"
         digest = None if force else registry.manifest_digest(repository, tag)
