@@ -15,9 +15,11 @@ from kiln import wiring
 from kiln.cli.options import NameOption, OutputOption, PortOption, StoreOption, TargetOption
 from kiln.cli.output import make_console, print_json, print_line
 from kiln.cli.progress import progress
+from kiln.config.names import DEFAULT_NAME
 from kiln.config.settings import KilnSettings, get_settings
 from kiln.rollout import LOCAL, TARGETS, RolloutResult, previous_of, roll_back, roll_out
 from kiln.rollout import status as target_status
+from kiln.rollout.orchestrator import image_repository
 from kiln.store.artifact_store import ArtifactStore
 
 err_console = make_console(stderr=True)
@@ -54,10 +56,36 @@ def try_it_command(endpoint: str, sample_input: Any, context: str | None = None)
     return "\n".join(lines)
 
 
-def latest_image(store: ArtifactStore, version: str) -> str | None:
-    """The digest-pinned image of the version's most recent build, when the store says so."""
+def latest_image(store: ArtifactStore, version: str, repository: str | None = None) -> str | None:
+    """The digest-pinned image of the version's most recent build (in `repository`, a model
+    name's own, when given), when the store says so."""
     newest = getattr(store, "latest_image_ref", None)
-    return newest(version) if newest is not None else None
+    if newest is None:
+        return None
+    if repository is None:
+        return newest(version)
+    return newest(version, lambda ref: image_repository(ref) == repository)
+
+
+def own_repository(settings: KilnSettings) -> str | None:
+    """Where the settings' model name's images are; None for the default name, whose
+    images from before names (one repository, KILN_REPOSITORY whole) are its too."""
+    from kiln.images.build import model_repository
+
+    if settings.model == DEFAULT_NAME:
+        return None
+    return model_repository(settings.repository, settings.model)
+
+
+def own_image(store: ArtifactStore, version: str, settings: KilnSettings) -> str | None:
+    """The image of the version built for the settings' model name: a version two names
+    share has one image per name, each saying its own name."""
+    from kiln.images.build import model_repository
+
+    found = latest_image(store, version, model_repository(settings.repository, settings.model))
+    if found is None and settings.model == DEFAULT_NAME:
+        found = latest_image(store, version)
+    return found
 
 
 def result_dict(result: RolloutResult, try_it: str | None) -> dict[str, Any]:
@@ -106,7 +134,7 @@ def deploy(
     settings = get_settings().with_overrides(model=name, port=port, store=store, target=target)
     the_store = wiring.open_store(settings)
     stored = the_store.get(the_store.resolve_own(version))  # a version of this name
-    chosen = image or latest_image(the_store, stored.version)
+    chosen = image or own_image(the_store, stored.version, settings)
     with progress(err_console, f"rolling {stored.version[:12]} out to {settings.target}"):
         result = roll_out(
             the_store,
@@ -114,6 +142,7 @@ def deploy(
             wiring.make_target(settings, settings.target),
             image=chosen,
             ship_rolled_back=ship_rolled_back,
+            repository=own_repository(settings),
         )
     _print_result(result, stored.metadata.get("sample_input"), output, settings.k8s_context)
 

@@ -154,7 +154,12 @@ RegistryOption = Annotated[
     str | None, typer.Option("--registry", help="Registry host:port [KILN_REGISTRY].")
 ]
 RepositoryOption = Annotated[
-    str | None, typer.Option("--repository", help="Image repository [KILN_REPOSITORY].")
+    str | None,
+    typer.Option(
+        "--repository",
+        help="Where model images go: a prefix, `<prefix>/<name>` [KILN_REPOSITORY]; with "
+        "--runner, the runner's repository [KILN_RUNNER_REPOSITORY].",
+    ),
 ]
 BaseRepositoryOption = Annotated[
     str | None,

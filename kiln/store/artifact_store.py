@@ -239,8 +239,10 @@ class ArtifactStore:
         self.records.record_image(version, image_ref)
 
     @_store_op("reading a version's images")
-    def latest_image_ref(self, version: str) -> str | None:
-        return self.records.latest_image_ref(version)
+    def latest_image_ref(
+        self, version: str, keep: Callable[[str], bool] | None = None
+    ) -> str | None:
+        return self.records.latest_image_ref(version, keep)
 
     @_store_op("listing a version's images")
     def image_refs(self, version: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
@@ -67,8 +67,11 @@ class Records:
         stamp = str(time.time_ns()).encode()
         self._write_beside(version, f"images/{quote(image_ref, safe='')}", stamp)
 
-    def latest_image_ref(self, version: str) -> str | None:
-        """The digest-pinned image recorded last for a version (None when there is none)."""
+    def latest_image_ref(
+        self, version: str, keep: Callable[[str], bool] | None = None
+    ) -> str | None:
+        """The digest-pinned image recorded last for a version (None when there is none);
+        with `keep`, the last of those it keeps (one model name's repository)."""
         directory = f"{version_dir(self.versions.resolve(version))}/images"
         newest: tuple[int, str] | None = None
         names = [n for n in self.backend.listdir(directory) if not n.startswith(".")]
@@ -76,6 +79,8 @@ class Records:
         for name in names:
             ref = unquote(name)
             if "@sha256:" not in ref or f"{directory}/{name}" not in raw:
+                continue
+            if keep is not None and not keep(ref):
                 continue
             text = raw[f"{directory}/{name}"].strip()
             stamp = int(text) if text.isdigit() else 0  # recorded before stamps: oldest
