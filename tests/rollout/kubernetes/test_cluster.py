@@ -108,6 +108,11 @@ def test_rollout_then_upgrade(store, versions, cluster, manifests) -> None:
     assert result.previous_version == old
     assert live_image(cluster) == image_of(store, new)
     assert store.deployment(KUBERNETES).current == new
+    # The endpoint kiln reports answers as the new version (the Service, through the API
+    # server with the kubeconfig's credentials, as `kubectl proxy` would lend them).
+    path = result.endpoint.removeprefix(cluster.api.host)
+    reply = cluster.api.raw("GET", f"{path}/metadata", None)
+    assert reply.status == 200 and reply.json()["version"] == new
 
 
 def test_stuck_rollout_is_rolled_back(store, versions, cluster, manifests) -> None:
