@@ -1,10 +1,10 @@
 """What the HTTP protocol refused or closed before the app saw it, counted in plain Python.
 
 Kept apart from serving/metrics.py on purpose: the gunicorn master imports the worker
-class (serving/worker.py -> serving/protocol.py -> here) before its ``on_starting`` hook
-sets ``PROMETHEUS_MULTIPROC_DIR``, and prometheus_client picks in-memory or multiprocess
-values once, when first imported. Nothing the master imports before that hook may
-import prometheus_client (tests/serving/test_gunicorn.py checks it).
+class (serving/worker.py -> protocol.py -> protocol_connection.py -> here) before its
+``on_starting`` hook sets ``PROMETHEUS_MULTIPROC_DIR``, and prometheus_client picks
+in-memory or multiprocess values once, when first imported. Nothing the master imports
+before that hook may import prometheus_client (tests/serving/test_gunicorn.py checks it).
 """
 
 from __future__ import annotations
