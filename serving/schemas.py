@@ -32,13 +32,22 @@ if TYPE_CHECKING:
 
 ROW_EXAMPLE = [5.1, 3.5, 1.4, 0.2]
 FLOAT32_MAX = 3.4028234663852886e38
+# The server reads JSON numbers as doubles (orjson, RFC 8259's interoperable range): an
+# integer column's bound is the largest integer whose double is still float32's largest
+# (halfway to the next double; the tie rounds to it, as its mantissa is even).
+INTEGER_MAX = 2**128 - 2**104 + 2**74
+
+
+# What the model computes goes out as is: where that is NaN or infinite (inputs far beyond
+# what it was trained on can overflow it), JSON has no number for it and the value is null.
+_NOT_FINITE = " A value the model computed as NaN or infinite is null."
 
 
 class PredictResponse(BaseModel):
-    prediction: list[list[float]] | list[float] = Field(
+    prediction: list[list[float | None]] | list[float | None] = Field(
         ...,
         description="A classifier: one row of class probabilities per input row, in order. "
-        "A regressor: one value per input row.",
+        "A regressor: one value per input row." + _NOT_FINITE,
     )
     labels: list[str] | None = Field(
         None, description="With ?labels=true (classifiers): the label of every row."
@@ -46,7 +55,11 @@ class PredictResponse(BaseModel):
 
 
 class LabelResponse(BaseModel):
-    prediction: list[str] = Field(..., description="One label per input row, in order.")
+    prediction: list[str] | list[float | None] = Field(
+        ...,
+        description="A classifier: one label per input row, in order. A regressor (no "
+        "labels): its value per row, as POST /predict." + _NOT_FINITE,
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -189,9 +202,10 @@ def value_schema(feature: Feature) -> dict[str, Any]:
     elif feature.type == BOOLEAN:
         also = {"enum": [0, 1]} if feature.dtype == FLOAT32 else {"enum": ["True", "False"]}
         out = {"anyOf": [{"type": "boolean"}, also]}
+    elif feature.type == INTEGER:
+        out = {"type": "integer", "minimum": -INTEGER_MAX, "maximum": INTEGER_MAX}
     else:
-        kind = "integer" if feature.type == INTEGER else "number"
-        out = {"type": kind, "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+        out = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
     if feature.nullable:
         out = {"anyOf": [out, {"type": "null"}]}
     return out
@@ -235,13 +249,19 @@ def predict_schema(schema: ModelSchema | None = None, max_rows: int | None = Non
             "additionalProperties": False,
         }
         # The document shows the columns in feature order (so each row's types can be
-        # stated); the server takes them in any order.
-        split_columns = {"const": schema.names}
+        # stated); the server takes them in any order. One const per item rather than an
+        # array const: Schemathesis cannot negate the latter inside oneOf.
+        split_columns = {
+            "type": "array",
+            "prefixItems": [{"const": name} for name in schema.names],
+            "minItems": width,
+            "maxItems": width,
+        }
     split = {
         "type": "object",
         "properties": {
             "columns": split_columns,
-            "index": {"type": "array"},
+            "index": {"description": "pandas' row labels; any value, ignored."},
             "data": _rows(row, max_rows),
         },
         "required": ["columns", "data"],
@@ -267,64 +287,91 @@ def predict_request_doc(with_labels_parameter: bool = False) -> dict[str, Any]:
 
 
 def v2_request_schema(
-    schema: ModelSchema, tensor_input: str | None, max_rows: int | None
+    schema: ModelSchema,
+    tensor_input: str | None,
+    max_rows: int | None,
+    outputs: tuple[str, ...] = (),
+    plain: bool = True,
 ) -> dict[str, Any]:
-    """The V2 inference body ``schema``'s model accepts."""
+    """The V2 inference body ``schema``'s model accepts (``outputs``: the names it answers;
+    ``plain``: a tensor input of non-null numbers only)."""
     rows = {"type": "integer", "minimum": 1}
     if max_rows is not None:
         rows["maximum"] = max_rows
     if tensor_input is not None:
-        width = len(schema.features)
-        tensors = [
-            {
-                "type": "object",
-                "properties": {
-                    "name": {"const": tensor_input},
-                    "datatype": {"const": "FP32"},
-                    "shape": {
-                        "type": "array",
-                        "prefixItems": [rows, {"const": width}],
-                        "minItems": 2,
-                        "maxItems": 2,
-                    },
-                    "data": {"type": "array", "minItems": 1},
-                },
-                "required": ["name", "datatype", "shape", "data"],
-                "description": "Row-major numbers, flat or nested.",
-            }
-        ]
+        tensors = [_v2_tensor(schema, tensor_input, rows, plain)]
     else:
-        tensors = [
-            {
-                "type": "object",
-                "properties": {
-                    "name": {"const": f.name},
-                    "datatype": {"enum": list(v2_datatypes(f))},
-                    "shape": {
-                        "type": "array",
-                        "prefixItems": [rows, {"const": 1}],
-                        "minItems": 1,
-                        "maxItems": 2,
-                    },
-                    "data": {"type": "array", "minItems": 1, "items": value_schema(f)},
-                },
-                "required": ["name", "datatype", "shape", "data"],
-            }
-            for f in schema.features
-        ]
+        tensors = [_v2_column(f, rows) for f in schema.features]
+    output: dict[str, Any] = {"type": "object", "required": ["name"]}
+    if outputs:
+        output["properties"] = {"name": {"enum": list(outputs)}}
     return {
         "type": "object",
         "properties": {
-            "id": {"type": "string"},
+            "id": {"type": ["string", "null"]},
             "inputs": {
                 "type": "array",
                 "prefixItems": tensors,
                 "minItems": len(tensors),
                 "maxItems": len(tensors),
             },
-            "outputs": {"type": "array", "items": {"type": "object"}},
+            "outputs": {"type": "array", "minItems": 1, "items": output},
         },
         "required": ["inputs"],
+    }
+
+
+def _v2_tensor(schema: ModelSchema, name: str, rows: dict, plain: bool) -> dict[str, Any]:
+    """The one FP32 [N, F] input. Its values come flat or one list per row; the columns of
+    a model that is not plain (nulls, booleans) decode by position, so rows only."""
+    width = len(schema.features)
+    row = {
+        "type": "array",
+        "prefixItems": [value_schema(f) for f in schema.features],
+        "minItems": width,
+        "maxItems": width,
+    }
+    if plain:
+        number = value_schema(schema.features[0])
+        items: dict[str, Any] = {"anyOf": [number, {"type": "array", "items": number}]}
+    else:
+        items = row
+    return {
+        "type": "object",
+        "properties": {
+            "name": {"const": name},
+            "datatype": {"const": "FP32"},
+            "shape": {
+                "type": "array",
+                "prefixItems": [rows, {"const": width}],
+                "minItems": 2,
+                "maxItems": 2,
+            },
+            "data": {"type": "array", "minItems": 1, "items": items},
+        },
+        "required": ["name", "datatype", "shape", "data"],
+        "description": "Row-major values, flat or one list per row; shape [N, F] must "
+        "count them exactly (N * F values).",
+    }
+
+
+def _v2_column(feature: Feature, rows: dict) -> dict[str, Any]:
+    """One column's tensor, named after it, [N] or [N, 1]."""
+    return {
+        "type": "object",
+        "properties": {
+            "name": {"const": feature.name},
+            "datatype": {"enum": list(v2_datatypes(feature))},
+            "shape": {
+                "type": "array",
+                "prefixItems": [rows, {"const": 1}],
+                "minItems": 1,
+                "maxItems": 2,
+            },
+            "data": {"type": "array", "minItems": 1, "items": value_schema(feature)},
+        },
+        "required": ["name", "datatype", "shape", "data"],
+        "description": "shape [N] or [N, 1]; N values, the same N for every column.",
     }
 
 
@@ -379,6 +426,10 @@ def _specialise(document: dict[str, Any], model: Any, max_rows: int) -> None:
             operation["requestBody"] = request_body(body, example)["requestBody"]
     infer = paths.get("/v2/models/{name}/infer", {}).get("post")
     if infer is not None:
-        v2_body = v2_request_schema(schema, tensor_input, max_rows)
+        # Imported here, once a model is loaded: the master imports this module, no numpy.
+        from serving.model import LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT
+
+        outputs = (VALUE_OUTPUT,) if model.regression else (PROBABILITIES_OUTPUT, LABEL_OUTPUT)
+        v2_body = v2_request_schema(schema, tensor_input, max_rows, outputs, model.decoder.plain)
         v2_ex = v2_example(schema, tensor_input, model.artifacts.sample_input)
         infer["requestBody"] = request_body(v2_body, v2_ex)["requestBody"]
