@@ -333,7 +333,8 @@ def _v2_tensor(schema: ModelSchema, name: str, rows: dict, plain: bool) -> dict[
     }
     if plain:
         number = value_schema(schema.features[0])
-        items: dict[str, Any] = {"anyOf": [number, {"type": "array", "items": number}]}
+        per_row = {"type": "array", "minItems": 1, "items": number}
+        items: dict[str, Any] = {"anyOf": [number, per_row]}
     else:
         items = row
     return {
