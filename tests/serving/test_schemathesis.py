@@ -9,11 +9,13 @@ on pytest 9.2.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import httpx
 import pytest
 import schemathesis
+from hypothesis.errors import HypothesisWarning
 from schemathesis.engine import Status, events, from_schema
 from schemathesis.generation import GenerationMode
 from table_models import diabetes_model, wine_model, write_table_model_dir
@@ -78,8 +80,12 @@ class Run:
         self.problems: dict[tuple[str, ...], str] = {}  # a failure recurs: keep it once
         self.tested: set[str] = set()
         self.finished: events.EngineFinished | None = None
-        for event in from_schema(schema).execute():
-            self.record(event)
+        with warnings.catch_warnings():
+            # Hypothesis' own hints about its examples (a repr over 100 kB of a large
+            # generated body) say nothing of the server; pytest would make them errors.
+            warnings.simplefilter("ignore", HypothesisWarning)
+            for event in from_schema(schema).execute():
+                self.record(event)
 
     def record(self, event: events.EngineEvent) -> None:
         if isinstance(event, events.ScenarioFinished):
