@@ -19,6 +19,11 @@ DEFAULT_NAME = "model"
 MAX_LENGTH = 40
 NAME_PATTERN = rf"^[a-z](?:[-a-z0-9]{{0,{MAX_LENGTH - 2}}}[a-z0-9])?$"
 _NAME = re.compile(NAME_PATTERN)
+NAME_RULE = (
+    "a name is lowercase letters, digits and '-', starts with a letter, ends with a letter "
+    f"or digit, and has at most {MAX_LENGTH} characters (it names image repositories and "
+    "Kubernetes objects)"
+)
 
 
 def check_name(name: str) -> str:
@@ -26,12 +31,7 @@ def check_name(name: str) -> str:
     if _NAME.fullmatch(name):
         return name
     shown = name if len(name) <= 60 else name[:60] + "..."
-    raise SettingsError(
-        f"model name {shown!r} is not usable: a name is lowercase letters, digits and '-', "
-        f"starts with a letter, ends with a letter or digit, and has at most {MAX_LENGTH} "
-        "characters (it names image repositories and Kubernetes objects)",
-        setting="KILN_MODEL",
-    )
+    raise SettingsError(f"model name {shown!r} is not usable: {NAME_RULE}", setting="KILN_MODEL")
 
 
 def is_name(name: str) -> bool:

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kiln.config.defaults import DEFAULT_STATE_DIR
 from kiln.config.errors import SettingsError
-from kiln.config.names import DEFAULT_NAME, NAME_PATTERN
+from kiln.config.names import DEFAULT_NAME, NAME_PATTERN, NAME_RULE, is_name
 
 ENV_PREFIX = "KILN_"
 REPOSITORY_NAME = r"^[a-z0-9]+([._/-][a-z0-9]+)*$"  # the OCI distribution spec's repository names
@@ -303,6 +303,14 @@ class KilnSettings(BaseSettings):
     @property
     def wheel_cache_dir(self) -> Path:
         return self.cache_dir or self.state_dir / "cache" / "wheels"
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_name(cls, value: object) -> object:
+        """Say what a name is (before the pattern check, whose message would not)."""
+        if isinstance(value, str) and not is_name(value):
+            raise ValueError(NAME_RULE)
+        return value
 
     @field_validator("gate_threshold")
     @classmethod

@@ -24,7 +24,7 @@ from kiln.store.layout import (
     version_dir,
 )
 from kiln.store.records import Records
-from kiln.store.versions import Versions
+from kiln.store.versions import Versions, names_of
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,12 @@ class Pruning:
 
     def names(self) -> list[str]:
         """Every model name the store knows: the default, names with records of their own,
-        and names versions were stored under."""
-        versions, _ = self.versions.scan(set())
+        and names versions were stored under (read from one listing: no metadata read)."""
+        listing = self.versions.listing()
         found = {DEFAULT_NAME, *self.records.names()}
-        return sorted(found.union(*(info.names for info in versions)))
+        for version in listing.committed:
+            found.update(names_of(listing.lineage.get(version, [])))
+        return sorted(found)
 
     def protected(self) -> set[str]:
         """Versions retention never removes: what any name pinned, deploys, or may roll

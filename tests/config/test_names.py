@@ -6,7 +6,7 @@ import pytest
 
 from kiln.config.errors import SettingsError
 from kiln.config.names import DEFAULT_NAME, MAX_LENGTH, check_name, is_name
-from kiln.config.settings import KilnSettings
+from kiln.config.settings import KilnSettings, get_settings
 
 
 @pytest.mark.parametrize("name", ["wine", "iris-2", "a", "a" * MAX_LENGTH, DEFAULT_NAME])
@@ -33,3 +33,8 @@ def test_kiln_model_sets_the_name_and_a_bad_one_is_refused(monkeypatch) -> None:
     assert KilnSettings().model == "wine"
     monkeypatch.delenv("KILN_MODEL")
     assert KilnSettings().model == DEFAULT_NAME
+    monkeypatch.setenv("KILN_MODEL", "Wine_1")
+    get_settings.cache_clear()
+    with pytest.raises(SettingsError, match="KILN_MODEL='Wine_1' is not valid: .*starts with a"):
+        get_settings()
+    get_settings.cache_clear()
