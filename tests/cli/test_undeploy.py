@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from kiln.cli.app import main
 from kiln.config.settings import get_settings
 from kiln.store.artifact_store import ArtifactStore
-from tests.support.k8s_emulator import EmulatedApiServer
+from tests.support.k8s_emulator import EmulatedApiServer, use_emulated_cluster
 
 NS = "kiln-undeploy"
 SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
@@ -23,27 +21,7 @@ SAMPLE = [[5.1, 3.5, 1.4, 0.2]]
 @pytest.fixture
 def cluster_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatedApiServer]:
     with EmulatedApiServer() as emulator:
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "emulated",
-                    "clusters": [{"name": "e", "cluster": {"server": emulator.url}}],
-                    "users": [{"name": "u", "user": {"token": "t0ken"}}],
-                    "contexts": [{"name": "emulated", "context": {"cluster": "e", "user": "u"}}],
-                }
-            )
-        )
-        for key in list(os.environ):
-            if key.startswith("KILN_"):
-                monkeypatch.delenv(key)
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-        monkeypatch.setenv("KILN_STORE", str(tmp_path / "store"))
-        monkeypatch.setenv("KILN_TARGET", "kubernetes")
-        monkeypatch.setenv("KILN_K8S_NAMESPACE", NS)
+        use_emulated_cluster(monkeypatch, emulator, tmp_path, NS)
         monkeypatch.setenv("KILN_K8S_CREATE_NAMESPACE", "true")
         monkeypatch.setenv("KILN_K8S_POLL_INTERVAL", "0.02")
         get_settings.cache_clear()

@@ -1151,3 +1151,34 @@ class EmulatedApiServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+def use_emulated_cluster(
+    monkeypatch: Any, emulator: EmulatedApiServer, folder: Any, namespace: str
+) -> None:
+    """The environment a kiln command runs in against `emulator`: a kubeconfig in `folder`
+    naming it, the kubernetes target in `namespace`, a store in `folder`, no other KILN_*."""
+    import os
+    from pathlib import Path
+
+    kubeconfig = Path(folder) / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "emulated",
+                "clusters": [{"name": "e", "cluster": {"server": emulator.url}}],
+                "users": [{"name": "u", "user": {"token": "t0ken"}}],
+                "contexts": [{"name": "emulated", "context": {"cluster": "e", "user": "u"}}],
+            }
+        )
+    )
+    for key in list(os.environ):
+        if key.startswith("KILN_"):
+            monkeypatch.delenv(key)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("KILN_STORE", str(Path(folder) / "store"))
+    monkeypatch.setenv("KILN_TARGET", "kubernetes")
+    monkeypatch.setenv("KILN_K8S_NAMESPACE", namespace)

@@ -10,7 +10,6 @@ name read and write that name's objects only. Each name keeps its own deployment
 
 from __future__ import annotations
 
-import os
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +36,7 @@ from kiln.rollout.smoke import http_caller
 from kiln.rollout.target import Deployed, is_transient
 from kiln.store.artifact_store import ArtifactStore
 from tests.rollout.kubernetes.conftest import NS, SAMPLE_INPUT
-from tests.support.k8s_emulator import EmulatedApiServer
+from tests.support.k8s_emulator import EmulatedApiServer, use_emulated_cluster
 
 WINE = "wine"
 NAME = "app.kubernetes.io/name"
@@ -355,27 +354,8 @@ def kubeconfig(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: EmulatedApiServer
 ) -> Iterator[None]:
     """The environment a command runs in: a kubeconfig naming the emulator, no KILN_*."""
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "emulated",
-                "clusters": [{"name": "e", "cluster": {"server": emulator.url}}],
-                "users": [{"name": "u", "user": {"token": "t0ken"}}],
-                "contexts": [{"name": "emulated", "context": {"cluster": "e", "user": "u"}}],
-            }
-        )
-    )
-    for key in list(os.environ):
-        if key.startswith("KILN_"):
-            monkeypatch.delenv(key)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.setenv("KILN_STORE", str(tmp_path / "cli-store"))
-    monkeypatch.setenv("KILN_TARGET", KUBERNETES)
-    monkeypatch.setenv("KILN_K8S_NAMESPACE", NS)
+    (tmp_path / "cli").mkdir()  # apart from the stores the other fixtures made
+    use_emulated_cluster(monkeypatch, emulator, tmp_path / "cli", NS)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
