@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kiln.config.defaults import DEFAULT_STATE_DIR
@@ -28,6 +28,16 @@ Target = Literal["local", "kubernetes"]
 TARGETS: tuple[str, ...] = get_args(Target)  # where kiln can roll out: declared here, once
 BuilderName = Literal["auto", "engine", "layer"]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _model_name(value: object) -> object:
+    """Say what a name is (before the pattern check, whose message would not)."""
+    if isinstance(value, str) and not is_name(value):
+        raise ValueError(NAME_RULE)
+    return value
+
+
+ModelName = Annotated[str, BeforeValidator(_model_name)]
 GateMetric = Literal["accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2", "rmse", "mae"]
 
 
@@ -42,7 +52,7 @@ class KilnSettings(BaseSettings):
     # shell, and one that was not set there arrives as "".
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
-    model: str = Field(
+    model: ModelName = Field(
         default=DEFAULT_NAME,
         pattern=NAME_PATTERN,
         description="The model name commands and the pipeline work on (`--name` per call): "
@@ -303,14 +313,6 @@ class KilnSettings(BaseSettings):
     @property
     def wheel_cache_dir(self) -> Path:
         return self.cache_dir or self.state_dir / "cache" / "wheels"
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _model_name(cls, value: object) -> object:
-        """Say what a name is (before the pattern check, whose message would not)."""
-        if isinstance(value, str) and not is_name(value):
-            raise ValueError(NAME_RULE)
-        return value
 
     @field_validator("gate_threshold")
     @classmethod
